@@ -1,0 +1,64 @@
+"""Command line: python -m experiments {vae,all} [--preset smoke|full] [--data ...] [--out DIR] [--resume] [--device ...]
+
+Each run writes one folder (default results/<problem>-<preset>); --resume continues an
+interrupted run in that folder. `all` runs every problem in turn, each in its own folder
+under --out (default results/).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from experiments import data, vae
+from experiments.runs import NonFiniteLossError
+
+PROBLEMS = {"vae": vae}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("problem", choices=[*PROBLEMS, "all"])
+    parser.add_argument("--preset", choices=["smoke", "full"], default="full")
+    parser.add_argument("--data", choices=data.CHOICES, default="auto",
+                        help="auto: the real dataset when present or downloadable, else the synthetic stand-in")
+    parser.add_argument("--data-root", default=None, help="where datasets are stored/downloaded (default: data/)")
+    parser.add_argument("--out", default=None, help="run folder (for 'all': parent folder); default results/...")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out after an interruption")
+    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
+    parser.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
+    parser.add_argument("--seed", type=int, default=None)
+    return parser.parse_args(argv)
+
+
+def run_problem(name: str, args: argparse.Namespace, out: Path) -> Path:
+    module = PROBLEMS[name]
+    cfg = module.config_for(args.preset, data=args.data, data_root=args.data_root, device=args.device,
+                            epochs=args.epochs, seed=args.seed)
+    run_dir = module.run(cfg, out, resume=args.resume)
+    print(f"{name}: run folder {run_dir} (figures in {run_dir / 'figures'}, numbers in {run_dir / 'summary.json'})")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.problem == "all":
+            parent = Path(args.out or "results")
+            for name in PROBLEMS:
+                run_problem(name, args, parent / f"{name}-{args.preset}")
+        else:
+            run_problem(args.problem, args, Path(args.out or f"results/{args.problem}-{args.preset}"))
+    except (NonFiniteLossError, data.DatasetError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last finished epoch is checkpointed; rerun with --resume to continue",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Report figures, one function each, drawn from a run folder alone (no model, no retraining).
+
+Every figure names the dataset it came from (SVHN, CIFAR-10 or the synthetic stand-in) in
+its title, read from the run's provenance.json. PNGs go to <run>/figures/.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torchvision.utils import make_grid
+
+from experiments.runs import load_artifact, read_json, read_metrics
+
+DATASET_NAMES = {"svhn": "SVHN", "cifar10": "CIFAR-10", "synthetic": "synthetic stand-in"}
+N_MARKED = 3  # most class-specific latent dimensions marked per class
+
+
+def dataset_name(run_dir: str | Path) -> str:
+    source = read_json(run_dir, "provenance.json")["source"]
+    return DATASET_NAMES.get(source, source)
+
+
+def grid(images: torch.Tensor, nrow: int) -> np.ndarray:
+    """uint8 (N, 3, H, W) -> (H', W', 3) array for imshow, 1-pixel white padding."""
+    return make_grid(images, nrow=nrow, padding=1, pad_value=255).permute(1, 2, 0).numpy()
+
+
+def _save(fig: plt.Figure, run_dir: str | Path, name: str) -> Path:
+    path = Path(run_dir) / "figures" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _snapshot_epochs(run_dir: str | Path, kind: str) -> list[int]:
+    folder = Path(run_dir) / "artifacts" / kind
+    return sorted(int(m.group(1)) for p in folder.glob("epoch_*.pt") if (m := re.match(r"epoch_(\d+)\.pt", p.name)))
+
+
+# --------------------------------------------------------------------------- shared by all problems
+
+def wall_clock(run_dir: str | Path, label: str) -> Path:
+    """Training wall-clock: seconds per epoch (training, and with evaluation) and the running total."""
+    m = read_metrics(run_dir)
+    epochs = [r["epoch"] for r in m]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.bar(epochs, [r["epoch_seconds"] for r in m], color="tab:gray", label="epoch incl. evaluation")
+    a.bar(epochs, [r["train_seconds"] for r in m], color="tab:blue", label="training steps")
+    a.set(xlabel="epoch", ylabel="seconds", title="per epoch")
+    a.legend()
+    b.plot(epochs, [r["wall_seconds"] / 60 for r in m], marker="o")
+    b.set(xlabel="epoch", ylabel="minutes", title="cumulative")
+    speed = np.median([r["images_per_s"] for r in m])
+    fig.suptitle(f"{label} training wall-clock ({dataset_name(run_dir)}; median {speed:.0f} images/s)")
+    return _save(fig, run_dir, "wall_clock.png")
+
+
+def loss_curves(run_dir: str | Path, keys: dict[str, str], label: str) -> Path:
+    """Per-epoch curves of the metrics named in `keys` (metric -> legend)."""
+    m = read_metrics(run_dir)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key, legend in keys.items():
+        ax.plot([r["epoch"] for r in m], [r[key] for r in m], marker="o", label=legend)
+    ax.set(xlabel="epoch", ylabel="loss", title=f"{label} loss ({dataset_name(run_dir)})")
+    ax.legend()
+    return _save(fig, run_dir, "loss.png")
+
+
+def snapshots(run_dir: str | Path, label: str, what: str = "samples") -> Path:
+    """One panel per snapshot epoch of artifacts/<what>/epoch_NNN.pt, titled with the epoch."""
+    epochs = _snapshot_epochs(run_dir, what)
+    if not epochs:
+        raise FileNotFoundError(f"no snapshots in {Path(run_dir) / 'artifacts' / what}")
+    cols = min(3, len(epochs))
+    rows = -(-len(epochs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, epoch in zip(axes.flat, epochs):
+        snap = load_artifact(run_dir, f"{what}/epoch_{epoch:03d}.pt")
+        if isinstance(snap, dict):  # originals and reconstructions: alternate rows of 8
+            images = torch.stack([snap["original"].view(-1, 8, 3, 32, 32),
+                                  snap["reconstruction"].view(-1, 8, 3, 32, 32)], dim=1).view(-1, 3, 32, 32)
+        else:
+            images = snap
+        ax.imshow(grid(images, nrow=8))
+        ax.set_title(f"epoch {epoch}")
+    note = " (odd rows: test originals, even rows: reconstructions)" if what == "reconstructions" else \
+        " (same latent noise at every epoch)"
+    fig.suptitle(f"{label} {what} during training, {dataset_name(run_dir)}{note}")
+    return _save(fig, run_dir, f"{what}_over_training.png")
+
+
+def image_grid(run_dir: str | Path, artifact: str, title: str, name: str) -> Path:
+    images = load_artifact(run_dir, artifact)
+    nrow = int(np.ceil(np.sqrt(len(images))))
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(grid(images, nrow=nrow))
+    ax.axis("off")
+    ax.set_title(f"{title} ({dataset_name(run_dir)})")
+    return _save(fig, run_dir, name)
+
+
+# --------------------------------------------------------------------------- Problem 1 (VAE)
+
+def class_specificity(profiles: dict) -> torch.Tensor:
+    """(10, z_dim): each class mean's deviation from the overall mean, in units of that dimension's spread."""
+    return (profiles["class_means"] - profiles["overall_mean"]) / profiles["overall_std"].clamp_min(1e-8)
+
+
+def latent_profiles(run_dir: str | Path) -> list[Path]:
+    """1.3(e): a bar chart of the mean posterior mean per class, and a heat map of class specificity."""
+    p = load_artifact(run_dir, "latent_profiles.pt")
+    means, score = p["class_means"].numpy(), class_specificity(p).numpy()
+    n_classes, z_dim = means.shape
+    top = np.argsort(-np.abs(score), axis=1)[:, :N_MARKED]
+    source = dataset_name(run_dir)
+
+    fig, axes = plt.subplots(2, 5, figsize=(18, 6), sharey=True)
+    for c, ax in enumerate(axes.flat):
+        colors = np.where(np.isin(np.arange(z_dim), top[c]), "tab:red", "tab:blue")
+        ax.bar(np.arange(z_dim), means[c], color=colors)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_title(f"class {c} (n={int(p['counts'][c])}); peaks: {', '.join(map(str, top[c]))}")
+        ax.set_xlabel("latent dimension")
+    fig.suptitle(f"VAE latent profile per class: mean of E[z|x] over training images ({source}); "
+                 f"red: the {N_MARKED} most class-specific dimensions")
+    bars = _save(fig, run_dir, "latent_profiles_bars.png")
+
+    fig, ax = plt.subplots(figsize=(12, 4))
+    lim = np.abs(score).max()
+    im = ax.imshow(score, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    for c in range(n_classes):
+        ax.scatter(top[c], [c] * N_MARKED, marker="o", facecolors="none", edgecolors="k", s=60)
+    ax.set(xlabel="latent dimension", ylabel="class", yticks=range(n_classes))
+    fig.colorbar(im, label="(class mean - overall mean) / std")
+    ax.set_title(f"class specificity of each latent dimension ({source}); circles: top {N_MARKED} per class")
+    heat = _save(fig, run_dir, "latent_profiles_heatmap.png")
+    return [bars, heat]
+
+
+def interpolations(run_dir: str | Path) -> Path:
+    """1.3(f): strips between pairs of test images (originals at the ends) and between prior draws."""
+    it = load_artifact(run_dir, "interpolations.pt")
+    P, n = it["test"].shape[:2]
+    blank = torch.full_like(it["test_endpoints"][:, :1], 255)
+    rows_test = torch.cat([it["test_endpoints"][:, :1], it["test"], it["test_endpoints"][:, 1:]], dim=1)
+    rows_prior = torch.cat([blank, it["prior"], blank], dim=1)
+    fig, (a, b) = plt.subplots(2, 1, figsize=(1.0 * (n + 2), 1.05 * 2 * P + 1))
+    a.imshow(grid(rows_test.reshape(-1, 3, 32, 32), nrow=n + 2))
+    a.set_title("between test images (outer columns: the originals; inner: decoded interpolation of posterior means)")
+    b.imshow(grid(rows_prior.reshape(-1, 3, 32, 32), nrow=n + 2))
+    b.set_title("between two draws from the prior N(0, I)")
+    for ax in (a, b):
+        ax.axis("off")
+    fig.suptitle(f"VAE latent interpolation, {n} steps ({dataset_name(run_dir)})")
+    return _save(fig, run_dir, "interpolations.png")
+
+
+def vae_figures(run_dir: str | Path) -> list[Path]:
+    """Every figure of Problem 1.3, (a) to (f), plus the loss curves."""
+    return [
+        wall_clock(run_dir, "VAE"),                                                  # (a)
+        loss_curves(run_dir, {"loss": "train -ELBO", "test_loss": "test -ELBO"}, "VAE"),
+        snapshots(run_dir, "VAE", "samples"),                                        # (b)
+        snapshots(run_dir, "VAE", "reconstructions"),                                # (c)
+        image_grid(run_dir, "final_samples.pt", "VAE samples at the end of training", "final_samples.png"),  # (d)
+        *latent_profiles(run_dir),                                                   # (e)
+        interpolations(run_dir),                                                     # (f)
+    ]
+
+
+def show(paths: list[Path]) -> None:
+    """Display PNGs inline in a notebook."""
+    from IPython.display import Image, Markdown, display
+
+    for path in paths:
+        display(Markdown(f"**{Path(path).name}**"), Image(filename=str(path)))

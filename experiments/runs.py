@@ -1,0 +1,264 @@
+"""Run folders: the single interface between training and everything downstream.
+
+A run folder holds
+    config.json       the resolved config (a dataclass, saved whole)
+    provenance.json   which dataset was actually used, on what device, with which versions
+    metrics.jsonl     one JSON object per finished epoch, appended and fsync'ed
+    checkpoint.pt     model, optimizer, RNG states and epoch, written atomically (temp + rename)
+    artifacts/        tensors the figures are drawn from (samples, reconstructions, ...)
+    figures/          PNGs, redrawn from the folder alone
+    summary.json      final numbers (e.g. the test log-likelihood)
+
+`fit` drives the epoch loop. A checkpoint is written only after an epoch, its metrics line and
+its artifacts are all on disk, so an interruption anywhere (Ctrl-C, a Colab disconnect,
+kill -9) loses at most the epoch in progress, and `--resume` redoes exactly that epoch from
+the same RNG state: on CPU with the same seed a resumed run ends with the same numbers as an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+CHECKPOINT = "checkpoint.pt"
+# Config fields a resumed run may change: how long to train and where, not what is trained.
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "data_root"})
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training epoch produced a NaN/inf loss; the last good checkpoint is kept."""
+
+
+# --------------------------------------------------------------------------- atomic files
+
+def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    """Call write(file) on a temp file beside `path`, fsync it, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    atomic_write_bytes(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_json(obj: Any, path: Path) -> None:
+    atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n"))
+
+
+# --------------------------------------------------------------------------- devices and RNG
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else Apple MPS, else CPU; anything else is passed to torch.device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} was asked for but CUDA is not available here; use --device cpu or auto")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels, so wall-clock timings measure the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    """Every RNG a run draws from: python, numpy, torch CPU and CUDA, and the run's own generators."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    for name, g in generators.items():
+        g.set_state(state["generators"][name])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------- the run folder
+
+class Run:
+    """A run folder (see the module docstring). Creating one with resume=False refuses to
+    overwrite a folder that already holds a checkpoint; resume=True checks the saved config."""
+
+    def __init__(self, directory: str | Path, config: Any, *, resume: bool = False):
+        self.dir = Path(directory)
+        self.config = config
+        self.artifacts = self.dir / "artifacts"
+        self.figures = self.dir / "figures"
+        self.checkpoint_path = self.dir / CHECKPOINT
+        self.metrics_path = self.dir / "metrics.jsonl"
+        saved = self.dir / "config.json"
+        if self.checkpoint_path.exists() and not resume:
+            raise FileExistsError(
+                f"{self.dir} already holds a run (found {self.checkpoint_path}). "
+                "Pass --resume (resume=True) to continue it, or choose another --out folder.")
+        if resume and saved.exists():
+            self._check_same_config(json.loads(saved.read_text()))
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self.figures.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(dataclasses.asdict(config), saved)
+
+    def _check_same_config(self, old: dict) -> None:
+        new = dataclasses.asdict(self.config)
+        diff = {k: (old.get(k), new.get(k)) for k in set(old) | set(new)
+                if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)}
+        if diff:
+            listing = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
+            raise ValueError(f"cannot resume {self.dir} with a different config ({listing}); "
+                             "resume with the same options, or start a new run with another --out")
+
+    # metrics -----------------------------------------------------------------
+    def log(self, record: dict) -> None:
+        """Append one JSON line and fsync it."""
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.dir)
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        """Drop lines of epochs after `last_epoch` (written before an interruption hit the checkpoint)."""
+        kept = [m for m in self.metrics() if m["epoch"] <= last_epoch]
+        atomic_write_bytes(self.metrics_path, lambda f: f.write("".join(json.dumps(m) + "\n" for m in kept).encode()))
+
+    # checkpoints ---------------------------------------------------------------
+    def save_checkpoint(self, state: dict) -> None:
+        atomic_save(state, self.checkpoint_path)
+
+    def load_checkpoint(self, map_location: torch.device | str = "cpu") -> dict | None:
+        if not self.checkpoint_path.exists():
+            return None
+        try:
+            return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
+        except Exception as e:  # a checkpoint is only ever replaced atomically, so this is outside damage
+            raise RuntimeError(f"checkpoint {self.checkpoint_path} is unreadable ({e}); delete it to restart "
+                               "this run from scratch, or point --out at another folder") from e
+
+    # artifacts and summary --------------------------------------------------------
+    def save_artifact(self, name: str, obj: Any) -> None:
+        atomic_save(obj, self.artifacts / name)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_json(obj, self.dir / name)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_json(run_dir: str | Path, name: str) -> dict:
+    path = Path(run_dir) / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: is {run_dir} a finished run folder?")
+    return json.loads(path.read_text())
+
+
+def load_artifact(run_dir: str | Path, name: str) -> Any:
+    path = Path(run_dir) / "artifacts" / name
+    if not path.exists():
+        raise FileNotFoundError(f"artifact {path} is missing: rerun the experiment with --resume to produce it")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """What ran the experiment, for provenance."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"device": str(device), "device_name": name, "torch": torch.__version__,
+            "python": sys.version.split()[0], "host": platform.node(), "cpu_count": str(os.cpu_count())}
+
+
+# --------------------------------------------------------------------------- the epoch loop
+
+def fit(run: Run, *, epochs: int, device: torch.device, state: dict[str, Any],
+        generators: dict[str, torch.Generator], train_epoch: Callable[[int], dict],
+        after_epoch: Callable[[int], dict], desc: str) -> list[dict]:
+    """Train epochs (last checkpointed epoch + 1) .. `epochs`, checkpointing after each.
+
+    state: named objects with state_dict/load_state_dict (model, optimizer, EMA, ...), saved whole.
+    train_epoch(epoch) -> {"loss": ..., "images": n, other means}; after_epoch(epoch) -> extra
+    metrics (evaluation, snapshots). Returns all metrics records of the run.
+    """
+    start = 0
+    checkpoint = run.load_checkpoint()  # on CPU: RNG states must stay CPU tensors
+    if checkpoint is not None:
+        for name, obj in state.items():
+            obj.load_state_dict(checkpoint["state"][name])
+        set_rng_state(checkpoint["rng"], generators)
+        start = checkpoint["epoch"]
+        run.truncate_metrics(start)
+        tqdm.write(f"resuming {run.dir} after epoch {start}")
+    elif run.metrics_path.exists():
+        run.truncate_metrics(0)  # metrics of an epoch that never reached a checkpoint
+    previous = run.metrics()
+    wall = previous[-1]["wall_seconds"] if previous else 0.0
+    for epoch in tqdm(range(start + 1, epochs + 1), desc=desc, initial=start, total=epochs, unit="epoch"):
+        synchronize(device)
+        t0 = time.perf_counter()
+        stats = train_epoch(epoch)
+        synchronize(device)
+        train_seconds = time.perf_counter() - t0
+        if not math.isfinite(stats["loss"]):
+            kept = f"{run.checkpoint_path} (epoch {epoch - 1}) is kept" if epoch > 1 else "no checkpoint exists yet"
+            raise NonFiniteLossError(f"epoch {epoch}: training loss is {stats['loss']}; stopped, {kept}. "
+                                     "Lower the learning rate and resume, or inspect the data.")
+        extra = after_epoch(epoch)
+        synchronize(device)
+        epoch_seconds = time.perf_counter() - t0
+        wall += epoch_seconds
+        images = stats.pop("images")
+        record = {"epoch": epoch, **stats, **extra, "train_seconds": train_seconds,
+                  "epoch_seconds": epoch_seconds, "wall_seconds": wall,
+                  "images_per_s": images / train_seconds}
+        run.log(record)
+        run.save_checkpoint({"epoch": epoch, "state": {n: o.state_dict() for n, o in state.items()},
+                             "rng": rng_state(generators), "config": dataclasses.asdict(run.config)})
+    return run.metrics()

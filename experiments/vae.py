@@ -1,0 +1,211 @@
+"""Problem 1: train the graded VAE on SVHN (or the synthetic stand-in) and log every artifact of 1.3.
+
+Per epoch: train loss (negative ELBO) and its two terms, test loss, timings (metrics.jsonl);
+every `snapshot_every` epochs: samples from fixed latent noise and reconstructions of fixed
+test images. At the end: a final sample grid, per-class latent profiles, interpolations and
+the importance-sampled test log-likelihood (K = 100) in summary.json. figures.py draws the PNGs.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+import vae_solution
+from experiments import data, figures
+from experiments.runs import Run, environment, fit, pick_device, read_json, seed_everything
+
+
+@dataclass
+class VAEConfig:
+    preset: str = "full"
+    data: str = "auto"             # auto | svhn | synthetic (see experiments.data)
+    data_root: str = "data"
+    seed: int = 0
+    device: str = "auto"
+    # Assignment hyperparameters.
+    epochs: int = 30               # 30 x 1144 Adam steps; see README "Problem 1" for why 30
+    batch_size: int = 64
+    z_dim: int = 32
+    lr: float = 1e-4
+    # How much data (None: the whole split).
+    train_size: int | None = None
+    test_size: int | None = None
+    # Artifacts.
+    snapshot_every: int = 5        # samples and reconstructions every N epochs (and at the last)
+    n_samples: int = 64            # fixed-noise sample grid, 8 x 8
+    n_reconstructions: int = 32
+    n_final_samples: int = 100     # final grid, 10 x 10
+    profile_size: int | None = None    # training images averaged into the class latent profiles
+    n_interpolation_pairs: int = 6
+    n_interpolation_steps: int = 10
+    # Importance-sampled log-likelihood.
+    ll_K: int = 100
+    ll_size: int | None = None     # test images evaluated (None: all)
+    ll_chunk: int = 4096           # decodes per batch inside log_likelihood (bounds peak memory)
+    eval_batch_size: int = 256
+
+
+PRESETS = {
+    "full": VAEConfig(),
+    # A few hundred images, 2 epochs: offline, under 2 minutes on 2 CPU cores. The larger
+    # learning rate only makes the few steps visible in the figures.
+    "smoke": VAEConfig(preset="smoke", epochs=2, lr=2e-3, train_size=640, test_size=64, snapshot_every=1,
+                       profile_size=640, ll_size=32, n_interpolation_pairs=3),
+}
+
+
+def config_for(preset: str, **overrides) -> VAEConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(PRESETS[preset], **overrides)
+
+
+def build_model(cfg: VAEConfig) -> vae_solution.VAE:
+    return vae_solution.VAE(in_channels=3, input_size=32, z_dim=cfg.z_dim,
+                            decoder_features=32, encoder_features=32)
+
+
+def snapshot_epochs(cfg: VAEConfig) -> list[int]:
+    return sorted({e for e in range(cfg.snapshot_every, cfg.epochs + 1, cfg.snapshot_every)} | {cfg.epochs})
+
+
+def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
+    """Train (or resume) a VAE run in folder `out`, write its artifacts, figures and summary."""
+    device = pick_device(cfg.device)
+    source, provenance = data.resolve_source(cfg.data, "svhn", cfg.data_root)
+    train = data.load_split(source, "train", cfg.data_root, seed=cfg.seed).subset(cfg.train_size, cfg.seed)
+    test = data.load_split(source, "test", cfg.data_root, seed=cfg.seed).subset(cfg.test_size, cfg.seed)
+    if len(train) < cfg.batch_size:
+        raise ValueError(f"train_size {len(train)} is smaller than one batch ({cfg.batch_size})")
+
+    run_ = Run(out, cfg, resume=resume)
+    run_.write_json("provenance.json", {**provenance, "n_train": len(train), "n_test": len(test),
+                                        **environment(device)})
+    seed_everything(cfg.seed)
+    model = build_model(cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    fixed = torch.Generator().manual_seed(cfg.seed + 1)  # fixed noise and images for the figures
+    z_fixed = torch.randn(cfg.n_samples, cfg.z_dim, generator=fixed).to(device)
+    recon_idx = torch.randperm(len(test), generator=fixed)[:cfg.n_reconstructions]
+    x_recon = data.to_float(test.images[recon_idx]).to(device)
+    train_images = train.images.to(device)   # uint8 on the device: 73257 SVHN images are 225 MB
+    test_images = test.images.to(device)
+    snapshots = snapshot_epochs(cfg)
+
+    def train_epoch(epoch: int) -> dict:
+        model.train()
+        sums = torch.zeros(3, device=device)  # loss, nll, kl summed over batches (no per-step sync)
+        steps, t0 = 0, time.perf_counter()
+        batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
+        bar = tqdm(batches, total=len(train) // cfg.batch_size, desc=f"epoch {epoch}", leave=False, unit="batch")
+        for idx in bar:
+            x = data.to_float(train_images[idx.to(device)])
+            _, nll, kl = model(x)
+            loss = (nll + kl).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums += torch.stack([loss.detach(), nll.detach().mean(), kl.detach().mean()])
+            steps += 1
+            if steps % 50 == 0:  # a host sync every 50 steps only
+                rate = steps * cfg.batch_size / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{sums[0].item() / steps:.1f}", img_s=f"{rate:.0f}")
+        loss, nll, kl = (sums / steps).tolist()
+        return {"loss": loss, "nll": nll, "kl": kl, "images": steps * cfg.batch_size}
+
+    @torch.no_grad()
+    def after_epoch(epoch: int) -> dict:
+        model.eval()
+        totals = torch.zeros(3, device=device)
+        for idx in data.iterate_batches(len(test), cfg.eval_batch_size, shuffle=False, drop_last=False):
+            _, nll, kl = model(data.to_float(test_images[idx.to(device)]))
+            totals += torch.stack([(nll + kl).sum(), nll.sum(), kl.sum()])
+        test_loss, test_nll, test_kl = (totals / len(test)).tolist()
+        if epoch in snapshots:
+            samples = model.decode(z_fixed).mode()
+            recon = model.decode(model.encode(x_recon).mode()).mode()  # posterior mean: comparable across epochs
+            run_.save_artifact(f"samples/epoch_{epoch:03d}.pt", data.to_uint8(samples.cpu()))
+            run_.save_artifact(f"reconstructions/epoch_{epoch:03d}.pt",
+                               {"original": data.to_uint8(x_recon.cpu()), "reconstruction": data.to_uint8(recon.cpu())})
+        return {"test_loss": test_loss, "test_nll": test_nll, "test_kl": test_kl}
+
+    fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer},
+        generators={"shuffle": shuffle}, train_epoch=train_epoch, after_epoch=after_epoch, desc="VAE")
+    summary = run_.dir / "summary.json"
+    if not (summary.exists() and read_json(run_.dir, "summary.json")["epochs"] == cfg.epochs):
+        final_artifacts(run_, cfg, model, train, test, device)  # written last: its presence means done
+    figures.vae_figures(run_.dir)
+    return run_.dir
+
+
+@torch.no_grad()
+def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: data.ImageSet,
+                    test: data.ImageSet, device: torch.device) -> None:
+    """Final samples, latent profiles, interpolations and the test log-likelihood (1.3 d-f)."""
+    model.eval()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed + 2)
+        run_.save_artifact("final_samples.pt", data.to_uint8(model.sample(cfg.n_final_samples).cpu()))
+        run_.save_artifact("latent_profiles.pt", latent_profiles(model, train.subset(cfg.profile_size, cfg.seed),
+                                                                 cfg.eval_batch_size, device))
+        run_.save_artifact("interpolations.pt", interpolations(model, test, cfg, device))
+        ll = test_log_likelihood(model, test.subset(cfg.ll_size, cfg.seed), cfg, device)
+    metrics = run_.metrics()
+    dims = 3 * 32 * 32
+    run_.write_json("summary.json", {
+        "problem": "vae",
+        "epochs": cfg.epochs,
+        "dataset": read_json(run_.dir, "provenance.json")["source"],
+        "test_log_likelihood_nats": ll,
+        # On the model's own scale (pixels in [-1, 1]) ...
+        "test_bits_per_dim": -ll / (dims * math.log(2)),
+        # ... and on the 8-bit scale [0, 256) used in the literature: log p shifts by -D log(127.5).
+        "test_bits_per_dim_8bit": -(ll - dims * math.log(127.5)) / (dims * math.log(2)),
+        "ll_K": cfg.ll_K,
+        "ll_n_images": min(len(test), cfg.ll_size or len(test)),
+        "final_train_loss": metrics[-1]["loss"],
+        "final_test_loss": metrics[-1]["test_loss"],
+        "train_wall_seconds": sum(m["train_seconds"] for m in metrics),
+        "wall_seconds": metrics[-1]["wall_seconds"],
+    })
+
+
+def latent_profiles(model: vae_solution.VAE, train: data.ImageSet, batch_size: int, device: torch.device) -> dict:
+    """Mean posterior mean per class, (10, z_dim), and the spread of posterior means per dimension."""
+    mus = torch.cat([model.encode(data.to_float(train.images[idx]).to(device)).mode().cpu()
+                     for idx in data.iterate_batches(len(train), batch_size, shuffle=False, drop_last=False)])
+    means = torch.stack([mus[train.labels == c].mean(0) for c in range(10)])  # (10, z_dim)
+    counts = torch.bincount(train.labels, minlength=10)
+    return {"class_means": means, "counts": counts, "overall_mean": mus.mean(0), "overall_std": mus.std(0)}
+
+
+def interpolations(model: vae_solution.VAE, test: data.ImageSet, cfg: VAEConfig, device: torch.device) -> dict:
+    """Strips between posterior means of pairs of test images, and between pairs of prior draws."""
+    g = torch.Generator().manual_seed(cfg.seed + 3)
+    P, n = cfg.n_interpolation_pairs, cfg.n_interpolation_steps
+    idx = torch.randperm(len(test), generator=g)[:2 * P].view(P, 2)
+    ends = data.to_float(test.images[idx.flatten()]).to(device)
+    z = model.encode(ends).mode().view(P, 2, -1)                       # (P, 2, z_dim)
+    z_prior = torch.randn(P, 2, cfg.z_dim, generator=g).to(device)
+    strip = lambda zs: torch.stack([vae_solution.interpolate(model, a, b, n) for a, b in zs])  # noqa: E731
+    return {"test": data.to_uint8(strip(z).cpu()),                       # (P, n, 3, 32, 32)
+            "test_endpoints": data.to_uint8(ends.view(P, 2, 3, 32, 32).cpu()),
+            "prior": data.to_uint8(strip(z_prior).cpu())}
+
+
+def test_log_likelihood(model: vae_solution.VAE, test: data.ImageSet, cfg: VAEConfig, device: torch.device) -> float:
+    """Mean over test images of the K-sample importance-weighted log p(x), in nats."""
+    total = 0.0
+    batches = data.iterate_batches(len(test), cfg.eval_batch_size, shuffle=False, drop_last=False)
+    for idx in tqdm(batches, total=math.ceil(len(test) / cfg.eval_batch_size), desc=f"log-likelihood K={cfg.ll_K}",
+                    leave=False, unit="batch"):
+        x = data.to_float(test.images[idx]).to(device)
+        total += model.log_likelihood(x, K=cfg.ll_K, chunk_size=cfg.ll_chunk).sum().item()
+    return total / len(test)

@@ -1,0 +1,209 @@
+"""The VAE experiment end to end: CLI smoke, artifacts of 1.3, resume, non-finite losses."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+
+from experiments import __main__ as cli
+from experiments import figures, vae
+from experiments.runs import NonFiniteLossError, read_metrics
+from tests.conftest import ROOT
+
+FIGURES = ["wall_clock.png", "loss.png", "samples_over_training.png", "reconstructions_over_training.png",
+           "final_samples.png", "latent_profiles_bars.png", "latent_profiles_heatmap.png", "interpolations.png"]
+TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s"}
+
+
+def smoke(tmp_path, **overrides) -> vae.VAEConfig:
+    return replace(vae.config_for("smoke", data="synthetic", data_root=str(tmp_path / "data"), device="cpu"),
+                   **overrides)
+
+
+def without_timings(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One CLI smoke run shared by the checks below, as a user would type it."""
+    tmp = tmp_path_factory.mktemp("cli")
+    out = tmp / "run"
+    code = cli.main(["vae", "--preset", "smoke", "--data", "synthetic", "--out", str(out),
+                     "--data-root", str(tmp / "data"), "--device", "cpu"])
+    assert code == 0
+    return out
+
+
+def test_cli_smoke_writes_every_artifact_of_1_3(smoke_run):
+    for name in FIGURES:
+        path = smoke_run / "figures" / name
+        assert path.exists() and path.stat().st_size > 5_000, name
+    for epoch in (1, 2):  # smoke snapshots every epoch
+        assert (smoke_run / "artifacts" / "samples" / f"epoch_{epoch:03d}.pt").exists()
+        assert (smoke_run / "artifacts" / "reconstructions" / f"epoch_{epoch:03d}.pt").exists()
+    config = json.loads((smoke_run / "config.json").read_text())
+    assert config["preset"] == "smoke" and config["z_dim"] == 32 and config["batch_size"] == 64
+
+
+def test_cli_smoke_metrics_and_summary(smoke_run):
+    metrics = read_metrics(smoke_run)
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert {"loss", "nll", "kl", "test_loss", *TIMING_KEYS} <= set(metrics[0])
+    assert metrics[-1]["loss"] < metrics[0]["loss"]  # it learned something
+    assert metrics[-1]["wall_seconds"] == pytest.approx(sum(m["epoch_seconds"] for m in metrics))
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    ll = summary["test_log_likelihood_nats"]
+    assert math.isfinite(ll) and summary["ll_K"] == 100 and summary["dataset"] == "synthetic"
+    assert summary["test_bits_per_dim"] == pytest.approx(-ll / (3072 * math.log(2)))
+    # The importance-sampled log-likelihood bounds the ELBO from above (on different images, loosely).
+    assert ll > -summary["final_test_loss"] - 50
+    provenance = json.loads((smoke_run / "provenance.json").read_text())
+    assert provenance["source"] == "synthetic" and provenance["device"] == "cpu"
+
+
+def test_artifact_contents(smoke_run):
+    profiles = torch.load(smoke_run / "artifacts" / "latent_profiles.pt")
+    assert profiles["class_means"].shape == (10, 32) and int(profiles["counts"].sum()) == 640
+    inter = torch.load(smoke_run / "artifacts" / "interpolations.pt")
+    assert inter["test"].shape == (3, 10, 3, 32, 32) and inter["test"].dtype == torch.uint8
+    samples = torch.load(smoke_run / "artifacts" / "final_samples.pt")
+    assert samples.shape == (100, 3, 32, 32)
+    # Fixed latent noise: the two snapshot grids differ only because the model changed.
+    s1, s2 = (torch.load(smoke_run / "artifacts" / "samples" / f"epoch_00{e}.pt") for e in (1, 2))
+    assert s1.shape == s2.shape == (64, 3, 32, 32)
+
+
+def test_figures_are_redrawn_from_the_folder_alone(smoke_run):
+    for png in (smoke_run / "figures").glob("*.png"):
+        png.unlink()
+    paths = figures.vae_figures(smoke_run)
+    assert sorted(p.name for p in paths) == sorted(FIGURES) and all(p.exists() for p in paths)
+
+
+def test_existing_run_is_not_overwritten_without_resume(smoke_run, capsys):
+    code = cli.main(["vae", "--preset", "smoke", "--data", "synthetic", "--out", str(smoke_run), "--device", "cpu"])
+    assert code == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    cfg = smoke(tmp_path, epochs=1)
+    vae.run(cfg, tmp_path / "run")
+    with pytest.raises(ValueError, match="lr"):
+        vae.run(replace(cfg, lr=1.0), tmp_path / "run", resume=True)
+
+
+# --------------------------------------------------------------------------- resume
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 3-epoch run to compare resumed runs against."""
+    tmp = tmp_path_factory.mktemp("ref")
+    run_dir = vae.run(smoke(tmp, epochs=3), tmp / "run")
+    return read_metrics(run_dir), json.loads((run_dir / "summary.json").read_text())
+
+
+def assert_same_run(run_dir, reference):
+    metrics, summary = reference
+    assert without_timings(read_metrics(run_dir)) == without_timings(metrics)
+    got = json.loads((run_dir / "summary.json").read_text())
+    assert got["test_log_likelihood_nats"] == summary["test_log_likelihood_nats"]
+
+
+def test_resume_after_ctrl_c_mid_epoch_matches_an_uninterrupted_run(tmp_path, reference, monkeypatch):
+    cfg = smoke(tmp_path, epochs=3)
+    calls = {"n": 0}
+    real = vae.data.iterate_batches
+
+    def interrupted(*args, **kwargs):
+        for i, idx in enumerate(real(*args, **kwargs)):
+            if kwargs.get("shuffle") and calls["n"] == 1 and i == 4:  # 2nd training epoch, 5th batch
+                raise KeyboardInterrupt
+            yield idx
+        calls["n"] += bool(kwargs.get("shuffle"))
+
+    monkeypatch.setattr(vae.data, "iterate_batches", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        vae.run(cfg, tmp_path / "run")
+    assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1]
+    monkeypatch.setattr(vae.data, "iterate_batches", real)
+    vae.run(cfg, tmp_path / "run", resume=True)
+    assert_same_run(tmp_path / "run", reference)
+
+
+def test_resume_after_a_crash_between_metrics_and_checkpoint(tmp_path, reference, monkeypatch):
+    """The epoch-2 metrics line is on disk but its checkpoint is not: epoch 2 is redone, once."""
+    cfg = smoke(tmp_path, epochs=3)
+    real = vae.Run.save_checkpoint
+
+    def crash_at_epoch_2(self, state):
+        if state["epoch"] == 2:
+            raise SystemExit("simulated crash")
+        real(self, state)
+
+    monkeypatch.setattr(vae.Run, "save_checkpoint", crash_at_epoch_2)
+    with pytest.raises(SystemExit):
+        vae.run(cfg, tmp_path / "run")
+    assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1, 2]
+    monkeypatch.setattr(vae.Run, "save_checkpoint", real)
+    vae.run(cfg, tmp_path / "run", resume=True)
+    assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3]
+    assert_same_run(tmp_path / "run", reference)
+
+
+def test_resume_extends_a_finished_run(tmp_path, reference):
+    vae.run(smoke(tmp_path, epochs=2), tmp_path / "run")
+    vae.run(smoke(tmp_path, epochs=3), tmp_path / "run", resume=True)
+    assert_same_run(tmp_path / "run", reference)
+
+
+def test_resume_after_kill_9(tmp_path):
+    """A real SIGKILL of the CLI at an arbitrary point; the resumed run finishes all epochs, none repeated."""
+    out, data_root = tmp_path / "run", tmp_path / "data"
+    args = [sys.executable, "-m", "experiments", "vae", "--preset", "smoke", "--data", "synthetic", "--epochs", "8",
+            "--out", str(out), "--data-root", str(data_root), "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_metrics(out)) < 2 and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = len(read_metrics(out))
+    assert 2 <= killed_at < 8, "the run was not killed mid-way"
+    subprocess.run(args + ["--resume"], cwd=ROOT, env=env, check=True, capture_output=True)
+    assert [m["epoch"] for m in read_metrics(out)] == list(range(1, 9))
+    assert (out / "summary.json").exists()
+
+
+# --------------------------------------------------------------------------- non-finite loss
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = smoke(tmp_path, epochs=3)
+    real_build = vae.build_model
+
+    def poisoned(cfg):
+        model = real_build(cfg)
+        forward = model.forward
+        state = {"calls": 0}
+
+        def forward_nan_in_epoch_2(x):
+            state["calls"] += 1
+            recon, nll, kl = forward(x)
+            return (recon, nll * float("nan"), kl) if model.training and state["calls"] > 12 else (recon, nll, kl)
+        model.forward = forward_nan_in_epoch_2
+        return model
+
+    monkeypatch.setattr(vae, "build_model", poisoned)
+    with pytest.raises(NonFiniteLossError, match="epoch 2"):
+        vae.run(cfg, tmp_path / "run")
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert checkpoint["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in checkpoint["state"]["model"].values() if v.is_floating_point())
+    assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1]
