@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import torch
 from torchvision.utils import make_grid
@@ -53,10 +54,14 @@ def wall_clock(run_dir: str | Path, label: str) -> Path:
     a.bar(epochs, [r["train_seconds"] for r in m], color="tab:blue", label="training steps")
     a.set(xlabel="epoch", ylabel="seconds", title="per epoch")
     a.legend()
-    b.plot(epochs, [r["wall_seconds"] / 60 for r in m], marker="o")
-    b.set(xlabel="epoch", ylabel="minutes", title="cumulative")
+    minutes = m[-1]["wall_seconds"] > 120
+    b.plot([0] + epochs, [0] + [r["wall_seconds"] / (60 if minutes else 1) for r in m], marker="o")
+    b.set(xlabel="epoch", ylabel="minutes" if minutes else "seconds", title="cumulative")
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     speed = np.median([r["images_per_s"] for r in m])
-    fig.suptitle(f"{label} training wall-clock ({dataset_name(run_dir)}; median {speed:.0f} images/s)")
+    fig.suptitle(f"{label} training wall-clock ({dataset_name(run_dir)}; median {speed:.0f} training images/s)")
+    fig.tight_layout()
     return _save(fig, run_dir, "wall_clock.png")
 
 
@@ -67,6 +72,7 @@ def loss_curves(run_dir: str | Path, keys: dict[str, str], label: str) -> Path:
     for key, legend in keys.items():
         ax.plot([r["epoch"] for r in m], [r[key] for r in m], marker="o", label=legend)
     ax.set(xlabel="epoch", ylabel="loss", title=f"{label} loss ({dataset_name(run_dir)})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     return _save(fig, run_dir, "loss.png")
 
@@ -121,15 +127,16 @@ def latent_profiles(run_dir: str | Path) -> list[Path]:
     top = np.argsort(-np.abs(score), axis=1)[:, :N_MARKED]
     source = dataset_name(run_dir)
 
-    fig, axes = plt.subplots(2, 5, figsize=(18, 6), sharey=True)
+    fig, axes = plt.subplots(2, 5, figsize=(18, 7), sharey=True)
     for c, ax in enumerate(axes.flat):
         colors = np.where(np.isin(np.arange(z_dim), top[c]), "tab:red", "tab:blue")
         ax.bar(np.arange(z_dim), means[c], color=colors)
         ax.axhline(0, color="k", lw=0.5)
-        ax.set_title(f"class {c} (n={int(p['counts'][c])}); peaks: {', '.join(map(str, top[c]))}")
+        ax.set_title(f"class {c} (n={int(p['counts'][c])})\npeaks: {', '.join(map(str, top[c]))}", fontsize=10)
         ax.set_xlabel("latent dimension")
     fig.suptitle(f"VAE latent profile per class: mean of E[z|x] over training images ({source}); "
                  f"red: the {N_MARKED} most class-specific dimensions")
+    fig.tight_layout()
     bars = _save(fig, run_dir, "latent_profiles_bars.png")
 
     fig, ax = plt.subplots(figsize=(12, 4))
