@@ -240,7 +240,8 @@ def fit(run: Run, *, epochs: int, device: torch.device, state: dict[str, Any],
         run.truncate_metrics(0)  # metrics of an epoch that never reached a checkpoint
     previous = run.metrics()
     wall = previous[-1]["wall_seconds"] if previous else 0.0
-    for epoch in tqdm(range(start + 1, epochs + 1), desc=desc, initial=start, total=epochs, unit="epoch"):
+    bar = tqdm(range(start + 1, epochs + 1), desc=desc, initial=start, total=epochs, unit="epoch")
+    for epoch in bar:
         synchronize(device)
         t0 = time.perf_counter()
         stats = train_epoch(epoch)
@@ -259,6 +260,7 @@ def fit(run: Run, *, epochs: int, device: torch.device, state: dict[str, Any],
                   "epoch_seconds": epoch_seconds, "wall_seconds": wall,
                   "images_per_s": images / train_seconds}
         run.log(record)
+        bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_s']:.0f}")
         run.save_checkpoint({"epoch": epoch, "state": {n: o.state_dict() for n, o in state.items()},
                              "rng": rng_state(generators), "config": dataclasses.asdict(run.config)})
     return run.metrics()
