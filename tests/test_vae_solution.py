@@ -170,11 +170,16 @@ def test_log_likelihood_matches_sequential_oracle(model, x):
     torch.testing.assert_close(ours, oracle, rtol=1e-5, atol=1e-3)
 
 
+def _record_batch_sizes(monkeypatch, owner, name) -> list:
+    """Wrap owner.name (a decode) so that every call appends the number of z rows it decodes."""
+    sizes, decode = [], getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *args: sizes.append(len(args[-1])) or decode(*args))
+    return sizes
+
+
 @torch.no_grad()
 def test_log_likelihood_is_batched_within_the_chunk_bound(model, x, monkeypatch):
-    sizes = []
-    decode = model.decode
-    monkeypatch.setattr(model, "decode", lambda z: sizes.append(len(z)) or decode(z))
+    sizes = _record_batch_sizes(monkeypatch, vs._FoldedDecoder, "__call__")  # the fast path's decode
     torch.manual_seed(7)
     a = model.log_likelihood(x, K=30, chunk_size=64)
     assert max(sizes) <= 64 and sum(sizes) == 30 * 5 and len(sizes) == math.ceil(150 / 64)
@@ -183,6 +188,70 @@ def test_log_likelihood_is_batched_within_the_chunk_bound(model, x, monkeypatch)
     b = model.log_likelihood(x, K=30, chunk_size=10_000)
     assert sizes == [150]  # one batched decode, not K sequential ones
     torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("config", [
+    dict(in_channels=3, input_size=32, z_dim=32, decoder_features=32),
+    dict(in_channels=1, input_size=16, z_dim=5, decoder_features=4),
+    dict(in_channels=3, input_size=64, z_dim=7, decoder_features=8),
+])
+def test_folded_decoder_is_the_decoder(config):
+    """Upsampling folded into the convolutions: the same function, for any nc, ndf, isize, z_dim."""
+    torch.manual_seed(11)
+    m = vs.VAE(**config)
+    for p in m.decoder.parameters():  # random weights of every sign and scale, biases included
+        p.data.normal_(0, 2 / math.sqrt(p[0].numel()) if p.dim() > 1 else 0.5)
+    z = torch.randn(9, config["z_dim"])
+    folded = vs._FoldedDecoder.of(m.decoder)
+    assert folded is not None
+    with torch.no_grad():
+        expected = m.decoder(z)
+        ours = folded(z)
+    assert ours.shape == expected.shape == (9, config["in_channels"], config["input_size"], config["input_size"])
+    assert expected.abs().max() > 0.5  # not a vanishing signal
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+def test_folded_decoder_follows_the_weights_and_passes_gradients(model, x):
+    """Kernels are folded from the current weights each call, differentiably: gradients match the oracle's."""
+    with torch.no_grad():
+        model.log_likelihood(x, K=2)  # a call before the weights change must not leave stale kernels
+        for p in model.decoder.parameters():
+            p.mul_(1.5)
+    grads = []
+    for estimate in (lambda: model.log_likelihood(x, K=3, chunk_size=4), lambda: _oracle_log_likelihood(model, x, 3)):
+        model.zero_grad()
+        torch.manual_seed(12)
+        estimate().sum().backward()
+        grads.append([p.grad.clone() for p in model.decoder.parameters()])
+    for ours, oracle in zip(*grads):
+        torch.testing.assert_close(ours, oracle, rtol=1e-4, atol=1e-4 * oracle.abs().max().item())
+
+
+@torch.no_grad()
+def test_log_likelihood_falls_back_to_decode_for_another_decoder(model, x, monkeypatch):
+    """A decoder the fold does not know (here bilinear upsampling) is decoded as is, still in chunks."""
+    model.decoder.decoder_conv[0] = torch.nn.Upsample(scale_factor=2, mode="bilinear")
+    assert vs._FoldedDecoder.of(model.decoder) is None
+    sizes = _record_batch_sizes(monkeypatch, model, "decode")
+    torch.manual_seed(13)
+    ours = model.log_likelihood(x, K=10, chunk_size=16)
+    assert max(sizes) <= 16 and sum(sizes) == 10 * 5 and len(sizes) == math.ceil(50 / 16)
+    torch.manual_seed(13)
+    torch.testing.assert_close(ours, _oracle_log_likelihood(model, x, 10), rtol=1e-5, atol=1e-3)
+
+
+def test_folded_decoder_only_takes_the_standard_form(model):
+    dec = model.decoder
+    assert isinstance(vs._FoldedDecoder.of(dec), vs._FoldedDecoder)
+    for i, layer in [(1, torch.nn.Conv2d(256, 128, 3, padding=1, bias=False)), (2, torch.nn.Tanh()),
+                     (10, torch.nn.Conv2d(32, 3, 5, padding=2))]:
+        original = dec.decoder_conv[i]
+        dec.decoder_conv[i] = layer
+        assert vs._FoldedDecoder.of(dec) is None, layer
+        dec.decoder_conv[i] = original
+    dec.decoder_conv.append(torch.nn.Tanh())  # an activation after the last conv
+    assert vs._FoldedDecoder.of(dec) is None
 
 
 @torch.no_grad()
@@ -208,6 +277,14 @@ def test_log_likelihood_of_one_sample_is_an_elbo_sample(model, x):
 def test_log_likelihood_rejects_bad_arguments(model, x):
     with pytest.raises(ValueError, match="K"):
         model.log_likelihood(x, K=0)
+
+
+def test_benchmark_smoke():
+    """benchmarks/bench_vae_log_likelihood.py runs end to end and checks agreement with its baseline."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_vae_log_likelihood.py"), "--device", "cpu",
+                          "--batch", "3", "--K", "4", "--chunk-size", "5", "--repeats", "1", "--warmup", "0"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "speed-up" in out and "max relative difference" in out, out
 
 
 @torch.no_grad()
