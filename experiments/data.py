@@ -25,10 +25,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import os
 import socket
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,6 +41,8 @@ import torchvision
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.datasets.utils import check_integrity
 from tqdm import tqdm
+
+from experiments.runs import atomic_save
 
 REAL_DATASETS = ("svhn", "cifar10")
 CHOICES = ("auto", "svhn", "cifar10", "synthetic")
@@ -301,7 +301,7 @@ def _cached_synthetic(folder: Path, split: str, n: int, seed: int) -> tuple[torc
         except Exception:  # truncated or foreign: it is only our cache, so render it again
             pass
     images, labels = synthetic_digits(n, _split_seed(seed, split))
-    _save_atomically({"images": images, "labels": labels}, path)
+    atomic_save({"images": images, "labels": labels}, path)
     return images, labels
 
 
@@ -309,19 +309,6 @@ def _split_seed(seed: int, split: str) -> int:
     """A seed per (seed, split), so train and test are drawn independently."""
     digest = hashlib.sha256(f"synthetic-digits/{seed}/{split}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def _save_atomically(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(obj, file)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------

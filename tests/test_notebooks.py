@@ -1,5 +1,4 @@
 """Each problem notebook runs top to bottom on the smoke preset with synthetic data (CPU, offline)."""
-import os
 
 import nbformat
 import pytest
