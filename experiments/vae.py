@@ -71,6 +71,12 @@ def build_model(cfg: VAEConfig) -> vae_solution.VAE:
                             decoder_features=32, encoder_features=32)
 
 
+def in_order(images: torch.Tensor, batch_size: int, device: torch.device):
+    """uint8 images, in order, as float batches in [-1, 1] on `device` (evaluation passes)."""
+    for idx in data.iterate_batches(len(images), batch_size, shuffle=False, drop_last=False):
+        yield data.to_float(images[idx.to(images.device)]).to(device)
+
+
 def snapshot_epochs(cfg: VAEConfig) -> list[int]:
     return sorted({e for e in range(cfg.snapshot_every, cfg.epochs + 1, cfg.snapshot_every)} | {cfg.epochs})
 
@@ -124,8 +130,8 @@ def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
     def after_epoch(epoch: int) -> dict:
         model.eval()
         totals = torch.zeros(3, device=device)
-        for idx in data.iterate_batches(len(test), cfg.eval_batch_size, shuffle=False, drop_last=False):
-            _, nll, kl = model(data.to_float(test_images[idx.to(device)]))
+        for x in in_order(test_images, cfg.eval_batch_size, device):
+            _, nll, kl = model(x)
             totals += torch.stack([(nll + kl).sum(), nll.sum(), kl.sum()])
         test_loss, test_nll, test_kl = (totals / len(test)).tolist()
         if epoch in snapshots:
@@ -179,8 +185,7 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
 
 def latent_profiles(model: vae_solution.VAE, train: data.ImageSet, batch_size: int, device: torch.device) -> dict:
     """Mean posterior mean per class, (10, z_dim), and the spread of posterior means per dimension."""
-    mus = torch.cat([model.encode(data.to_float(train.images[idx]).to(device)).mode().cpu()
-                     for idx in data.iterate_batches(len(train), batch_size, shuffle=False, drop_last=False)])
+    mus = torch.cat([model.encode(x).mode().cpu() for x in in_order(train.images, batch_size, device)])
     means = torch.stack([mus[train.labels == c].mean(0) for c in range(10)])  # (10, z_dim)
     counts = torch.bincount(train.labels, minlength=10)
     return {"class_means": means, "counts": counts, "overall_mean": mus.mean(0), "overall_std": mus.std(0)}
@@ -204,9 +209,8 @@ def test_log_likelihood(model: vae_solution.VAE, test: data.ImageSet, cfg: VAECo
     """Mean over test images of the K-sample importance-weighted log p(x), in nats."""
     total = 0.0
     chunk = cfg.ll_chunk or (4096 if device.type == "cuda" else 256)  # 256 measured fastest on CPU
-    batches = data.iterate_batches(len(test), cfg.eval_batch_size, shuffle=False, drop_last=False)
-    for idx in tqdm(batches, total=math.ceil(len(test) / cfg.eval_batch_size), desc=f"log-likelihood K={cfg.ll_K}",
-                    leave=False, unit="batch"):
-        x = data.to_float(test.images[idx]).to(device)
+    batches = in_order(test.images, cfg.eval_batch_size, device)
+    for x in tqdm(batches, total=math.ceil(len(test) / cfg.eval_batch_size), desc=f"log-likelihood K={cfg.ll_K}",
+                  leave=False, unit="batch"):
         total += model.log_likelihood(x, K=cfg.ll_K, chunk_size=chunk).sum().item()
     return total / len(test)
