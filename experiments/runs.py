@@ -143,7 +143,7 @@ class Run:
         atomic_write_json(dataclasses.asdict(config), saved)
 
     def _check_same_config(self, old: dict) -> None:
-        new = dataclasses.asdict(self.config)
+        new = json.loads(json.dumps(dataclasses.asdict(self.config)))  # as saved: tuples become lists
         diff = {k: (old.get(k), new.get(k)) for k in set(old) | set(new)
                 if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)}
         if diff:
