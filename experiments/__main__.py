@@ -1,8 +1,8 @@
-"""Command line: python -m experiments {vae,all} [--preset smoke|full] [--data ...] [--out DIR] [--resume] [--device ...]
+"""Command line: python -m experiments {vae,ddpm,all} [--preset smoke|full] [--data ...] [--out DIR] [--resume] ...
 
-Each run writes one folder (default results/<problem>-<preset>); --resume continues an
-interrupted run in that folder. `all` runs every problem in turn, each in its own folder
-under --out (default results/).
+Each run writes one folder (default results/<run name>, e.g. results/ddpm-full or
+results/ddpm-full-T500); --resume continues an interrupted run in that folder. `all` runs
+every problem and every variant the report uses (the DDPM with T = 500 and 1500), each in its own folder under --out (default results/).
 """
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments import data, vae
+from experiments import data, ddpm, vae
 from experiments.runs import NonFiniteLossError
 
-PROBLEMS = {"vae": vae}
+PROBLEMS = {"vae": vae, "ddpm": ddpm}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,27 +29,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
     parser.add_argument("--seed", type=int, default=None)
+    ddpm_options = parser.add_argument_group("ddpm")
+    ddpm_options.add_argument("--timesteps", type=int, default=None, help="T (default 1000; 2.3a uses 500 and 1500)")
     return parser.parse_args(argv)
 
 
-def run_problem(name: str, args: argparse.Namespace, out: Path) -> Path:
+def run_problem(name: str, args: argparse.Namespace, out: Path | None, **variant) -> Path:
+    """One run of problem `name`; `variant` holds problem-specific options (e.g. timesteps)."""
     module = PROBLEMS[name]
     cfg = module.config_for(args.preset, data=args.data, data_root=args.data_root, device=args.device,
-                            epochs=args.epochs, seed=args.seed)
-    run_dir = module.run(cfg, out, resume=args.resume)
+                            epochs=args.epochs, seed=args.seed, **variant)
+    run_dir = module.run(cfg, out or Path("results") / module.run_name(cfg), resume=args.resume)
     print(f"{name}: run folder {run_dir} (figures in {run_dir / 'figures'}, numbers in {run_dir / 'summary.json'})")
     return run_dir
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    options = {"timesteps": args.timesteps}
     try:
         if args.problem == "all":
             parent = Path(args.out or "results")
-            for name in PROBLEMS:
-                run_problem(name, args, parent / f"{name}-{args.preset}")
+            for name, module in PROBLEMS.items():
+                for variant in module.variants(args.preset) if hasattr(module, "variants") else [{}]:
+                    cfg = module.config_for(args.preset, **variant)
+                    run_problem(name, args, parent / module.run_name(cfg), **variant)
         else:
-            run_problem(args.problem, args, Path(args.out or f"results/{args.problem}-{args.preset}"))
+            given = {k: v for k, v in options.items() if v is not None}
+            run_problem(args.problem, args, Path(args.out) if args.out else None, **given)
     except (NonFiniteLossError, data.DatasetError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -96,8 +96,8 @@ def snapshots(run_dir: str | Path, label: str, what: str = "samples") -> Path:
             images = snap
         ax.imshow(grid(images, nrow=8))
         ax.set_title(f"epoch {epoch}")
-    note = " (odd rows: test originals, even rows: reconstructions)" if what == "reconstructions" else \
-        " (same latent noise at every epoch)"
+    note = {"reconstructions": " (odd rows: test originals, even rows: reconstructions)",
+            "previews": " (DDIM, 50 steps, same noise at every epoch)"}.get(what, " (same noise at every epoch)")
     fig.suptitle(f"{label} {what} during training, {dataset_name(run_dir)}{note}")
     return _save(fig, run_dir, f"{what}_over_training.png")
 
@@ -180,6 +180,122 @@ def vae_figures(run_dir: str | Path) -> list[Path]:
         *latent_profiles(run_dir),                                                   # (e)
         interpolations(run_dir),                                                     # (f)
     ]
+
+
+# --------------------------------------------------------------------------- Problem 2 (DDPM)
+
+def reconstruction_study(run_dir: str | Path) -> list[Path]:
+    """2.2(c): test images noised to t' and denoised back, one row per level; distance and
+    label preservation against t', with t* marked."""
+    r = load_artifact(run_dir, "reconstructions.pt")
+    levels, n = r["levels"], len(r["original"])
+    source = dataset_name(run_dir)
+    rows = torch.cat([r["original"][None], r["reconstructions"]]).reshape(-1, 3, 32, 32)
+    fig, ax = plt.subplots(figsize=(0.75 * n + 1.2, 0.75 * (len(levels) + 1) + 0.6))
+    ax.imshow(grid(rows, nrow=n))
+    ax.set_yticks([16 + 33 * k for k in range(len(levels) + 1)], ["original"] + [f"t'={t}" for t in levels])
+    ax.set_xticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(f"DDPM reconstructions: noised to t', denoised from t' ({source})")
+    grid_path = _save(fig, run_dir, "reconstructions.png")
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(levels, r["mse"], marker="o")
+    a.set(xlabel="t'", ylabel="MSE to the original ([-1, 1] scale)", title="distance to the original")
+    b.plot(levels, r["label_preserved"], marker="o", label="label preserved (classifier)")
+    b.axhline(r["clean_accuracy"], color="tab:green", ls=":", label="classifier on clean originals")
+    b.axhline(0.1, color="tab:gray", ls=":", label="chance")
+    b.set(xlabel="t'", ylabel="rate", ylim=(0, 1.02), title="label preservation")
+    if r["t_star"] is not None:
+        for ax in (a, b):
+            ax.axvline(r["t_star"], color="tab:red", ls="--", label=f"t* = {r['t_star']:.0f}")
+    b.legend(fontsize=8)
+    fig.suptitle(f"DDPM reconstruction study, {r['n_evaluated']} test images ({source}); "
+                 "t*: label preservation falls below halfway between clean accuracy and chance")
+    fig.tight_layout()
+    return [grid_path, _save(fig, run_dir, "reconstruction_curves.png")]
+
+
+def ddpm_vs_vae(run_dir: str | Path, vae_dir: str | Path | None) -> Path:
+    """2.2(d): the DDPM's final samples beside the VAE's (when a finished VAE run is given)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6.4))
+    for ax in axes:
+        ax.axis("off")
+    ddpm = load_artifact(run_dir, "final_samples.pt")[:64]
+    axes[0].imshow(grid(ddpm, nrow=8))
+    axes[0].set_title(f"DDPM ({dataset_name(run_dir)})")
+    if vae_dir is not None:
+        axes[1].imshow(grid(load_artifact(vae_dir, "final_samples.pt")[:64], nrow=8))
+        axes[1].set_title(f"VAE ({dataset_name(vae_dir)})")
+    else:
+        axes[1].text(0.5, 0.5, "no finished VAE run found:\npython -m experiments vae --preset ...",
+                     ha="center", va="center", fontsize=12, transform=axes[1].transAxes)
+    fig.suptitle("Final samples, DDPM beside VAE")
+    return _save(fig, run_dir, "ddpm_vs_vae.png")
+
+
+def probe(run_dir: str | Path) -> Path:
+    """2.3(b): linear-probe accuracy of digit class on U-Net bottleneck features vs raw pixels."""
+    p = load_artifact(run_dir, "probe.pt")
+    names, acc = list(p["accuracy"]), list(p["accuracy"].values())
+    labels = [n.replace("bottleneck_t", "bottleneck, t=").replace("raw_pixels", "raw pixels") for n in names]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(labels, acc, color=["tab:blue"] * (len(acc) - 1) + ["tab:gray"])
+    for k, v in enumerate(acc):
+        ax.text(k, v + 0.01, f"{v:.1%}", ha="center")
+    ax.axhline(0.1, color="k", ls=":", lw=1)
+    ax.set(ylabel="test accuracy", ylim=(0, 1.08),
+           title=f"linear probe of digit class ({p['n_train']} train / {p['n_test']} test, {dataset_name(run_dir)})")
+    return _save(fig, run_dir, "probe.png")
+
+
+def ddpm_figures(run_dir: str | Path, vae_dir: str | Path | None = None) -> list[Path]:
+    """Every figure of Problem 2.2, (a) to (d), the DDIM previews and the 2.3(b) probe."""
+    return [
+        wall_clock(run_dir, "DDPM"),                                                  # (a)
+        loss_curves(run_dir, {"loss": "train", "test_loss": "test", "test_loss_ema": "test, EMA weights"},
+                    "DDPM smooth-L1"),
+        snapshots(run_dir, "DDPM", "samples"),                                        # (b)
+        *([snapshots(run_dir, "DDPM", "previews")] if _snapshot_epochs(run_dir, "previews") else []),
+        *reconstruction_study(run_dir),                                               # (c)
+        image_grid(run_dir, "final_samples.pt", "DDPM samples at the end of training (EMA weights)",
+                   "final_samples.png"),                                              # (d)
+        ddpm_vs_vae(run_dir, vae_dir),                                                # (d)
+        probe(run_dir),                                                               # 2.3(b)
+    ]
+
+
+def ddpm_timesteps(run_dirs: list[str | Path], out: str | Path) -> Path:
+    """2.3(a): training time per epoch, sampling time and sample quality for runs with different T."""
+    rows = sorted((read_json(d, "summary.json") | {"dir": d} for d in run_dirs), key=lambda s: s["timesteps"])
+    header = ["T", "epochs", "train s/epoch", "sampling s/image", "classifier-FID (lower is better)",
+              "mean confidence", "t*"]
+    cells = [[str(s["timesteps"]), str(s["epochs"]), f"{s['train_seconds_per_epoch']:.1f}",
+              f"{s['sample_seconds_per_image']:.3f}", f"{s['quality_classifier_fid']:.2f}",
+              f"{s['quality_mean_confidence']:.3f}", "-" if s["t_star"] is None else f"{s['t_star']:.0f}"]
+             for s in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 2.2 + 0.35 * len(rows)),
+                               gridspec_kw={"width_ratios": [3, 2]})
+    a.axis("off")
+    table = a.table(cellText=cells, colLabels=header, loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.scale(1, 1.4)
+    Ts = [s["timesteps"] for s in rows]
+    b.plot(Ts, [s["sample_seconds_per_image"] for s in rows], marker="o", color="tab:blue")
+    b.set(xlabel="T", ylabel="sampling seconds / image", xticks=Ts)
+    c = b.twinx()
+    c.plot(Ts, [s["quality_classifier_fid"] for s in rows], marker="s", color="tab:red")
+    c.set_ylabel("classifier-FID", color="tab:red")
+    sources = sorted({DATASET_NAMES.get(s["dataset"], s["dataset"]) for s in rows})
+    fig.suptitle(f"DDPM with T steps, same training budget ({', '.join(sources)})")
+    fig.tight_layout()
+    path = Path(out) / "ddpm_timesteps.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def show(paths: list[Path]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -63,7 +63,14 @@ def config_for(preset: str, **overrides) -> VAEConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - {f.name for f in fields(VAEConfig)}
+    if unknown:
+        raise ValueError(f"option(s) {sorted(unknown)} do not apply to the VAE experiment")
     return replace(PRESETS[preset], **overrides)
+
+
+def run_name(cfg: VAEConfig) -> str:
+    return f"vae-{cfg.preset}"
 
 
 def build_model(cfg: VAEConfig) -> vae_solution.VAE:

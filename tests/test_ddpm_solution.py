@@ -447,7 +447,6 @@ def test_p_losses_replays_by_hand():
 
 def test_p_losses_falls_when_a_tiny_unet_fits_one_batch():
     """One fixed batch, fixed steps and, by re-seeding, fixed noise: a regression the U-Net must fit fast."""
-    torch.set_num_threads(1)  # tensors this small gain nothing from a 2nd thread, and its barriers stall on a busy CPU
     model = tiny_unet(seed=4).train()
     ramp = torch.linspace(-1, 1, 8)
     x0 = torch.stack([ramp.view(1, 1, 8).expand(3, 8, 8), ramp.view(1, 8, 1).expand(3, 8, 8)] * 2)  # (4, 3, 8, 8)

@@ -215,6 +215,7 @@ def test_t_star_rule():
     assert t_star(levels, [0.9, 0.7, 0.3, 0.1], clean=0.9) == pytest.approx(250)
     assert t_star(levels, [0.9, 0.9, 0.8, 0.6], clean=0.9) is None
     assert t_star(levels, [0.2, 0.1, 0.1, 0.1], clean=0.9) == pytest.approx(100 * 0.4 / 0.7)
+    assert t_star(levels, [0.1, 0.1, 0.1, 0.1], clean=0.08) is None  # classifier at chance: undefined
 
 
 def test_scaled_levels():

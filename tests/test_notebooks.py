@@ -14,6 +14,7 @@ def test_notebook_runs_on_the_smoke_preset(path, tmp_path, monkeypatch):
     monkeypatch.setenv("A3_PRESET", "smoke")
     monkeypatch.setenv("A3_DATA", "synthetic")
     monkeypatch.setenv("A3_WORK", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as tests/conftest.py: one thread per process
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])

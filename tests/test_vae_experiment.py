@@ -168,7 +168,7 @@ def test_resume_after_kill_9(tmp_path):
     out, data_root = tmp_path / "run", tmp_path / "data"
     args = [sys.executable, "-m", "experiments", "vae", "--preset", "smoke", "--data", "synthetic", "--epochs", "8",
             "--out", str(out), "--data-root", str(data_root), "--device", "cpu"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(read_metrics(out)) < 2 and proc.poll() is None:

@@ -1,0 +1,355 @@
+"""Problem 2: train the graded U-Net as a DDPM on SVHN (or the synthetic stand-in), with an EMA.
+
+Per epoch (metrics.jsonl): train loss, the test loss of the EMA weights on a fixed set of
+(image, t, eps) triples, timings; a DDIM preview from fixed noise every `preview_every`
+epochs; full ancestral samples from fixed noise every `snapshot_every` epochs (2.2b).
+At the end (summary.json, written last): final samples (2.2d), the reconstruction study
+with t* (2.2c), a sample-quality proxy and the sampling time (2.3a), and a linear probe of
+digit class on the U-Net's bottleneck features (2.3b). figures.py draws the PNGs.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import ddpm_solution
+from experiments import classifier, data, figures, monitors
+from experiments.diffusion import EMA, Diffusion, autocast, noise
+from experiments.runs import Run, environment, fit, pick_device, read_json, seed_everything, synchronize
+
+
+@dataclass
+class DDPMConfig:
+    preset: str = "full"
+    data: str = "auto"             # auto | svhn | synthetic (see experiments.data)
+    data_root: str = "data"
+    seed: int = 0
+    device: str = "auto"
+    # Assignment hyperparameters.
+    epochs: int = 20               # 20 x 1144 Adam steps; see README "Problem 2"
+    batch_size: int = 64
+    lr: float = 1e-4
+    timesteps: int = 1000          # T; 500 and 1500 for Problem 2.3(a)
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    dim: int = 32
+    dim_mults: tuple[int, ...] = (1, 2, 4, 8)
+    # Training extras.
+    ema_decay: float = 0.9995      # with warm-up (experiments.diffusion.EMA)
+    amp: bool = True               # bf16 autocast on GPUs that support it
+    compile: bool = False          # torch.compile the U-Net (GPU; see benchmarks/bench_ddpm.py)
+    # How much data (None: the whole split).
+    train_size: int | None = None
+    test_size: int | None = None
+    eval_size: int = 1000          # fixed test triples for the per-epoch test loss
+    # Figures during training.
+    snapshot_every: int = 5        # ancestral samples from fixed noise every N epochs (and at the last)
+    n_samples: int = 64
+    preview_every: int = 1         # DDIM previews (0: off)
+    preview_steps: int = 50
+    # Final artifacts.
+    n_final_samples: int = 100
+    recon_levels: tuple[int, ...] = (50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)  # t' for T = 1000
+    recon_size: int = 500          # test images in the MSE / label-preservation curves
+    recon_shown: int = 10          # of which shown in the grid
+    classifier_epochs: int = 6
+    quality_size: int = 1000       # samples (and test images) in the classifier-FID proxy
+    probe_levels: tuple[int, ...] = (1, 100, 300)   # t at which bottleneck features are probed (T = 1000)
+    probe_train: int = 5000
+    probe_test: int = 2000
+    eval_batch_size: int = 500
+
+
+PRESETS = {
+    "full": DDPMConfig(),
+    # Offline on 2 CPU cores in about a minute: a smaller U-Net, T = 50, a few hundred images.
+    "smoke": DDPMConfig(preset="smoke", epochs=2, lr=1e-3, timesteps=50, dim=16, dim_mults=(1, 2, 4),
+                        train_size=640, test_size=128, eval_size=64, snapshot_every=1, n_samples=16,
+                        preview_steps=10, n_final_samples=16, recon_size=32, recon_shown=8,
+                        classifier_epochs=5, quality_size=64, probe_train=256, probe_test=128,
+                        eval_batch_size=64),
+}
+
+
+def config_for(preset: str, **overrides) -> DDPMConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - {f.name for f in fields(DDPMConfig)}
+    if unknown:
+        raise ValueError(f"option(s) {sorted(unknown)} do not apply to the DDPM experiment")
+    return replace(PRESETS[preset], **overrides)
+
+
+def variants(preset: str) -> list[dict]:
+    """What `python -m experiments all` runs: the main model and Problem 2.3(a)'s T/2 and 3T/2."""
+    T = PRESETS[preset].timesteps
+    return [{}, {"timesteps": T // 2}, {"timesteps": 3 * T // 2}]
+
+
+def run_name(cfg: DDPMConfig) -> str:
+    default = PRESETS[cfg.preset].timesteps if cfg.preset in PRESETS else None
+    return f"ddpm-{cfg.preset}" + ("" if cfg.timesteps == default else f"-T{cfg.timesteps}")
+
+
+def scaled_levels(levels: tuple[int, ...], timesteps: int) -> list[int]:
+    """Noise levels given for T = 1000, rescaled to `timesteps` (same fraction of the process)."""
+    return sorted({min(timesteps, max(1, round(level * timesteps / 1000))) for level in levels})
+
+
+def build_model(cfg: DDPMConfig) -> ddpm_solution.Unet:
+    return ddpm_solution.Unet(dim=cfg.dim, channels=3, dim_mults=tuple(cfg.dim_mults))
+
+
+def snapshot_epochs(cfg: DDPMConfig) -> set[int]:
+    return {e for e in range(cfg.snapshot_every, cfg.epochs + 1, cfg.snapshot_every)} | {cfg.epochs}
+
+
+def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str | Path | None = None) -> Path:
+    """Train (or resume) a DDPM run in folder `out`, write its artifacts, figures and summary.
+
+    vae_run: a finished VAE run folder whose final samples are drawn beside the DDPM's
+    (default: the sibling folder vae-<preset>, when it exists)."""
+    device = pick_device(cfg.device)
+    source, provenance = data.resolve_source(cfg.data, "svhn", cfg.data_root)
+    train = data.load_split(source, "train", cfg.data_root, seed=cfg.seed).subset(cfg.train_size, cfg.seed)
+    test = data.load_split(source, "test", cfg.data_root, seed=cfg.seed).subset(cfg.test_size, cfg.seed)
+    if len(train) < cfg.batch_size:
+        raise ValueError(f"train_size {len(train)} is smaller than one batch ({cfg.batch_size})")
+
+    run_ = Run(out, cfg, resume=resume)
+    run_.write_json("provenance.json", {**provenance, "n_train": len(train), "n_test": len(test),
+                                        **environment(device)})
+    seed_everything(cfg.seed)
+    diffusion = Diffusion(cfg.timesteps, cfg.beta_start, cfg.beta_end, device=device)
+    model = build_model(cfg).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ema = EMA(model, cfg.ema_decay)
+    net = torch.compile(model) if cfg.compile else model
+    ema_net = torch.compile(ema.model) if cfg.compile else ema.model
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    train_images = train.images.to(device)
+    eval_set = fixed_eval_set(test, diffusion, cfg, device)
+    snapshots = snapshot_epochs(cfg)
+    shape = (cfg.n_samples, 3, 32, 32)
+
+    def train_epoch(epoch: int) -> dict:
+        model.train()
+        total, steps, t0 = torch.zeros((), device=device), 0, time.perf_counter()
+        batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
+        bar = tqdm(batches, total=len(train) // cfg.batch_size, desc=f"epoch {epoch}", leave=False, unit="batch")
+        for idx in bar:
+            x = data.to_float(train_images[idx.to(device)])
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss = diffusion.loss(net, x, amp=cfg.amp)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            ema.update()
+            total += loss.detach()
+            steps += 1
+            if steps % 50 == 0:  # a host sync every 50 steps only
+                rate = steps * cfg.batch_size / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{total.item() / steps:.4f}", img_s=f"{rate:.0f}")
+        return {"loss": total.item() / steps, "images": steps * cfg.batch_size}
+
+    def after_epoch(epoch: int) -> dict:
+        record = {"test_loss": eval_loss(net, eval_set, cfg), "test_loss_ema": eval_loss(ema_net, eval_set, cfg)}
+        if cfg.preview_every and epoch % cfg.preview_every == 0:
+            x_T, _ = noise(shape, cfg.seed + 1, device)
+            preview = diffusion.ddim_sample(ema_net, x_T, n_steps=cfg.preview_steps, amp=cfg.amp, progress=False)
+            run_.save_artifact(f"previews/epoch_{epoch:03d}.pt", data.to_uint8(preview.cpu()))
+        if epoch in snapshots:
+            x_T, g = noise(shape, cfg.seed + 1, device)  # the same x_T and the same later draws every time
+            synchronize(device)
+            t0 = time.perf_counter()
+            samples = diffusion.sample(ema_net, x_T, generator=g, amp=cfg.amp)
+            synchronize(device)
+            record["sample_seconds"] = time.perf_counter() - t0
+            run_.save_artifact(f"samples/epoch_{epoch:03d}.pt", data.to_uint8(samples.cpu()))
+        return record
+
+    fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "ema": ema},
+        generators={"shuffle": shuffle}, train_epoch=train_epoch, after_epoch=after_epoch,
+        desc=f"DDPM T={cfg.timesteps}")
+    summary = run_.dir / "summary.json"
+    if not (summary.exists() and read_json(run_.dir, "summary.json")["epochs"] == cfg.epochs):
+        final_artifacts(run_, cfg, diffusion, ema_net, ema.model, train, test, device)
+    vae_dir = Path(vae_run) if vae_run else run_.dir.parent / f"vae-{cfg.preset}"
+    figures.ddpm_figures(run_.dir, vae_dir if (vae_dir / "artifacts" / "final_samples.pt").exists() else None)
+    return run_.dir
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def fixed_eval_set(test: data.ImageSet, diffusion: Diffusion, cfg: DDPMConfig, device: torch.device) -> list:
+    """Batches of (x_0, t, eps) drawn once from a fixed seed, so test losses compare across epochs."""
+    g = torch.Generator().manual_seed(cfg.seed + 5)
+    images = test.subset(cfg.eval_size, cfg.seed).images
+    t = torch.randint(0, diffusion.T, (len(images),), generator=g)
+    eps = torch.randn(len(images), 3, 32, 32, generator=g)
+    x0 = data.to_float(images)
+    x_t = diffusion.q_sample(x0.to(device), t.to(device), eps.to(device))
+    return [(x_t[i:i + cfg.eval_batch_size], t[i:i + cfg.eval_batch_size].to(device),
+             eps[i:i + cfg.eval_batch_size].to(device)) for i in range(0, len(images), cfg.eval_batch_size)]
+
+
+@torch.no_grad()
+def eval_loss(net: torch.nn.Module, eval_set: list, cfg: DDPMConfig) -> float:
+    was_training = net.training
+    net.eval()
+    total, n = 0.0, 0
+    for x_t, t, eps in eval_set:
+        with autocast(x_t.device, cfg.amp):
+            pred = net(x_t, t).float()
+        total += F.smooth_l1_loss(pred, eps, reduction="sum").item() / eps[0].numel()
+        n += len(eps)
+    net.train(was_training)
+    return total / n
+
+
+def sample_batches(diffusion: Diffusion, net: torch.nn.Module, n: int, batch: int, seed: int,
+                   device: torch.device, amp: bool) -> torch.Tensor:
+    """n ancestral samples as uint8 on the host, `batch` at a time (host memory: the samples only)."""
+    out = []
+    for k, i in enumerate(range(0, n, batch)):
+        x_T, g = noise((min(batch, n - i), 3, 32, 32), seed + k, device)
+        out.append(data.to_uint8(diffusion.sample(net, x_T, generator=g, amp=amp).cpu()))
+    return torch.cat(out)
+
+
+def t_star(levels: list[int], preserved: list[float], clean: float, chance: float = 0.1) -> float | None:
+    """The rule for t*: the step at which the label-preservation rate first falls below halfway
+    between its value on clean images and chance, linearly interpolated between grid levels.
+    None when it never does, or when the classifier is no better than chance on clean images."""
+    if clean <= chance:
+        return None
+    threshold = (clean + chance) / 2
+    prev_level, prev_rate = 0, clean
+    for level, rate in zip(levels, preserved):
+        if rate < threshold:
+            return prev_level + (prev_rate - threshold) / (prev_rate - rate) * (level - prev_level)
+        prev_level, prev_rate = level, rate
+    return None
+
+
+def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module,
+                    ema_model: torch.nn.Module, train: data.ImageSet, test: data.ImageSet,
+                    device: torch.device) -> None:
+    """Final samples (2.2d), reconstruction study and t* (2.2c), quality proxy (2.3a), probe (2.3b)."""
+    batch = cfg.eval_batch_size
+    synchronize(device)
+    t0 = time.perf_counter()
+    final = sample_batches(diffusion, ema_net, cfg.n_final_samples, batch, cfg.seed + 2, device, cfg.amp)
+    synchronize(device)
+    sample_seconds = time.perf_counter() - t0
+    run_.save_artifact("final_samples.pt", final)
+
+    digits = classifier.train_classifier(train.images, train.labels, epochs=cfg.classifier_epochs,
+                                         device=device, seed=cfg.seed)
+    classifier_accuracy = classifier.accuracy(digits, test.images, test.labels, device=device)
+
+    # 2.2(c): noise fixed test images to t' and denoise them back.
+    recon_set = test.subset(cfg.recon_size, cfg.seed + 1)
+    levels = scaled_levels(cfg.recon_levels, cfg.timesteps)
+    g = torch.Generator(device).manual_seed(cfg.seed + 3)
+    x0 = data.to_float(recon_set.images).to(device)
+    clean = classifier.accuracy(digits, recon_set.images, recon_set.labels, device=device)
+    mse, preserved, shown = [], [], []
+    for level in tqdm(levels, desc="reconstruction study", leave=False):
+        recon = torch.cat([diffusion.reconstruct(ema_net, x0[i:i + batch], [level], generator=g, amp=cfg.amp)[level]
+                           for i in range(0, len(x0), batch)])
+        recon_u8 = data.to_uint8(recon.cpu())
+        mse.append(((recon.clamp(-1, 1) - x0) ** 2).mean().item())
+        preserved.append(classifier.accuracy(digits, recon_u8, recon_set.labels, device=device))
+        shown.append(recon_u8[:cfg.recon_shown])
+    star = t_star(levels, preserved, clean)
+    run_.save_artifact("reconstructions.pt", {
+        "levels": levels, "original": recon_set.images[:cfg.recon_shown], "reconstructions": torch.stack(shown),
+        "n_evaluated": len(recon_set), "mse": mse, "label_preserved": preserved, "clean_accuracy": clean, "t_star": star})
+
+    # 2.3(a): a sample-quality proxy, the Frechet distance in the digit classifier's feature space.
+    quality = sample_batches(diffusion, ema_net, cfg.quality_size, batch, cfg.seed + 4, device, cfg.amp)
+    reference = test.subset(cfg.quality_size, cfg.seed + 2).images
+    fid = classifier.classifier_fid(digits, quality, reference, device=device)
+    logits = monitors.extract_features(digits, quality, batch, device, data.to_float)
+    confident = logits.softmax(1).max(1).values.mean().item()  # mean top-class probability of the samples
+
+    probe = bottleneck_probe(ema_model, diffusion, train, test, cfg, device)
+    run_.save_artifact("probe.pt", probe)
+
+    metrics = run_.metrics()
+    run_.write_json("summary.json", {
+        "problem": "ddpm",
+        "epochs": cfg.epochs,
+        "timesteps": cfg.timesteps,
+        "dataset": read_json(run_.dir, "provenance.json")["source"],
+        "final_train_loss": metrics[-1]["loss"],
+        "final_test_loss_ema": metrics[-1]["test_loss_ema"],
+        "train_seconds_per_epoch": statistics.median(m["train_seconds"] for m in metrics),
+        "train_images_per_s": statistics.median(m["images_per_s"] for m in metrics),
+        "train_wall_seconds": sum(m["train_seconds"] for m in metrics),
+        "wall_seconds": metrics[-1]["wall_seconds"],
+        "sample_seconds": sample_seconds,
+        "sample_seconds_per_image": sample_seconds / cfg.n_final_samples,
+        "n_final_samples": cfg.n_final_samples,
+        "classifier_test_accuracy": classifier_accuracy,
+        "recon_levels": levels,
+        "recon_mse": mse,
+        "recon_label_preserved": preserved,
+        "recon_clean_accuracy": clean,
+        "t_star": star,
+        "t_star_rule": "first t' where the label-preservation rate falls below (clean accuracy + 0.1) / 2, "
+                       "linearly interpolated between levels",
+        "quality_classifier_fid": fid,
+        "quality_mean_confidence": confident,
+        "quality_size": cfg.quality_size,
+        "probe": probe["accuracy"],
+    })
+
+
+def bottleneck_probe(model: torch.nn.Module, diffusion: Diffusion, train: data.ImageSet, test: data.ImageSet,
+                     cfg: DDPMConfig, device: torch.device) -> dict:
+    """2.3(b): linear probe of the digit class on the U-Net's bottleneck (output of `mid_block2`,
+    spatially averaged) for inputs noised to step t, against a probe on raw pixels."""
+    feats = {}
+    hook = model.mid_block2.register_forward_hook(lambda m, i, o: feats.__setitem__("z", o.float().mean((2, 3))))
+    g = torch.Generator().manual_seed(cfg.seed + 6)
+    train_set, test_set = train.subset(cfg.probe_train, cfg.seed + 3), test.subset(cfg.probe_test, cfg.seed + 3)
+
+    @torch.no_grad()
+    def features(images: torch.Tensor, level: int) -> torch.Tensor:
+        out = []
+        for i in range(0, len(images), cfg.eval_batch_size):
+            x0 = data.to_float(images[i:i + cfg.eval_batch_size]).to(device)
+            t = torch.full((len(x0),), level - 1, device=device, dtype=torch.long)
+            x_t = diffusion.q_sample(x0, t, torch.randn(x0.shape, generator=g).to(device))
+            with autocast(device, cfg.amp):
+                model(x_t, t)
+            out.append(feats["z"])
+        return torch.cat(out)
+
+    accuracy = {}
+    try:
+        for level in scaled_levels(cfg.probe_levels, cfg.timesteps):
+            accuracy[f"bottleneck_t{level}"] = monitors.linear_probe(
+                features(train_set.images, level), train_set.labels.to(device),
+                features(test_set.images, level), test_set.labels.to(device),
+                generator=torch.Generator().manual_seed(cfg.seed)).test
+    finally:
+        hook.remove()
+    pixels = lambda s: data.to_float(s.images).flatten(1).to(device)  # noqa: E731
+    accuracy["raw_pixels"] = monitors.linear_probe(pixels(train_set), train_set.labels.to(device),
+                                                   pixels(test_set), test_set.labels.to(device),
+                                                   generator=torch.Generator().manual_seed(cfg.seed)).test
+    return {"accuracy": accuracy, "feature_dim": int(model.mid_block2.block2.proj.out_channels),
+            "n_train": len(train_set), "n_test": len(test_set)}

@@ -1,0 +1,147 @@
+"""The DDPM experiment end to end: CLI smoke with every artifact of 2.2 and 2.3, resume, the T study."""
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from experiments import __main__ as cli
+from experiments import ddpm, figures
+from experiments.runs import read_metrics
+
+FIGURES = ["wall_clock.png", "loss.png", "samples_over_training.png", "previews_over_training.png",
+           "reconstructions.png", "reconstruction_curves.png", "final_samples.png", "ddpm_vs_vae.png", "probe.png"]
+TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s", "sample_seconds"}
+
+
+def smoke(tmp_path, **overrides) -> ddpm.DDPMConfig:
+    return replace(ddpm.config_for("smoke", data="synthetic", data_root=str(tmp_path / "data"), device="cpu"),
+                   **overrides)
+
+
+def without_timings(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One CLI smoke run, as a user would type it."""
+    tmp = tmp_path_factory.mktemp("cli")
+    out = tmp / "run"
+    code = cli.main(["ddpm", "--preset", "smoke", "--data", "synthetic", "--out", str(out),
+                     "--data-root", str(tmp / "data"), "--device", "cpu"])
+    assert code == 0
+    return out
+
+
+def test_cli_smoke_writes_every_artifact_of_2_2(smoke_run):
+    for name in FIGURES:
+        path = smoke_run / "figures" / name
+        assert path.exists() and path.stat().st_size > 5_000, name
+    for epoch in (1, 2):
+        assert (smoke_run / "artifacts" / "samples" / f"epoch_{epoch:03d}.pt").exists()
+        assert (smoke_run / "artifacts" / "previews" / f"epoch_{epoch:03d}.pt").exists()
+    config = json.loads((smoke_run / "config.json").read_text())
+    assert config["preset"] == "smoke" and config["timesteps"] == 50 and config["batch_size"] == 64
+
+
+def test_cli_smoke_metrics_and_summary(smoke_run):
+    metrics = read_metrics(smoke_run)
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert {"loss", "test_loss", "test_loss_ema", "sample_seconds", *TIMING_KEYS} <= set(metrics[0])
+    assert metrics[-1]["test_loss"] < metrics[0]["test_loss"]  # same fixed test triples: it learned
+    s = json.loads((smoke_run / "summary.json").read_text())
+    assert s["problem"] == "ddpm" and s["dataset"] == "synthetic" and s["timesteps"] == 50
+    levels = s["recon_levels"]
+    assert levels == sorted(levels) and levels[-1] == 50 and len(s["recon_mse"]) == len(levels)
+    assert all(0 <= r <= 1 for r in s["recon_label_preserved"])
+    # More noise, further from the original: the last level is further than the first.
+    assert s["recon_mse"][-1] > s["recon_mse"][0]
+    assert s["t_star"] is None or 0 < s["t_star"] <= 50
+    assert math.isfinite(s["quality_classifier_fid"]) and s["quality_classifier_fid"] >= 0
+    assert 0.1 <= s["quality_mean_confidence"] <= 1
+    assert set(s["probe"]) == {"bottleneck_t1", "bottleneck_t5", "bottleneck_t15", "raw_pixels"}
+    assert s["sample_seconds"] > 0 and s["train_seconds_per_epoch"] > 0
+
+
+def test_artifact_contents(smoke_run):
+    final = torch.load(smoke_run / "artifacts" / "final_samples.pt")
+    assert final.shape == (16, 3, 32, 32) and final.dtype == torch.uint8
+    r = torch.load(smoke_run / "artifacts" / "reconstructions.pt", weights_only=False)
+    assert r["reconstructions"].shape == (len(r["levels"]), 8, 3, 32, 32) and r["original"].shape == (8, 3, 32, 32)
+    # Fixed noise at every snapshot: same shapes, and the grids differ only because the model changed.
+    s1, s2 = (torch.load(smoke_run / "artifacts" / "samples" / f"epoch_00{e}.pt") for e in (1, 2))
+    assert s1.shape == s2.shape == (16, 3, 32, 32) and not torch.equal(s1, s2)
+
+
+def test_figures_are_redrawn_from_the_folder_alone(smoke_run):
+    for png in (smoke_run / "figures").glob("*.png"):
+        png.unlink()
+    paths = figures.ddpm_figures(smoke_run)
+    assert sorted(p.name for p in paths) == sorted(FIGURES) and all(p.exists() for p in paths)
+
+
+def test_vae_samples_are_drawn_beside_when_a_vae_run_exists(smoke_run, tmp_path):
+    vae_dir = tmp_path / "vae-smoke"
+    (vae_dir / "artifacts").mkdir(parents=True)
+    torch.save(torch.zeros(64, 3, 32, 32, dtype=torch.uint8), vae_dir / "artifacts" / "final_samples.pt")
+    (vae_dir / "provenance.json").write_text(json.dumps({"source": "synthetic"}))
+    assert figures.ddpm_vs_vae(smoke_run, vae_dir).exists()
+
+
+def test_timesteps_study_table(smoke_run, tmp_path):
+    """2.3(a): the comparison reads each run's summary (here the same run twice, relabelled)."""
+    other = tmp_path / "T100"
+    other.mkdir()
+    s = json.loads((smoke_run / "summary.json").read_text())
+    (other / "summary.json").write_text(json.dumps({**s, "timesteps": 100}))
+    path = figures.ddpm_timesteps([smoke_run, other], tmp_path / "out")
+    assert path.exists() and path.stat().st_size > 5_000
+
+
+def test_run_names_and_variants():
+    assert ddpm.run_name(ddpm.config_for("full")) == "ddpm-full"
+    assert ddpm.run_name(ddpm.config_for("full", timesteps=500)) == "ddpm-full-T500"
+    assert ddpm.run_name(ddpm.config_for("smoke")) == "ddpm-smoke"
+    assert [v.get("timesteps") for v in ddpm.variants("full")] == [None, 500, 1500]
+    with pytest.raises(ValueError, match="ablation"):
+        ddpm.config_for("full", ablation="baseline")
+    full = ddpm.config_for("full")
+    assert (full.batch_size, full.lr, full.timesteps, full.dim, tuple(full.dim_mults)) == (64, 1e-4, 1000, 32, (1, 2, 4, 8))
+
+
+def test_cli_rejects_a_bad_timesteps_value(tmp_path, capsys):
+    code = cli.main(["ddpm", "--preset", "smoke", "--data", "synthetic", "--timesteps", "1",
+                     "--out", str(tmp_path / "run"), "--data-root", str(tmp_path / "data"), "--device", "cpu"])
+    assert code == 2 and "timesteps" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- resume
+
+def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    """Interrupted in the 2nd epoch, resumed: the metrics (losses, EMA test loss) equal a straight run's."""
+    fast = dict(epochs=3, train_size=192, preview_every=0, snapshot_every=100, n_final_samples=4, recon_size=4,
+                recon_shown=4, recon_levels=(1000,), quality_size=4, probe_train=64, probe_test=32,
+                classifier_epochs=1)
+    straight = ddpm.run(smoke(tmp_path, **fast), tmp_path / "straight")
+    calls = {"n": 0}
+    real = ddpm.data.iterate_batches
+
+    def interrupted(*args, **kwargs):
+        for i, idx in enumerate(real(*args, **kwargs)):
+            if kwargs.get("shuffle") and kwargs.get("generator") is not None and calls["n"] == 1 and i == 1:
+                raise KeyboardInterrupt
+            yield idx
+        calls["n"] += bool(kwargs.get("shuffle") and kwargs.get("generator") is not None)
+
+    monkeypatch.setattr(ddpm.data, "iterate_batches", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ddpm.run(smoke(tmp_path, **fast), tmp_path / "resumed")
+    assert [m["epoch"] for m in read_metrics(tmp_path / "resumed")] == [1]
+    monkeypatch.setattr(ddpm.data, "iterate_batches", real)
+    ddpm.run(smoke(tmp_path, **fast), tmp_path / "resumed", resume=True)
+    assert without_timings(read_metrics(tmp_path / "resumed")) == without_timings(read_metrics(straight))
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=False)["state"]["ema"] for d in (straight, tmp_path / "resumed"))
+    assert a["updates"] == b["updates"] == 9
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
