@@ -1,0 +1,169 @@
+"""Write the thin per-problem notebooks in notebooks/ (run after changing this file).
+
+    .venv/bin/python scripts/make_notebooks.py
+
+Each notebook: set up (Colab: Drive for data and runs, the repository cloned or uploaded),
+configure a preset, call the experiment (resuming after a disconnect), show every figure.
+The environment variables A3_PRESET, A3_DATA and A3_WORK override the defaults; the test
+suite runs every notebook with the smoke preset on synthetic data.
+"""
+from pathlib import Path
+
+import nbformat as nbf
+
+ROOT = Path(__file__).resolve().parents[1]
+md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+
+SETUP = code("""# Setup. On Colab: mount Drive (optional), fetch this repository, keep data and runs on Drive.
+# Elsewhere: use the repository this notebook sits in. Environment variables override the defaults.
+import os, subprocess, sys
+from pathlib import Path
+
+REPO_URL = os.environ.get("A3_REPO_URL", "")   # on Colab: the git URL of your copy of this repository
+USE_DRIVE = True                                # on Colab: keep data/ and results/ on Google Drive
+IN_COLAB = "google.colab" in sys.modules
+
+if IN_COLAB:
+    if USE_DRIVE:
+        from google.colab import drive
+        drive.mount("/content/drive")
+        WORK = Path("/content/drive/MyDrive/ift6135-a3")
+    else:
+        WORK = Path("/content/ift6135-a3-work")
+    ROOT = WORK / "code"                        # or upload the repository folder here by hand
+    if not (ROOT / "experiments").exists():
+        if not REPO_URL:
+            raise SystemExit(f"Set REPO_URL above, or upload this repository to {ROOT}")
+        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, str(ROOT)], check=True)
+else:
+    ROOT = Path.cwd().resolve()
+    while not (ROOT / "experiments").exists() and ROOT != ROOT.parent:
+        ROOT = ROOT.parent
+    WORK = Path(os.environ.get("A3_WORK", ROOT))
+os.chdir(ROOT)
+sys.path.insert(0, str(ROOT))
+print("repository:", ROOT, "| data and runs under:", WORK)""")
+
+INTRO = """
+On Colab: *Runtime > Change runtime type > GPU*, then *Run all*. With Google Drive mounted, the dataset
+and the run folder live on Drive, so after a disconnect *Run all* again resumes at the last finished epoch."""
+
+METADATA = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"}, "accelerator": "GPU",
+            "colab": {"provenance": [], "gpuType": "T4"}}
+
+
+def vae() -> list:
+    return [
+        md("""# Problem 1: a variational autoencoder on SVHN
+
+IFT6135-H2023, Assignment 3. This notebook trains the graded model in `vae_solution.py` with the
+package's harness (`experiments/`) and shows every figure asked for in 1.3. It holds no model code:
+everything it runs is in `vae_solution.py` and `experiments/vae.py`, and is tested.
+""" + INTRO),
+        SETUP,
+        code("""# Configuration: 'full' is the assignment's setting (batch 64, z_dim 32, Adam 1e-4, 30 epochs);
+# 'smoke' is a 2-epoch check on a few hundred images. DATA: auto | svhn | synthetic.
+import torch
+from experiments import figures, vae
+
+PRESET = os.environ.get("A3_PRESET", "full")
+DATA = os.environ.get("A3_DATA", "auto")
+cfg = vae.config_for(PRESET, data=DATA, data_root=str(WORK / "data"))
+OUT = WORK / "results" / vae.run_name(cfg)
+print(cfg)
+print("device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")"""),
+        code("""# Train, or resume after a disconnect (resume=True starts fresh when OUT holds no run yet).
+run_dir = vae.run(cfg, OUT, resume=True)
+FIG = run_dir / "figures"
+print("dataset used:", figures.dataset_name(run_dir))"""),
+        md("### 1.3 (a) Wall-clock time of training"),
+        code("""figures.show([FIG / "wall_clock.png", FIG / "loss.png"])"""),
+        md("### 1.3 (b) Samples every 5 epochs (fixed latent noise, so the grids compare across epochs)"),
+        code("""figures.show([FIG / "samples_over_training.png"])"""),
+        md("### 1.3 (c) Reconstructions of test images every 5 epochs"),
+        code("""figures.show([FIG / "reconstructions_over_training.png"])"""),
+        md("### 1.3 (d) Samples at the end of training"),
+        code("""figures.show([FIG / "final_samples.png"])"""),
+        md("### 1.3 (e) Latent profile of each class"),
+        code("""figures.show([FIG / "latent_profiles_bars.png", FIG / "latent_profiles_heatmap.png"])"""),
+        md("### 1.3 (f) Interpolation in latent space"),
+        code("""figures.show([FIG / "interpolations.png"])"""),
+        md("### Test log-likelihood (importance sampling, K = 100)"),
+        code("""import json
+summary = json.loads((run_dir / "summary.json").read_text())
+print(f"log p(x) = {summary['test_log_likelihood_nats']:.1f} nats per image over {summary['ll_n_images']} test images "
+      f"({summary['test_bits_per_dim']:.3f} bits/dim on the [-1, 1] scale, "
+      f"{summary['test_bits_per_dim_8bit']:.3f} bits/dim on the 8-bit scale); "
+      f"trained {summary['epochs']} epochs in {summary['train_wall_seconds'] / 60:.1f} min on {figures.dataset_name(run_dir)}")"""),
+    ]
+
+
+def ddpm() -> list:
+    return [
+        md("""# Problem 2: a denoising diffusion model (DDPM) on SVHN
+
+IFT6135-H2023, Assignment 3. This notebook trains the graded U-Net of `ddpm_solution.py` with the
+package's harness (`experiments/ddpm.py`: bf16 on GPUs that support it, an EMA of the weights,
+checkpoints every epoch) and shows every figure of 2.2, then the optional study of 2.3. It holds
+no model code.
+""" + INTRO),
+        SETUP,
+        code("""# Configuration: 'full' is the assignment's setting (batch 64, Adam 1e-4, T = 1000, linear betas,
+# U-Net dim 32, mults (1, 2, 4, 8), 20 epochs); 'smoke' is a quick check (small U-Net, T = 50).
+import json
+import torch
+from experiments import ddpm, figures
+
+PRESET = os.environ.get("A3_PRESET", "full")
+DATA = os.environ.get("A3_DATA", "auto")
+cfg = ddpm.config_for(PRESET, data=DATA, data_root=str(WORK / "data"))
+OUT = WORK / "results" / ddpm.run_name(cfg)
+VAE_RUN = WORK / "results" / f"vae-{PRESET}"   # the VAE notebook's run, for the side-by-side of 2.2(d)
+print(cfg)
+print("device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")"""),
+        code("""# Train, or resume after a disconnect; then the final samples, reconstruction study, quality proxy and probe.
+run_dir = ddpm.run(cfg, OUT, resume=True, vae_run=VAE_RUN if VAE_RUN.exists() else None)
+FIG = run_dir / "figures"
+summary = json.loads((run_dir / "summary.json").read_text())
+print("dataset used:", figures.dataset_name(run_dir))"""),
+        md("### 2.2 (a) Wall-clock time of training"),
+        code("""figures.show([FIG / "wall_clock.png", FIG / "loss.png"])"""),
+        md("### 2.2 (b) Samples every 5 epochs (EMA weights, the same noise at every epoch)\n"
+           "Full ancestral sampling with T steps; below it, the DDIM previews (50 steps) taken every epoch."),
+        code("""figures.show([FIG / "samples_over_training.png", FIG / "previews_over_training.png"])"""),
+        md("### 2.2 (c) Reconstructions: noise test images to t', denoise them back from t'"),
+        code("""figures.show([FIG / "reconstructions.png", FIG / "reconstruction_curves.png"])
+print("t* =", summary["t_star"], "|", summary["t_star_rule"])
+print("digit classifier test accuracy:", round(summary["classifier_test_accuracy"], 3))"""),
+        md("### 2.2 (d) Samples at the end of training, and beside the VAE's"),
+        code("""figures.show([FIG / "final_samples.png", FIG / "ddpm_vs_vae.png"])
+print(f"sampling {summary['n_final_samples']} images with T = {summary['timesteps']}: {summary['sample_seconds']:.1f} s")"""),
+        md("### 2.3 (a) (optional) T = 500 and T = 1500 on the same training budget\n"
+           "Set `RUN_T_STUDY = True` to train the two extra models (each as long as the main one)."),
+        code("""RUN_T_STUDY = PRESET == "smoke"
+if RUN_T_STUDY:
+    runs = [run_dir]
+    for variant in ddpm.variants(PRESET)[1:]:
+        other = ddpm.config_for(PRESET, data=DATA, data_root=str(WORK / "data"), **variant)
+        runs.append(ddpm.run(other, WORK / "results" / ddpm.run_name(other), resume=True))
+    figures.show([figures.ddpm_timesteps(runs, WORK / "results" / "figures")])"""),
+        md("### 2.3 (b) (optional) What the U-Net's bottleneck knows: a linear probe of the digit class"),
+        code("""figures.show([FIG / "probe.png"])"""),
+    ]
+
+
+NOTEBOOKS = {"1_vae.ipynb": vae, "2_ddpm.ipynb": ddpm}
+
+
+def main() -> None:
+    for name, cells in NOTEBOOKS.items():
+        nb = nbf.v4.new_notebook()
+        nb.cells = cells()
+        nb.metadata = METADATA
+        nbf.write(nb, ROOT / "notebooks" / name)
+        print("wrote", ROOT / "notebooks" / name)
+
+
+if __name__ == "__main__":
+    main()
