@@ -289,6 +289,20 @@ def load_split(
     return ImageSet(images=images, labels=labels, source="synthetic", split=split)
 
 
+
+def load_train_test(cfg, real: str) -> tuple[ImageSet, ImageSet, dict]:
+    """The train and test sets an experiment config asks for, and where they came from.
+
+    cfg: any experiment config with data, data_root, seed, train_size, test_size, batch_size;
+    real: the problem's real dataset ("svhn" or "cifar10"). The provenance dict (for the run's
+    provenance.json) names the source actually used and the split sizes."""
+    source, provenance = resolve_source(cfg.data, real, cfg.data_root)
+    train = load_split(source, "train", cfg.data_root, seed=cfg.seed).subset(cfg.train_size, cfg.seed)
+    test = load_split(source, "test", cfg.data_root, seed=cfg.seed).subset(cfg.test_size, cfg.seed)
+    if len(train) < cfg.batch_size:
+        raise ValueError(f"train_size {len(train)} is smaller than one batch ({cfg.batch_size})")
+    return train, test, {**provenance, "n_train": len(train), "n_test": len(test)}
+
 def _cached_synthetic(folder: Path, split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The stand-in's split, from its cache file when that is readable, else rendered and cached."""
     path = folder / f"digits-v{SYNTHETIC_VERSION}-{split}-{n}-seed{seed}.pt"

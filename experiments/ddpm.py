@@ -117,15 +117,9 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
     vae_run: a finished VAE run folder whose final samples are drawn beside the DDPM's
     (default: the sibling folder vae-<preset>, when it exists)."""
     device = pick_device(cfg.device)
-    source, provenance = data.resolve_source(cfg.data, "svhn", cfg.data_root)
-    train = data.load_split(source, "train", cfg.data_root, seed=cfg.seed).subset(cfg.train_size, cfg.seed)
-    test = data.load_split(source, "test", cfg.data_root, seed=cfg.seed).subset(cfg.test_size, cfg.seed)
-    if len(train) < cfg.batch_size:
-        raise ValueError(f"train_size {len(train)} is smaller than one batch ({cfg.batch_size})")
-
+    train, test, provenance = data.load_train_test(cfg, "svhn")
     run_ = Run(out, cfg, resume=resume)
-    run_.write_json("provenance.json", {**provenance, "n_train": len(train), "n_test": len(test),
-                                        **environment(device)})
+    run_.write_json("provenance.json", {**provenance, **environment(device)})
     seed_everything(cfg.seed)
     diffusion = Diffusion(cfg.timesteps, cfg.beta_start, cfg.beta_end, device=device)
     model = build_model(cfg).to(device)

@@ -91,15 +91,9 @@ def snapshot_epochs(cfg: VAEConfig) -> list[int]:
 def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
     """Train (or resume) a VAE run in folder `out`, write its artifacts, figures and summary."""
     device = pick_device(cfg.device)
-    source, provenance = data.resolve_source(cfg.data, "svhn", cfg.data_root)
-    train = data.load_split(source, "train", cfg.data_root, seed=cfg.seed).subset(cfg.train_size, cfg.seed)
-    test = data.load_split(source, "test", cfg.data_root, seed=cfg.seed).subset(cfg.test_size, cfg.seed)
-    if len(train) < cfg.batch_size:
-        raise ValueError(f"train_size {len(train)} is smaller than one batch ({cfg.batch_size})")
-
+    train, test, provenance = data.load_train_test(cfg, "svhn")
     run_ = Run(out, cfg, resume=resume)
-    run_.write_json("provenance.json", {**provenance, "n_train": len(train), "n_test": len(test),
-                                        **environment(device)})
+    run_.write_json("provenance.json", {**provenance, **environment(device)})
     seed_everything(cfg.seed)
     model = build_model(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
