@@ -1,8 +1,9 @@
-"""Command line: python -m experiments {vae,ddpm,all} [--preset smoke|full] [--data ...] [--out DIR] [--resume] ...
+"""Command line: python -m experiments {vae,ddpm,simsiam,all} [--preset smoke|full] [--data ...] [--out DIR] [--resume] ...
 
 Each run writes one folder (default results/<run name>, e.g. results/ddpm-full or
 results/ddpm-full-T500); --resume continues an interrupted run in that folder. `all` runs
-every problem and every variant the report uses (the DDPM with T = 500 and 1500), each in its own folder under --out (default results/).
+every problem and every variant the report uses (the DDPM with T = 500 and 1500, the five
+SimSiam ablations), each in its own folder under --out (default results/).
 """
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments import data, ddpm, vae
+from experiments import data, ddpm, simsiam, vae
 from experiments.runs import NonFiniteLossError
 
-PROBLEMS = {"vae": vae, "ddpm": ddpm}
+PROBLEMS = {"vae": vae, "ddpm": ddpm, "simsiam": simsiam}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None)
     ddpm_options = parser.add_argument_group("ddpm")
     ddpm_options.add_argument("--timesteps", type=int, default=None, help="T (default 1000; 2.3a uses 500 and 1500)")
+    simsiam_options = parser.add_argument_group("simsiam")
+    simsiam_options.add_argument("--ablation", choices=list(simsiam.ABLATIONS), default=None,
+                                 help="baseline (default), no-stop-grad (Q4), no-predictor (Q5a), "
+                                      "proj-4096, batch-4096 (Q5b)")
+    simsiam_options.add_argument("--backbone", choices=simsiam.CLI_BACKBONES, default=None,
+                                 help="resnet18-cifar (default: 3x3 stride-1 stem, no max-pool) or resnet18 "
+                                      "(torchvision's, as the starter)")
     return parser.parse_args(argv)
 
 
@@ -46,7 +54,7 @@ def run_problem(name: str, args: argparse.Namespace, out: Path | None, **variant
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    options = {"timesteps": args.timesteps}
+    options = {"timesteps": args.timesteps, "ablation": args.ablation, "backbone": args.backbone}
     try:
         if args.problem == "all":
             parent = Path(args.out or "results")

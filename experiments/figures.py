@@ -97,7 +97,8 @@ def snapshots(run_dir: str | Path, label: str, what: str = "samples") -> Path:
         ax.imshow(grid(images, nrow=8))
         ax.set_title(f"epoch {epoch}")
     note = {"reconstructions": " (odd rows: test originals, even rows: reconstructions)",
-            "previews": " (DDIM, 50 steps, same noise at every epoch)"}.get(what, " (same noise at every epoch)")
+            "previews": f" (DDIM, {read_json(run_dir, 'config.json').get('preview_steps')} steps, same noise at every epoch)",
+            }.get(what, " (same noise at every epoch)")
     fig.suptitle(f"{label} {what} during training, {dataset_name(run_dir)}{note}")
     return _save(fig, run_dir, f"{what}_over_training.png")
 
@@ -296,6 +297,152 @@ def ddpm_timesteps(run_dirs: list[str | Path], out: str | Path) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+# --------------------------------------------------------------------------- Problem 3 (SimSiam)
+
+# The ablations each question compares; the baseline (stop-gradient, trainable predictor) first.
+SIMSIAM_QUESTIONS = {
+    "q4": ("Q4: with and without stop-gradient", ("baseline", "no-stop-grad")),
+    "q5a": ("Q5(a): with and without the predictor h", ("baseline", "no-predictor")),
+    "q5b": ("Q5(b): projector output d = 4096, batch 4096", ("baseline", "proj-4096", "batch-4096")),
+}
+
+
+def _simsiam_label(run_dir: str | Path) -> str:
+    """The run's ablation, with its backbone when not the default resnet18-cifar."""
+    config = read_json(run_dir, "config.json")
+    backbone = "" if config["backbone"] == "resnet18-cifar" else f" ({config['backbone']})"
+    return f"{config['ablation']}{backbone}"
+
+
+def _knn_settings(run_dir: str | Path) -> str:
+    """'k = .., T = ..' of the run's kNN monitor (k clipped to the memory bank's size, as the run does)."""
+    config, provenance = read_json(run_dir, "config.json"), read_json(run_dir, "provenance.json")
+    return f"k = {min(config['knn_k'], provenance['n_train'])}, T = {config['knn_temperature']}"
+
+
+def _monitored(run_dir: str | Path) -> list[dict]:
+    """metrics.jsonl records of the epochs where the kNN and collapse monitors ran."""
+    return [m for m in read_metrics(run_dir) if "knn_accuracy" in m]
+
+
+def _save_in(fig: plt.Figure, folder: str | Path, name: str) -> Path:
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _simsiam_panels(axes: np.ndarray, runs: list[tuple[str, list[dict]]], knn_settings: str) -> None:
+    """Training loss, kNN accuracy and collapse std against epochs, one line per (label, metrics) run;
+    the collapse panel with each output width's reference 1/sqrt(d), dashed."""
+    loss, knn, collapse = axes
+    references = {}
+    for (label, metrics), color in zip(runs, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        monitored = [m for m in metrics if "knn_accuracy" in m]
+        loss.plot([m["epoch"] for m in metrics], [m["loss"] for m in metrics], color=color, label=label)
+        knn.plot([m["epoch"] for m in monitored], [100 * m["knn_accuracy"] for m in monitored], color=color,
+                 label=label)
+        collapse.plot([m["epoch"] for m in monitored], [m["collapse_std"] for m in monitored], color=color,
+                      label=label)
+        if monitored:
+            references.setdefault(monitored[-1]["collapse_std_reference"], color)
+    for reference, color in references.items():
+        collapse.axhline(reference, color=color, ls="--", lw=1,
+                         label=f"1/sqrt(d), d = {round(reference ** -2)}")
+    loss.set(xlabel="epoch", ylabel="loss, -cos (min -1)", title="training loss")
+    knn.set(xlabel="epoch", ylabel="accuracy (%)", title=f"kNN accuracy ({knn_settings})")
+    collapse.set(xlabel="epoch", ylabel="std of z / ||z||", ylim=(0, None),
+                 title="collapse: per-channel std over the test set")
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
+
+
+def simsiam_training(run_dir: str | Path) -> Path:
+    """One run: training loss, kNN accuracy and the collapse indicator against epochs."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    _simsiam_panels(axes, [(_simsiam_label(run_dir), read_metrics(run_dir))], _knn_settings(run_dir))
+    fig.suptitle(f"SimSiam {_simsiam_label(run_dir)} ({dataset_name(run_dir)})")
+    fig.tight_layout()
+    return _save(fig, run_dir, "training.png")
+
+
+def simsiam_figures(run_dir: str | Path) -> list[Path]:
+    """Every per-run figure of Problem 3: wall-clock, and training loss / kNN accuracy / collapse."""
+    return [wall_clock(run_dir, f"SimSiam {_simsiam_label(run_dir)}"), simsiam_training(run_dir)]
+
+
+def simsiam_comparison(run_dirs: list[str | Path], out: str | Path, question: str) -> Path:
+    """Q4, Q5(a) or Q5(b) (`question` a key of SIMSIAM_QUESTIONS): loss, kNN accuracy and collapse
+    against epochs, the question's ablations beside the baseline, from the run folders given
+    (the ones of other ablations are ignored; missing ones are named in the figure). -> out/simsiam_<q>.png
+    """
+    if question not in SIMSIAM_QUESTIONS:
+        raise ValueError(f"question must be one of {list(SIMSIAM_QUESTIONS)}, got {question!r}")
+    title, wanted = SIMSIAM_QUESTIONS[question]
+    ablation = {d: read_json(d, "config.json")["ablation"] for d in run_dirs if read_metrics(d)}
+    found = sorted((d for d, a in ablation.items() if a in wanted), key=lambda d: wanted.index(ablation[d]))
+    missing = [a for a in wanted if a not in ablation.values()]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    settings = sorted({_knn_settings(d) for d in found})
+    _simsiam_panels(axes, [(_simsiam_label(d), read_metrics(d)) for d in found], "; ".join(settings))
+    sources = sorted({dataset_name(d) for d in found}) or ["no runs"]
+    fig.suptitle(f"SimSiam {title} ({', '.join(sources)})")
+    if missing:
+        fig.text(0.5, -0.02, "not shown, no finished epoch found: " + ", ".join(
+            f"{a} (python -m experiments simsiam --ablation {a})" for a in missing), ha="center", color="tab:red")
+    fig.tight_layout()
+    return _save_in(fig, out, f"simsiam_{question}.png")
+
+
+def simsiam_table(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, list[dict], str]:
+    """Final and best kNN accuracy (and their epochs), collapse and linear probe, one row per run folder
+    with at least one monitored epoch, in the order given. -> (out/simsiam_table.png, rows, markdown)."""
+    rows = []
+    for d in run_dirs:
+        monitored = _monitored(d)
+        if not monitored:
+            continue
+        config = read_json(d, "config.json")
+        best = max(monitored, key=lambda m: m["knn_accuracy"])
+        summary_path = Path(d) / "summary.json"
+        probe = read_json(d, "summary.json").get("linear_probe_accuracy") if summary_path.exists() else None
+        rows.append({
+            "run": _simsiam_label(d), "dataset": dataset_name(d), "epochs": monitored[-1]["epoch"],
+            "batch": config["batch_size"], "d": config["dim"],
+            "final_knn": monitored[-1]["knn_accuracy"], "best_knn": best["knn_accuracy"], "best_epoch": best["epoch"],
+            "collapse_ratio": monitored[-1]["collapse_std"] / monitored[-1]["collapse_std_reference"],
+            "linear_probe": probe,
+        })
+    header = ["run", "epochs", "batch", "d", "final kNN", "best kNN (epoch)", "collapse std x sqrt(d)",
+              "linear probe"]
+    cells = [[r["run"], str(r["epochs"]), str(r["batch"]), str(r["d"]), f"{r['final_knn']:.1%}",
+              f"{r['best_knn']:.1%} ({r['best_epoch']})", f"{r['collapse_ratio']:.2f}",
+              "-" if r["linear_probe"] is None else f"{r['linear_probe']:.1%}"] for r in rows]
+    markdown = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                         + ["| " + " | ".join(c) + " |" for c in cells])
+    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.35 * max(1, len(rows))))
+    ax.axis("off")
+    if cells:
+        table = ax.table(cellText=cells, colLabels=header, loc="center", cellLoc="center")
+        table.auto_set_font_size(False)
+        table.set_fontsize(9)
+        table.auto_set_column_width(list(range(len(header))))
+        table.scale(1, 1.4)
+    else:
+        ax.text(0.5, 0.5, "no run folder with a monitored epoch", ha="center", va="center")
+    sources = sorted({r["dataset"] for r in rows}) or ["no runs"]
+    ax.set_title(f"SimSiam ablations, kNN accuracy on the test set ({', '.join(sources)})\n"
+                 "collapse std x sqrt(d): about 1 for outputs spread over the sphere, 0 at collapse")
+    return _save_in(fig, out, "simsiam_table.png"), rows, markdown
+
+
+def simsiam_comparisons(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
+    """Every cross-run figure of Problem 3: Q4, Q5(a), Q5(b) and the table, into folder `out`."""
+    return [*(simsiam_comparison(run_dirs, out, q) for q in SIMSIAM_QUESTIONS), simsiam_table(run_dirs, out)[0]]
 
 
 def show(paths: list[Path]) -> None:

@@ -153,7 +153,50 @@ if RUN_T_STUDY:
     ]
 
 
-NOTEBOOKS = {"1_vae.ipynb": vae, "2_ddpm.ipynb": ddpm}
+def simsiam() -> list:
+    return [
+        md("""# Problem 3: SimSiam on CIFAR-10, and its ablations
+
+IFT6135-H2023, Assignment 3. This notebook trains the graded `q3_solution.SimSiam` with the package's
+harness (`experiments/simsiam.py`: the training set on the GPU as uint8, both views augmented there per
+sample, bf16 and channels_last, the kNN and collapse monitors every epoch), once per ablation, and shows
+the figures of questions 4 and 5. It holds no model code.
+""" + INTRO),
+        SETUP,
+        code("""# Configuration: 'full' is the starter's recipe (resnet18 with a CIFAR stem, batch 1024, SGD lr 0.03 x batch / 256,
+# cosine, 100 epochs per ablation); 'smoke' is a quick check. DATA: auto | cifar10 | synthetic.
+import torch
+from experiments import figures, simsiam
+
+PRESET = os.environ.get("A3_PRESET", "full")
+DATA = os.environ.get("A3_DATA", "auto")
+ABLATIONS = list(simsiam.ABLATIONS)   # baseline, no-stop-grad (Q4), no-predictor (Q5a), proj-4096, batch-4096 (Q5b)
+print("ablations:", ABLATIONS)
+print("device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")"""),
+        code("""# Train every ablation, or resume the one a disconnect interrupted (finished runs are skipped quickly).
+runs = {}
+for name in ABLATIONS:
+    cfg = simsiam.config_for(PRESET, data=DATA, data_root=str(WORK / "data"), ablation=name)
+    runs[name] = simsiam.run(cfg, WORK / "results" / simsiam.run_name(cfg), resume=True)
+OUT = WORK / "results" / f"simsiam-{PRESET}-figures"
+paths = figures.simsiam_comparisons(list(runs.values()), OUT)
+print("dataset used:", figures.dataset_name(runs["baseline"]))"""),
+        md("### Q4: with and without stop-gradient (training loss, kNN accuracy, collapse)"),
+        code("""figures.show([OUT / "simsiam_q4.png"])"""),
+        md("### Q5 (a): without the predictor (identity)"),
+        code("""figures.show([OUT / "simsiam_q5a.png"])"""),
+        md("### Q5 (b): projector output 4096, and batch 4096 (linear lr scaling, 10-epoch warm-up)"),
+        code("""figures.show([OUT / "simsiam_q5b.png"])"""),
+        md("### Final and best kNN accuracy per ablation"),
+        code("""path, rows, markdown = figures.simsiam_table(list(runs.values()), OUT)
+figures.show([path])
+print(markdown)"""),
+        md("### Per-run training curves and wall-clock"),
+        code("""figures.show([runs[name] / "figures" / png for name in ABLATIONS for png in ("training.png", "wall_clock.png")])"""),
+    ]
+
+
+NOTEBOOKS = {"1_vae.ipynb": vae, "2_ddpm.ipynb": ddpm, "3_simsiam.ipynb": simsiam}
 
 
 def main() -> None:

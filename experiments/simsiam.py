@@ -1,0 +1,394 @@
+"""Problem 3: SimSiam on CIFAR-10 (or the synthetic stand-in), and the ablations of questions 4 and 5.
+
+One run trains the graded `q3_solution.SimSiam` with the starter's SGD recipe on two views of each
+image, drawn per sample on the device (`experiments.augment`). Per epoch (metrics.jsonl): the
+training loss, the learning rates, timings, and every `knn_every` epochs the two monitors of
+Chen & He (2021): the weighted kNN accuracy (k = 200, T = 0.1) of the backbone's features, train
+set as memory bank and test set as queries, and the collapse indicator, the per-channel std of
+z / ||z|| over the test set beside its value 1/sqrt(d) for outputs spread over the sphere (Sec. 4.1).
+At the end (summary.json, written last): final and best kNN accuracy, a linear probe on the frozen
+features, timings. figures.py draws the PNGs, per run and across the ablations.
+
+The ablations, one run folder each (`--ablation`):
+    baseline       stop-gradient, trainable predictor                   (Q4, Q5)
+    no-stop-grad   the targets z are not detached                       (Q4)
+    no-predictor   h is the identity, MLP_mode='no_pred_mlp'            (Q5a)
+    proj-4096      projector output d = 4096 instead of 2048            (Q5b)
+    batch-4096     batch 4096 instead of 1024, lr by the linear rule,   (Q5b)
+                   with a 10-epoch linear warm-up
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+from tqdm.auto import tqdm
+
+import q3_solution
+from experiments import augment, data, figures, monitors
+from experiments.runs import Run, environment, fit, pick_device, read_json, seed_everything
+
+
+# --------------------------------------------------------------------------- backbones
+
+def resnet18_cifar(num_classes: int = 1000, zero_init_residual: bool = False, **kwargs) -> torchvision.models.ResNet:
+    """torchvision's resnet18 with the usual CIFAR stem (SimCLR, Chen et al. 2020, App. B.9): conv1 a
+    3x3 stride-1 convolution (64 channels, no bias) and no max-pool, so a 32x32 image keeps 32x32
+    in layer1 and reaches layer4 at 4x4 (the ImageNet stem would leave 1x1). Same signature as
+    `torchvision.models.resnet18`, so `q3_solution.SimSiam` takes it as `base_encoder`.
+    """
+    net = torchvision.models.resnet18(num_classes=num_classes, zero_init_residual=zero_init_residual, **kwargs)
+    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # torchvision's conv init
+    net.maxpool = nn.Identity()
+    return net
+
+
+def tiny_convnet(num_classes: int = 1000, zero_init_residual: bool = False) -> nn.Sequential:
+    """For tests: two stride-2 3x3 convolutions (16, 32 channels) with batch norm, global average
+    pooling and a classifier `fc`, Linear(32, num_classes), where torchvision's resnets have it;
+    trains in seconds on a CPU. zero_init_residual is accepted for the signature (no residual blocks).
+    """
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False), bn1=nn.BatchNorm2d(16), relu1=nn.ReLU(),
+        conv2=nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), bn2=nn.BatchNorm2d(32), relu2=nn.ReLU(),
+        pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),  # (B, 32)
+        fc=nn.Linear(32, num_classes),
+    ))
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "resnet18-cifar": resnet18_cifar,         # the default
+    "resnet18": torchvision.models.resnet18,  # the starter's, unchanged (ImageNet stem)
+    "tiny": tiny_convnet,                     # tests only
+}
+DEFAULT_BACKBONE = "resnet18-cifar"
+CLI_BACKBONES = ("resnet18-cifar", "resnet18")
+
+
+# --------------------------------------------------------------------------- configuration
+
+@dataclass
+class SimSiamConfig:
+    preset: str = "full"
+    data: str = "auto"             # auto | cifar10 | synthetic (see experiments.data)
+    data_root: str = "data"
+    seed: int = 2022               # the starter's
+    device: str = "auto"
+    ablation: str = "baseline"     # a name in ABLATIONS; config_for sets the fields it changes
+    backbone: str = DEFAULT_BACKBONE   # a name in BACKBONES
+    # Model: the starter's SimSiam.
+    dim: int = 2048                # d, projector output (4096 in proj-4096)
+    pred_dim: int = 512            # predictor bottleneck
+    stop_gradient: bool = True     # False in no-stop-grad
+    mlp_mode: str | None = None    # q3_solution.SimSiam's MLP_mode; 'no_pred_mlp' in no-predictor
+    # Optimisation: the starter's SGD. Batch 1024 is the starter's (spec/API.md); the paper's CIFAR-10
+    # runs use 512 for 800 epochs. Kept, so that Q5b's variants are the starter's d x 2 and batch x 4;
+    # 100 epochs of CIFAR-10 are then 48 x 100 = 4,800 steps.
+    epochs: int = 100
+    batch_size: int = 1024         # 4096 in batch-4096
+    base_lr: float = 0.03          # lr = base_lr * batch_size / 256, the linear scaling rule (Goyal et al. 2017)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    fix_pred_lr: bool = True       # the predictor keeps the peak lr, no cosine decay (SimSiam, Table 1c)
+    # Linear warm-up from 0 over the first epochs, then the cosine (the predictor is warmed up too).
+    # 0 for the starter's batch 1024. batch-4096 would start at lr 0.48 = 0.03 * 4096 / 256, 4x the
+    # baseline's, on a random network; it gets 10 epochs, the gradual warm-up of Goyal et al. (2017,
+    # Sec. 2.2) that SimSiam's batch-size study (Sec. 4.3) also uses for its large batches.
+    warmup_epochs: int = 0
+    amp: bool = True               # bf16 autocast on CUDA devices that support it
+    # How much data (None: the whole split).
+    train_size: int | None = None
+    test_size: int | None = None
+    # Monitors.
+    knn_every: int = 1             # kNN and collapse every N epochs (and at the last)
+    knn_k: int = 200               # clipped to the memory bank's size
+    knn_temperature: float = 0.1
+    probe_epochs: int = 100        # linear probe on frozen features at the end (Adam passes; 0: none)
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"ablation must be one of {list(ABLATIONS)}, got {self.ablation!r}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {self.backbone!r}")
+        if self.mlp_mode not in q3_solution.MLP_MODES:
+            raise ValueError(f"mlp_mode must be one of {q3_solution.MLP_MODES}, got {self.mlp_mode!r}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must lie in [0, epochs={self.epochs}), got {self.warmup_epochs}")
+        if self.knn_every < 1 or self.batch_size < 2 or self.probe_epochs < 0:
+            raise ValueError(f"need knn_every >= 1, batch_size >= 2 (batch norm), probe_epochs >= 0; got "
+                             f"{self.knn_every}, {self.batch_size}, {self.probe_epochs}")
+
+
+# Each ablation as the fields it changes in a preset's config.
+ABLATIONS: dict[str, Callable[[SimSiamConfig], dict]] = {
+    "baseline": lambda c: {},
+    "no-stop-grad": lambda c: {"stop_gradient": False},
+    "no-predictor": lambda c: {"mlp_mode": "no_pred_mlp"},
+    "proj-4096": lambda c: {"dim": 2 * c.dim},                        # 2048 -> 4096 (smoke: 256 -> 512)
+    "batch-4096": lambda c: {"batch_size": 4 * c.batch_size,          # 1024 -> 4096 (smoke: 32 -> 128)
+                             "warmup_epochs": max(1, c.epochs // 10)},  # 10 of 100 epochs (smoke: 1 of 2)
+}
+
+PRESETS = {
+    "full": SimSiamConfig(),
+    # Offline on 2 CPU cores in about 10 s per ablation: resnet18-cifar keeps 32x32 maps in layer1
+    # (0.56 GMACs per image forward, about 100 training views/s here), so few images, a small batch,
+    # a smaller d; k = 200 is clipped to the 128 images of the memory bank.
+    "smoke": SimSiamConfig(preset="smoke", epochs=2, batch_size=32, dim=256, pred_dim=64, train_size=128,
+                           test_size=64, probe_epochs=10, eval_batch_size=128),
+}
+
+
+def config_for(preset: str, **overrides) -> SimSiamConfig:
+    """The preset's config with `ablation`'s changes (default baseline), then `overrides` (None: unset)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - {f.name for f in fields(SimSiamConfig)}
+    if unknown:
+        raise ValueError(f"option(s) {sorted(unknown)} do not apply to the SimSiam experiment")
+    ablation = overrides.pop("ablation", "baseline")
+    if ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; choose one of {list(ABLATIONS)}")
+    base = PRESETS[preset]
+    return replace(base, ablation=ablation, **{**ABLATIONS[ablation](base), **overrides})
+
+
+def variants(preset: str) -> list[dict]:
+    """What `python -m experiments all` runs: every ablation."""
+    return [{"ablation": name} for name in ABLATIONS]
+
+
+def run_name(cfg: SimSiamConfig) -> str:
+    """simsiam-<preset>-<ablation>, plus -<backbone> when it is not the default."""
+    suffix = "" if cfg.backbone == DEFAULT_BACKBONE else f"-{cfg.backbone}"
+    return f"simsiam-{cfg.preset}-{cfg.ablation}{suffix}"
+
+
+# --------------------------------------------------------------------------- model and optimisation
+
+def build_model(cfg: SimSiamConfig) -> q3_solution.SimSiam:
+    return q3_solution.SimSiam(BACKBONES[cfg.backbone], dim=cfg.dim, pred_dim=cfg.pred_dim,
+                               stop_gradient=cfg.stop_gradient, MLP_mode=cfg.mlp_mode)
+
+
+def peak_lr(cfg: SimSiamConfig) -> float:
+    """The linear scaling rule (Goyal et al. 2017): lr = base_lr * batch_size / 256."""
+    return cfg.base_lr * cfg.batch_size / 256
+
+
+def learning_rates(cfg: SimSiamConfig, t: float) -> tuple[float, float]:
+    """(encoder lr, predictor lr) at t epochs into training (fractional, 0 <= t <= epochs).
+
+    With peak = base_lr * batch / 256, W = warmup_epochs and E = epochs:
+        t < W:   both        peak * t / W                                 (linear warm-up)
+        t >= W:  encoder     peak * (1 + cos(pi (t - W) / (E - W))) / 2   (cosine decay)
+                 predictor   peak with fix_pred_lr, else the encoder's
+    """
+    peak = peak_lr(cfg)
+    W, E = cfg.warmup_epochs, cfg.epochs
+    if t < W:
+        return peak * t / W, peak * t / W
+    encoder = peak * 0.5 * (1 + math.cos(math.pi * (t - W) / (E - W)))
+    return encoder, peak if cfg.fix_pred_lr else encoder
+
+
+def build_optimizer(model: q3_solution.SimSiam, cfg: SimSiamConfig) -> torch.optim.SGD:
+    """SGD over two named parameter groups, encoder and predictor (absent when it has no trainable
+    parameters); `set_learning_rates` gives each its own schedule."""
+    groups = [{"name": name, "params": [p for p in module.parameters() if p.requires_grad]}
+              for name, module in (("encoder", model.encoder), ("predictor", model.predictor))]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=peak_lr(cfg), momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+def set_learning_rates(optimizer: torch.optim.Optimizer, cfg: SimSiamConfig, t: float) -> tuple[float, float]:
+    """Set each group's lr to `learning_rates(cfg, t)`; returns (encoder lr, predictor lr)."""
+    encoder_lr, predictor_lr = learning_rates(cfg, t)
+    for group in optimizer.param_groups:
+        group["lr"] = predictor_lr if group["name"] == "predictor" else encoder_lr
+    return encoder_lr, predictor_lr
+
+
+def use_bf16(device: torch.device, amp: bool) -> bool:
+    """bf16 autocast only on CUDA devices that support it."""
+    return amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def train_step(model: q3_solution.SimSiam, optimizer: torch.optim.Optimizer, x1: torch.Tensor, x2: torch.Tensor,
+               bf16: bool = False) -> torch.Tensor:
+    """One SGD step on the SimSiam loss of two views x1, x2 (B, 3, H, W); returns the loss, detached.
+
+    L = 0.5 D(p1, z2) + 0.5 D(p2, z1) (q3_solution.SimSiam.loss, in float32); the stop-gradient, or
+    its absence, is in the z's that the model returns.
+    """
+    with torch.autocast(x1.device.type, dtype=torch.bfloat16, enabled=bf16):
+        p1, p2, z1, z2 = model(x1, x2)  # (B, d) each
+    loss = model.loss(p1.float(), p2.float(), z1.float(), z2.float())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+# --------------------------------------------------------------------------- monitors
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """The un-augmented view: uint8 (B, 3, H, W) -> float32 (x / 255 - mean) / std, CIFAR-10's mean and std."""
+    mean = torch.tensor(augment.CIFAR10_MEAN, device=images.device)[:, None, None]
+    std = torch.tensor(augment.CIFAR10_STD, device=images.device)[:, None, None]
+    x = (images.float() / 255 - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if images.is_cuda else x
+
+
+class BackboneFeatures(nn.Module):
+    """The encoder read at two depths: x (B, 3, H, W) -> h (B, w), the backbone's features (the input
+    of `encoder.fc`, i.e. before the projector), or [h, z] (B, w + d) with `with_projection`.
+
+    h is caught by a forward pre-hook on `encoder.fc`, so any torchvision-style encoder works.
+    """
+
+    def __init__(self, encoder: nn.Module, with_projection: bool = False):
+        super().__init__()
+        self.encoder = encoder
+        self.with_projection = with_projection
+        self.train(encoder.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        caught = []
+        hook = self.encoder.fc.register_forward_pre_hook(lambda module, args: caught.append(args[0]))
+        try:
+            z = self.encoder(x)  # (B, d)
+        finally:
+            hook.remove()
+        h = caught[0].flatten(1)  # (B, w)
+        return torch.cat([h, z], dim=1) if self.with_projection else h
+
+
+def features(encoder: nn.Module, images: torch.Tensor, batch_size: int, bf16: bool,
+             with_projection: bool = False) -> torch.Tensor:
+    """h (N, w), or [h, z] (N, w + d), of uint8 images (N, 3, H, W), normalised, in eval mode."""
+    return monitors.extract_features(BackboneFeatures(encoder, with_projection), images, batch_size,
+                                     images.device, normalize, autocast_bf16=bf16)
+
+
+@torch.no_grad()
+def evaluate(model: q3_solution.SimSiam, train: data.ImageSet, test: data.ImageSet, cfg: SimSiamConfig,
+             bf16: bool) -> dict:
+    """The per-epoch monitors, from un-augmented images in eval mode (batch norm's running statistics):
+    kNN accuracy of the backbone's features (train set as memory bank, test set as queries) and the
+    collapse indicator std(z / ||z||) over the test set, with its reference 1/sqrt(d).
+
+    The projector ends in batch norm, whose running statistics forget their initial values only after
+    some 50 steps (momentum 0.1): before that (e.g. in the smoke preset) the indicator reads low.
+    train, test: ImageSets whose tensors are on the model's device.
+    """
+    bank = features(model.encoder, train.images, cfg.eval_batch_size, bf16)             # (N, w)
+    test_hz = features(model.encoder, test.images, cfg.eval_batch_size, bf16, with_projection=True)
+    h, z = test_hz[:, :bank.shape[1]], test_hz[:, bank.shape[1]:]                       # (M, w), (M, d)
+    return {
+        "knn_accuracy": monitors.knn_accuracy(bank, train.labels, h, test.labels, k=min(cfg.knn_k, len(train)),
+                                              temperature=cfg.knn_temperature),
+        "collapse_std": monitors.collapse_std(z),
+        "collapse_std_reference": monitors.collapse_std_reference(z.shape[1]),
+    }
+
+
+# --------------------------------------------------------------------------- the run
+
+def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
+    """Train (or resume) a SimSiam run in folder `out`; write its metrics, summary and figures."""
+    device = pick_device(cfg.device)
+    train, test, provenance = data.load_train_test(cfg, "cifar10")
+    run_ = Run(out, cfg, resume=resume)
+    run_.write_json("provenance.json", {**provenance, **environment(device)})
+    seed_everything(cfg.seed)
+    model = build_model(cfg).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution kernels once
+    optimizer = build_optimizer(model, cfg)
+    bf16 = use_bf16(device, cfg.amp)
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    views = torch.Generator(device).manual_seed(cfg.seed + 1)  # the augmentations, drawn on the device
+    augmentation = augment.SimSiamAugment(channels_last=device.type == "cuda")
+    # uint8 on the device: CIFAR-10's 50,000 training images are 150 MB.
+    train_d = replace(train, images=train.images.to(device), labels=train.labels.to(device))
+    test_d = replace(test, images=test.images.to(device), labels=test.labels.to(device))
+    steps = len(train) // cfg.batch_size
+
+    def train_epoch(epoch: int) -> dict:
+        model.train()
+        total, t0 = torch.zeros((), device=device), time.perf_counter()
+        batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
+        bar = tqdm(batches, total=steps, desc=f"epoch {epoch}", leave=False, unit="batch")
+        for step, idx in enumerate(bar):
+            lrs = set_learning_rates(optimizer, cfg, epoch - 1 + step / steps)
+            x1, x2 = augment.two_views(train_d.images[idx.to(device)], augmentation, views)  # (B, 3, 32, 32) each
+            total += train_step(model, optimizer, x1, x2, bf16)
+            if (step + 1) % 20 == 0:  # a host sync every 20 steps only
+                rate = (step + 1) * cfg.batch_size / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}", img_s=f"{rate:.0f}")
+        return {"loss": total.item() / steps, "lr": lrs[0], "predictor_lr": lrs[1], "images": steps * cfg.batch_size}
+
+    def after_epoch(epoch: int) -> dict:
+        if epoch % cfg.knn_every and epoch != cfg.epochs:
+            return {}
+        return evaluate(model, train_d, test_d, cfg, bf16)
+
+    fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer},
+        generators={"shuffle": shuffle, "views": views}, train_epoch=train_epoch, after_epoch=after_epoch,
+        desc=f"SimSiam {cfg.ablation}")
+    summary = run_.dir / "summary.json"
+    if not (summary.exists() and read_json(run_.dir, "summary.json")["epochs"] == cfg.epochs):
+        write_summary(run_, cfg, model, train_d, test_d, bf16)  # written last: its presence means done
+    figures.simsiam_figures(run_.dir)
+    return run_.dir
+
+
+def write_summary(run_: Run, cfg: SimSiamConfig, model: q3_solution.SimSiam, train: data.ImageSet,
+                  test: data.ImageSet, bf16: bool) -> None:
+    """summary.json: final and best kNN accuracy and their epochs, the linear probe, timings."""
+    metrics = run_.metrics()
+    monitored = [m for m in metrics if "knn_accuracy" in m]
+    best = max(monitored, key=lambda m: m["knn_accuracy"])
+    probe = None
+    if cfg.probe_epochs:
+        bank = features(model.encoder, train.images, cfg.eval_batch_size, bf16)
+        queries = features(model.encoder, test.images, cfg.eval_batch_size, bf16)
+        probe = monitors.linear_probe(bank, train.labels, queries, test.labels, epochs=cfg.probe_epochs,
+                                      generator=torch.Generator().manual_seed(cfg.seed))
+    run_.write_json("summary.json", {
+        "problem": "simsiam",
+        "ablation": cfg.ablation,
+        "backbone": cfg.backbone,
+        "epochs": cfg.epochs,
+        "dataset": read_json(run_.dir, "provenance.json")["source"],
+        "batch_size": cfg.batch_size,
+        "dim": cfg.dim,
+        "peak_lr": peak_lr(cfg),
+        "final_loss": metrics[-1]["loss"],
+        "final_knn_accuracy": monitored[-1]["knn_accuracy"],
+        "final_knn_epoch": monitored[-1]["epoch"],
+        "best_knn_accuracy": best["knn_accuracy"],
+        "best_knn_epoch": best["epoch"],
+        "knn_k": min(cfg.knn_k, len(train)),
+        "final_collapse_std": monitored[-1]["collapse_std"],
+        "collapse_std_reference": monitored[-1]["collapse_std_reference"],
+        "linear_probe_accuracy": probe.test if probe else None,
+        "linear_probe_train_accuracy": probe.train if probe else None,
+        "train_seconds_per_epoch": statistics.median(m["train_seconds"] for m in metrics),
+        "train_images_per_s": statistics.median(m["images_per_s"] for m in metrics),
+        "train_wall_seconds": sum(m["train_seconds"] for m in metrics),
+        "wall_seconds": metrics[-1]["wall_seconds"],
+    })
