@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Build report/report.pdf from the run folders: bash scripts/build_report.sh [--results DIR] [--run SLOT=FOLDER ...]
+# Installs LaTeX (latexmk and TeX Live from Debian/Ubuntu packages) first when it is missing.
+# Every option is passed to report/build.py (see `python report/build.py --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install_latex.sh
+
+# The build reads JSON with the standard library; the cross-run figures and the artifact numbers
+# of Problem 1.3(e, f) also need the project's environment (torch, matplotlib), when present.
+python=python3
+if [ -x .venv/bin/python ]; then python=.venv/bin/python; fi
+exec "$python" report/build.py "$@"

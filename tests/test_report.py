@@ -1,0 +1,450 @@
+"""report/build.py: run discovery, number macros, placeholders, provenance, and the PDF itself.
+
+Unit tests run on small fake run folders (the layout of experiments/runs.py). The PDF tests need
+latexmk and pdflatex (Debian: latexmk texlive-latex-base texlive-latex-recommended
+texlive-latex-extra) and pdftotext (poppler-utils), and are skipped without them. The test on real
+smoke runs reads A3_SMOKE_RESULTS: a folder holding the runs of
+`python -m experiments all --preset smoke --data synthetic --out DIR` (produced there first when the
+folder is empty or absent, which takes minutes on a CPU); it is skipped when the variable is unset.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+
+REPORT = ROOT / "report"
+
+
+def _load_build():
+    spec = importlib.util.spec_from_file_location("report_build", REPORT / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+build = _load_build()
+
+HAVE_LATEX = shutil.which("latexmk") is not None and shutil.which("pdflatex") is not None
+HAVE_PDFTOTEXT = shutil.which("pdftotext") is not None
+needs_latex = pytest.mark.skipif(not (HAVE_LATEX and HAVE_PDFTOTEXT),
+                                 reason="needs latexmk + pdflatex (apt-get install latexmk texlive-latex-base "
+                                        "texlive-latex-recommended texlive-latex-extra) and pdftotext (poppler-utils)")
+
+# Every question of the assignment, as a heading at the start of a line of `pdftotext` output.
+THEORY = ["1.1", "1.2", "1.3", "1.4", *(f"2.{k}" for k in range(1, 8)), "3.1", "3.2", *(f"4.{k}" for k in range(1, 6))]
+PRACTICAL = [*(f"1.3({c})" for c in "abcdef"), *(f"2.2({c})" for c in "abcd"), "2.3(a)", "2.3(b)",
+             "3.4", "3.5(a)", "3.5(b)", "3.5(c)", "3.6", "3.7", "3.8", "3.9"]
+
+
+# --------------------------------------------------------------------------- fake run folders
+
+def png(path: Path, width: int = 6, height: int = 4) -> None:
+    """A valid RGB PNG (what pdflatex needs), written with the standard library only."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    raw = b"".join(b"\x00" + bytes([200, 120, 40]) * width for _ in range(height))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def tex_figures() -> dict[str, set[str]]:
+    """{slot: PNG names} that the practical .tex files include with \\fig{slot}{name}."""
+    found: dict[str, set[str]] = {}
+    for tex in (REPORT / "practical").glob("*.tex"):
+        for slot, name in re.findall(r"\\fig(?:\[[^\]]*\])?\{([^}]+)\}\{([^}]+)\}", tex.read_text()):
+            found.setdefault(slot, set()).add(name)
+    return found
+
+
+def tex_values() -> set[str]:
+    """Every key read with \\val{...} in report.tex and the practical .tex files."""
+    text = (REPORT / "report.tex").read_text() + "".join(p.read_text() for p in (REPORT / "practical").glob("*.tex"))
+    text = re.sub(r"(?<!\\)%.*", "", text)  # comments
+    return set(re.findall(r"\\val\{([^}#]+)\}", text))
+
+
+def metrics_lines(epochs: int, **extra) -> list[dict]:
+    return [{"epoch": e, "loss": 10.0 / e, "train_seconds": 30.0 + e, "epoch_seconds": 40.0 + e,
+             "wall_seconds": 40.0 * e + e * (e + 1) / 2, "images_per_s": 1000.0 + e, **extra}
+            for e in range(1, epochs + 1)]
+
+
+def make_run(results: Path, name: str, *, config: dict, summary: dict | None, metrics: list[dict],
+             source: str = "synthetic", device: str = "cuda", device_name: str = "NVIDIA H100 80GB HBM3",
+             figures: set[str] = frozenset(), mtime: float | None = None) -> Path:
+    run = results / name
+    (run / "figures").mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "provenance.json").write_text(json.dumps({
+        "source": source, "requested": source, "fallback_reason": None, "device": device,
+        "device_name": device_name, "cpu_count": "16", "n_train": 73257, "n_test": 26032}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    if summary is not None:
+        (run / "summary.json").write_text(json.dumps(summary))
+    for figure in figures:
+        png(run / "figures" / f"{figure}.png")
+    if mtime is not None:
+        for p in run.iterdir():
+            os.utime(p, (mtime, mtime))
+    return run
+
+
+VAE_SUMMARY = {"problem": "vae", "epochs": 3, "dataset": "synthetic", "test_log_likelihood_nats": -3084.81,
+               "test_bits_per_dim": 1.4487, "test_bits_per_dim_8bit": 8.4431, "ll_K": 100, "ll_n_images": 26032,
+               "final_train_loss": 3155.05, "final_test_loss": 3110.82, "train_wall_seconds": 90.0,
+               "wall_seconds": 126.0}
+
+
+def vae_run(results: Path, name: str = "vae-full", *, artifacts: bool = False, **kw) -> Path:
+    config = {"preset": name.split("-")[1], "epochs": 3, "batch_size": 64, "lr": 1e-4, "z_dim": 32, "n_samples": 64,
+              "n_reconstructions": 32, "n_final_samples": 100}
+    run = make_run(results, name, config=config, summary=kw.pop("summary", VAE_SUMMARY),
+                   metrics=metrics_lines(3, test_loss=3110.8, test_nll=3050.5, test_kl=60.3), **kw)
+    for e in (1, 3):
+        (run / "artifacts" / "samples").mkdir(parents=True, exist_ok=True)
+        (run / "artifacts" / "samples" / f"epoch_{e:03d}.pt").write_bytes(b"")
+    if artifacts:
+        g = torch.Generator().manual_seed(0)
+        torch.save({"class_means": torch.randn(10, 32, generator=g), "counts": torch.arange(50, 60),
+                    "overall_mean": torch.zeros(32), "overall_std": torch.linspace(0.05, 1.0, 32)},
+                   run / "artifacts" / "latent_profiles.pt")
+        strip = torch.arange(0, 220, 22).to(torch.uint8).view(1, 10, 1, 1, 1).expand(2, 10, 3, 32, 32)
+        torch.save({"test": strip.clone(), "test_endpoints": strip[:, :2].clone(), "prior": strip.clone()},
+                   run / "artifacts" / "interpolations.pt")
+    return run
+
+
+def ddpm_summary(T: int, fid: float, sample_s: float, t_star: float | None = 312.4) -> dict:
+    return {"problem": "ddpm", "epochs": 2, "timesteps": T, "dataset": "synthetic", "final_train_loss": 0.031,
+            "final_test_loss_ema": 0.029, "train_seconds_per_epoch": 60.0, "train_images_per_s": 1200.0,
+            "train_wall_seconds": 120.0, "wall_seconds": 150.0, "sample_seconds": 100 * sample_s,
+            "sample_seconds_per_image": sample_s, "n_final_samples": 100, "classifier_test_accuracy": 0.953,
+            "recon_levels": [50, 500, 1000], "recon_mse": [0.01, 0.2, 0.5], "recon_label_preserved": [0.94, 0.4, 0.1],
+            "recon_clean_accuracy": 0.95, "t_star": t_star, "t_star_rule": "first t' where the rate falls below half",
+            "quality_classifier_fid": fid, "quality_mean_confidence": 0.812, "quality_size": 1000,
+            "probe": {"bottleneck_t1": 0.71, "bottleneck_t100": 0.66, "bottleneck_t300": 0.52, "raw_pixels": 0.24}}
+
+
+def ddpm_run(results: Path, name: str, T: int, *, fid: float = 12.5, sample_s: float = 0.5, **kw) -> Path:
+    config = {"preset": name.split("-")[1], "epochs": 2, "batch_size": 64, "lr": 1e-4, "timesteps": T,
+              "beta_start": 1e-4, "beta_end": 0.02, "dim": 32, "probe_train": 5000, "probe_test": 2000,
+              "n_samples": 64, "snapshot_every": 5, "preview_steps": 50}
+    summary = kw.pop("summary", ddpm_summary(T, fid, sample_s))
+    run = make_run(results, name, config=config, summary=summary,
+                   metrics=metrics_lines(2, test_loss=0.03, test_loss_ema=0.029), **kw)
+    for kind in ("samples", "previews"):
+        (run / "artifacts" / kind).mkdir(parents=True)
+        (run / "artifacts" / kind / "epoch_002.pt").write_bytes(b"")
+    return run
+
+
+def simsiam_run(results: Path, ablation: str, *, knn: float, collapse: float = 0.04, preset: str = "full",
+                **kw) -> Path:
+    dim = 4096 if ablation == "proj-4096" else 2048
+    batch = 4096 if ablation == "batch-4096" else 1024
+    config = {"preset": preset, "ablation": ablation, "backbone": "resnet18-cifar", "epochs": 3, "batch_size": batch,
+              "dim": dim, "pred_dim": 512, "momentum": 0.9, "weight_decay": 5e-4, "base_lr": 0.03,
+              "knn_temperature": 0.1, "warmup_epochs": 1 if ablation == "batch-4096" else 0}
+    metrics = [dict(m, knn_accuracy=knn - 0.1 * (3 - m["epoch"]), collapse_std=collapse,
+                    collapse_std_reference=dim ** -0.5) for m in metrics_lines(3)]
+    summary = {"problem": "simsiam", "ablation": ablation, "backbone": "resnet18-cifar", "epochs": 3,
+               "dataset": "synthetic", "batch_size": batch, "dim": dim, "peak_lr": 0.03 * batch / 256,
+               "final_loss": metrics[-1]["loss"], "final_knn_accuracy": knn, "final_knn_epoch": 3,
+               "best_knn_accuracy": knn, "best_knn_epoch": 3, "knn_k": 200, "final_collapse_std": collapse,
+               "collapse_std_reference": dim ** -0.5, "linear_probe_accuracy": knn + 0.05,
+               "train_seconds_per_epoch": 31.0, "train_images_per_s": 1500.0, "train_wall_seconds": 96.0,
+               "wall_seconds": 126.0}
+    return make_run(results, f"simsiam-{preset}-{ablation}", config=config, summary=summary, metrics=metrics, **kw)
+
+
+KNN = {"baseline": 0.80, "no-stop-grad": 0.12, "no-predictor": 0.15, "proj-4096": 0.803, "batch-4096": 0.70}
+
+
+def complete_results(results: Path, *, figures: bool = False, artifacts: bool = False) -> Path:
+    """One fake run folder for every slot (full preset), with the PNGs the .tex files include."""
+    names = tex_figures() if figures else {}
+    vae_run(results, figures=names.get("vae", set()), artifacts=artifacts)
+    ddpm_run(results, "ddpm-full", 1000, figures=names.get("ddpm", set()))
+    ddpm_run(results, "ddpm-full-T500", 500, fid=20.0, sample_s=0.25)
+    ddpm_run(results, "ddpm-full-T1500", 1500, fid=11.0, sample_s=0.76)
+    for ablation, knn in KNN.items():
+        collapsed = ablation in ("no-stop-grad", "no-predictor")
+        simsiam_run(results, ablation, knn=knn, collapse=0.004 if collapsed else 0.02,
+                    figures=names.get(f"simsiam-{ablation}", set()))
+    return results
+
+
+def read_values(build_dir: Path) -> dict[str, str]:
+    text = (build_dir / "numbers.tex").read_text()
+    return dict(re.findall(r"^\\setval\{([^}]*)\}\{(.*)\}$", text, flags=re.M))
+
+
+# --------------------------------------------------------------------------- unit tests
+
+def test_escape_makes_text_literal():
+    assert build.escape("vae_solution.py") == r"vae\_solution.py"
+    assert build.escape("50% & #1 $x {a} ~^") == r"50\% \& \#1 \$x \{a\} \~{}\^{}"
+    assert build.escape(r"C:\runs") == r"C:\textbackslash{}runs"
+    assert build.escape("<a|b>") == r"\textless{}a\textbar{}b\textgreater{}"
+
+
+def test_number_formats():
+    assert build.number(-3084.814, ".1f") == "$-$3084.8"
+    assert build.number(2.5, ".2f") == "2.50"
+    assert build.percent(0.8534) == r"85.3\%"
+    assert [build.duration(s) for s in (42.14, 330, 7500)] == ["42.1 s", "5.5 min", "2 h 05 min"]
+    assert build.compare(2.0, 1.0) == "higher than" and build.compare(1.0, 2.0) == "lower than"
+    assert build.compare(1.2, 1.0, tolerance=0.5, same="about") == "about"
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("vae-full", ("vae", "full", None)),
+    ("ddpm-smoke", ("ddpm", "smoke", None)),
+    ("ddpm-full-T500", ("ddpm-T", "full", 500)),
+    ("simsiam-full-no-stop-grad", ("simsiam-no-stop-grad", "full", None)),
+    ("simsiam-smoke-baseline-resnet18", ("simsiam-baseline", "smoke", None)),
+    ("simsiam-full-unknown", None), ("vae", None), ("figures", None), ("ddpm-full-extra", None),
+])
+def test_classify_run_names(name, expected):
+    assert build.classify(name) == expected
+
+
+def test_constants_match_the_experiments():
+    from experiments import ddpm, simsiam
+
+    assert build.SIMSIAM_ABLATIONS == tuple(simsiam.ABLATIONS)
+    assert build.DEFAULT_TIMESTEPS == {name: cfg.timesteps for name, cfg in ddpm.PRESETS.items()}
+
+
+def test_latest_run_of_each_slot_is_selected(tmp_path):
+    old = vae_run(tmp_path, "vae-full", mtime=1_000_000)
+    new = vae_run(tmp_path, "vae-smoke", mtime=2_000_000)
+    (tmp_path / "vae-stray").mkdir()          # no config.json: not a run
+    (tmp_path / "notes-full").mkdir()          # not a run name
+    assert build.select_runs(tmp_path, {})["vae"] == new
+    os.utime(old / "summary.json", (3_000_000, 3_000_000))  # the newest file of a folder counts
+    assert build.select_runs(tmp_path, {})["vae"] == old
+    assert build.select_runs(tmp_path, {"vae": new})["vae"] == new  # --run wins
+
+
+def test_t_study_runs_follow_the_main_runs_preset(tmp_path):
+    ddpm_run(tmp_path, "ddpm-full", 1000, mtime=1_000_000)
+    low, high = ddpm_run(tmp_path, "ddpm-full-T500", 500), ddpm_run(tmp_path, "ddpm-full-T1500", 1500)
+    ddpm_run(tmp_path, "ddpm-full-T700", 700, mtime=5_000_000)   # newer, but not T/2
+    ddpm_run(tmp_path, "ddpm-smoke-T25", 25, mtime=5_000_000)    # another preset
+    chosen = build.select_runs(tmp_path, {})
+    assert (chosen["ddpm-Tlow"], chosen["ddpm-Thigh"]) == (low, high)
+    shutil.rmtree(low)
+    assert build.select_runs(tmp_path, {})["ddpm-Tlow"] == tmp_path / "ddpm-full-T700"
+
+
+def test_t_study_without_a_main_run_uses_the_presets_t(tmp_path):
+    low = ddpm_run(tmp_path, "ddpm-smoke-T25", 25)
+    chosen = build.select_runs(tmp_path, {})
+    assert chosen["ddpm"] is None and chosen["ddpm-Tlow"] == low and chosen["ddpm-Thigh"] is None
+
+
+def test_bad_overrides_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown slot"):
+        build.select_runs(tmp_path, {"vea": tmp_path})
+    with pytest.raises(ValueError, match="SLOT=FOLDER"):
+        build.parse_overrides(["vae"])
+    with pytest.raises(ValueError, match="not a folder"):
+        build.parse_overrides([f"vae={tmp_path / 'absent'}"])
+    assert build.parse_overrides([f"vae={tmp_path}"]) == {"vae": tmp_path}
+
+
+def test_alpha_bar_matches_torch():
+    config = {"timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
+    expected = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    torch.testing.assert_close(torch.tensor(build.alpha_bar(config), dtype=torch.float64), expected)
+    assert build.alpha_bar({"timesteps": 1000}) == []
+
+
+@pytest.mark.parametrize("T, phrase", [(1000, "falls below 1 at $t="), (50, "stays above 1 up to $t=T$")])
+def test_snr_phrase_follows_the_schedule(T, phrase):
+    values = {}
+    run = build.RunFolder("ddpm", Path("ddpm-x"), config={"timesteps": T, "beta_start": 1e-4, "beta_end": 0.02})
+    build.ddpm_numbers(values, run)
+    assert values["ddpm-snr-phrase"].startswith(phrase)
+    abar_T = torch.cumprod(1 - torch.linspace(1e-4, 0.02, T, dtype=torch.float64), 0)[-1]
+    assert values["ddpm-sqrt-abar-T"] == build.number(float(abar_T.sqrt()), ".2g")
+
+
+def test_numbers_of_a_complete_set_of_runs(tmp_path):
+    out = tmp_path / "build"
+    built = build.generate(complete_results(tmp_path / "results", artifacts=True), {}, out)
+    v = read_values(out)
+    assert v == built["values"]
+    # Problem 1: the summary's numbers, formatted.
+    assert v["vae-ll-nats"] == "$-$3084.8" and v["vae-bpd"] == "1.449" and v["vae-bpd-8bit"] == "8.443"
+    assert v["vae-epochs"] == "3" and v["vae-wall"] == "2.1 min" and v["vae-dataset"] == "synthetic stand-in"
+    assert v["vae-hardware"] == "NVIDIA H100 80GB HBM3 (cuda)" and v["vae-snapshot-epochs"] == "1, 3"
+    assert v["vae-test-kl"] == "60.3" and v["vae-ll-n"] == r"26\,032"
+    # 1.3(e): active dims are those with std^2 > 0.01 (std = linspace(0.05, 1, 32)).
+    assert v["vae-active-dims"] == str(int((torch.linspace(0.05, 1.0, 32) ** 2 > 0.01).sum()))
+    # 1.3(f): a linear ramp of 10 frames changes by the same amount each step: evenness 1.
+    assert v["vae-interp-test-evenness"] == "1.00" and v["vae-interp-steps"] == "10"
+    # Problem 2.
+    assert v["ddpm-tstar"] == "312" and v["ddpm-tstar-frac"] == r"31\%" and v["ddpm-fid"] == "12.50"
+    assert (v["ddpm-probe-t-1"], v["ddpm-probe-acc-1"], v["ddpm-probe-raw"]) == ("1", r"71.0\%", r"24.0\%")
+    assert v["ddpm-probe-best-vs-raw"] == "above"
+    assert v["ddpm-Tlow-timesteps"] == "500" and v["ddpm-Thigh-sample-seconds-per-image"] == "0.760"
+    assert v["tstudy-sampling-ratio"] == "3.04" and v["tstudy-T-ratio"] == "3.00"
+    assert v["tstudy-fid-high-vs-low"] == "lower (better) than"
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    assert v["ddpm-snr-one-t"] == str(int((abar >= 0.5).sum()) + 1)
+    # Problem 3: final and best kNN per ablation, comparisons with the baseline.
+    assert v["simsiam-baseline-final-knn"] == r"80.0\%" and v["simsiam-batch-4096-best-knn"] == r"70.0\%"
+    assert v["simsiam-no-stop-grad-vs-baseline"] == "68.0 points lower than"
+    assert v["simsiam-batch-4096-vs-baseline"] == "10.0 points lower than"
+    assert v["simsiam-proj-4096-vs-baseline"] == "within 0.5 points of"
+    assert v["simsiam-no-predictor-collapse-word"] == "collapsed"
+    assert v["simsiam-baseline-collapse-word"] == "not collapsed"
+    assert v["simsiam-batch-4096-steps-per-epoch"] == str(73257 // 4096)
+    # Every value the text reads exists (no [missing: ...] box in a complete build).
+    assert tex_values() - set(v) == set()
+    assert r"\settable{latent}" in (out / "tables.tex").read_text()
+
+
+def test_missing_runs_get_placeholders_and_commands(tmp_path):
+    results = tmp_path / "results"
+    vae_run(results, "vae-full", figures={"wall_clock"})
+    out = tmp_path / "build"
+    build.generate(results, {}, out)
+    v = read_values(out)
+    assert v["status-ddpm"] == "no run folder found"
+    assert v["cmd-ddpm"] == "python -m experiments ddpm --preset full"
+    assert v["cmd-ddpm-Thigh"] == "python -m experiments ddpm --preset full --timesteps 1500"
+    assert v["cmd-simsiam-no-stop-grad"] == "python -m experiments simsiam --preset full --ablation no-stop-grad"
+    assert "ddpm-fid" not in v and "simsiam-baseline-final-knn" not in v
+    figures = (out / "figures.tex").read_text()
+    assert r"\setfig{vae/wall_clock}{build/figures/vae/wall-clock.png}" in figures and "ddpm" not in figures
+    assert (out / "figures" / "vae" / "wall-clock.png").exists()
+    # A finished run whose figure is absent points at the redraw command.
+    assert "figures.vae\\_figures(" in v["cmd-vae"]
+    provenance = (out / "provenance.tex").read_text()
+    assert "python -m experiments simsiam --preset full --ablation batch-4096" in provenance
+    tables = (out / "tables.tex").read_text()
+    assert tables.count(r"\textbf{missing run}") == 3 + 5 and r"\settable{latent}" not in tables
+
+
+def test_unfinished_run_reads_metrics_and_offers_resume(tmp_path):
+    run = vae_run(tmp_path / "results", "vae-smoke", summary=None)
+    out = tmp_path / "build"
+    build.generate(tmp_path / "results", {}, out)
+    v = read_values(out)
+    assert v["vae-status"] == "unfinished: epoch 3 of 3" and v["vae-epochs"] == "3"
+    assert v["vae-wall"] == build.duration(metrics_lines(3)[-1]["wall_seconds"])
+    assert v["cmd-vae"] == build.escape(f"python -m experiments vae --preset smoke --out {run} --resume")
+    assert "vae-ll-nats" not in v and v["preset"] == "smoke"
+    assert r"\textit{(unfinished)}" in (out / "provenance.tex").read_text()
+
+
+def test_provenance_warns_about_synthetic_data_only_when_used(tmp_path):
+    vae_run(tmp_path / "a", source="synthetic")
+    build.generate(tmp_path / "a", {}, tmp_path / "build-a")
+    text, v = (tmp_path / "build-a" / "provenance.tex").read_text(), read_values(tmp_path / "build-a")
+    assert "Synthetic stand-in data" in text and r"\textbf{not} SVHN" in text and "Not SVHN results" in v["p1-warning"]
+    vae_run(tmp_path / "b", source="svhn", device="cpu", device_name="x86_64")
+    build.generate(tmp_path / "b", {}, tmp_path / "build-b")
+    text, v = (tmp_path / "build-b" / "provenance.tex").read_text(), read_values(tmp_path / "build-b")
+    assert "Synthetic stand-in data" not in text and v["p1-warning"] == "" and v["vae-dataset"] == "SVHN"
+    assert v["vae-hardware"] == r"CPU (x86\_64, 16 cores)"
+
+
+def test_rebuild_drops_figures_of_runs_no_longer_found(tmp_path):
+    results = tmp_path / "results"
+    run = vae_run(results, figures={"loss"})
+    out = tmp_path / "build"
+    build.generate(results, {}, out)
+    shutil.rmtree(run)
+    build.generate(results, {}, out)
+    assert not (out / "figures" / "vae").exists() and "vae/loss" not in (out / "figures.tex").read_text()
+
+
+# --------------------------------------------------------------------------- the PDF
+
+def build_pdf(results: Path, work: Path) -> tuple[str, str, dict]:
+    """Generate and compile a copy of report/ in `work`; returns (text of page 1, text of all, values)."""
+    for part in ("report.tex", "practical", "theory"):
+        source = REPORT / part
+        (shutil.copytree if source.is_dir() else shutil.copyfile)(source, work / part)
+    built = build.generate(results, {}, work / "build")
+    pdf = build.compile_pdf(work)
+
+    def text(*pages: str) -> str:
+        return subprocess.run(["pdftotext", *pages, str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+
+    return text("-f", "1", "-l", "1"), text(), built["values"]
+
+
+def assert_every_question(text: str) -> None:
+    """Each question number starts a line (its heading), alone or followed by a capitalised title."""
+    text = text.replace("\f", "\n")  # pdftotext starts each page with a form feed
+    text = re.sub(r" +\)", ")", text)  # and may space "(f )" apart
+    for number in THEORY + PRACTICAL:
+        assert re.search(rf"^{re.escape(number)}(?:$| +[A-Z(])", text, flags=re.M), f"question {number} not in the PDF"
+
+
+@needs_latex
+def test_pdf_from_complete_fake_runs(tmp_path):
+    work = tmp_path / "report"
+    work.mkdir()
+    first, text, values = build_pdf(complete_results(tmp_path / "results", figures=True, artifacts=True), work)
+    assert_every_question(text)
+    # Every number and every figure is there: the only [missing: ...] is the legend's example on page 1.
+    assert text.count("[missing:") == first.count("[missing:") == 1 and "Missing:" not in text
+    assert "3084.8" in text and "312" in text and "80.0%" in text  # numbers reach the page
+    for needed in ("Problem 1 (VAE)", "Problem 2 (DDPM)", "Problem 3 (SimSiam)", "synthetic stand-in",
+                   "NVIDIA H100 80GB HBM3", "2.1 min", "Synthetic stand-in data"):
+        assert needed in first, f"{needed!r} not on the first page"
+
+
+@needs_latex
+def test_pdf_with_missing_runs_shows_placeholders(tmp_path):
+    results = tmp_path / "results"
+    vae_run(results, "vae-full", summary=None, figures={"wall_clock"})
+    work = tmp_path / "report"
+    work.mkdir()
+    first, text, _ = build_pdf(results, work)
+    assert_every_question(text)
+    assert "Missing:" in text and text.count("[missing:") > 10
+    assert "python -m experiments ddpm --preset full" in re.sub(r"\s+", " ", text)
+    assert "unfinished" in first
+
+
+@needs_latex
+@pytest.mark.skipif("A3_SMOKE_RESULTS" not in os.environ,
+                    reason="set A3_SMOKE_RESULTS to the folder of `python -m experiments all --preset smoke "
+                           "--data synthetic --out DIR` (produced there if empty; minutes on a CPU)")
+def test_pdf_from_smoke_runs(tmp_path):
+    results = Path(os.environ["A3_SMOKE_RESULTS"])
+    if not results.is_dir() or not any(results.iterdir()):
+        subprocess.run([sys.executable, "-m", "experiments", "all", "--preset", "smoke", "--data", "synthetic",
+                        "--out", str(results), "--data-root", str(results.parent / "data"), "--device", "cpu"],
+                       cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    work = tmp_path / "report"
+    work.mkdir()
+    first, text, values = build_pdf(results, work)
+    assert_every_question(text)
+    assert "Missing:" not in text, "a figure the report includes was not produced by the smoke runs"
+    assert "synthetic stand-in" in first and "Synthetic stand-in data" in first
+    for slot in build.SLOTS:
+        assert values[f"{slot}-status"] == "finished", slot
+        assert values[f"{slot}-dataset"] == "synthetic stand-in"
