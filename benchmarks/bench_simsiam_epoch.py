@@ -20,28 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import q3_misc  # noqa: E402
 import q3_solution  # noqa: E402
 from experiments import augment, data, simsiam  # noqa: E402
 from experiments.runs import environment, synchronize  # noqa: E402
-
-
-class PILImages(torch.utils.data.Dataset):
-    """uint8 images (N, H, W, 3) served as torchvision's CIFAR10 serves them: transform(PIL image)."""
-
-    def __init__(self, images_hwc: np.ndarray, transform) -> None:
-        self.images, self.transform = images_hwc, transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        return self.transform(Image.fromarray(self.images[i]))
+from benchmarks.bench_augment import PILImages  # noqa: E402  (the starter's per-image dataset)
 
 
 def build(device: torch.device, dim: int, pred_dim: int, channels_last: bool):

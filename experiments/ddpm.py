@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 import ddpm_solution
 from experiments import classifier, data, figures, monitors
 from experiments.diffusion import EMA, Diffusion, autocast, noise
-from experiments.runs import Run, environment, fit, pick_device, read_json, seed_everything, synchronize
+from experiments.runs import (Run, checked_overrides, environment, fit, pick_device, read_json, seed_everything,
+                             synchronize)
 
 
 @dataclass
@@ -78,13 +79,7 @@ PRESETS = {
 
 
 def config_for(preset: str, **overrides) -> DDPMConfig:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(overrides) - {f.name for f in fields(DDPMConfig)}
-    if unknown:
-        raise ValueError(f"option(s) {sorted(unknown)} do not apply to the DDPM experiment")
-    return replace(PRESETS[preset], **overrides)
+    return replace(PRESETS[preset], **checked_overrides(PRESETS, preset, overrides, "DDPM"))
 
 
 def variants(preset: str) -> list[dict]:

@@ -118,6 +118,20 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# --------------------------------------------------------------------------- configs
+
+def checked_overrides(presets: dict[str, Any], preset: str, overrides: dict[str, Any], problem: str) -> dict:
+    """The options a user set (None: not set), after checking that `preset` exists and that each
+    option is a field of the problem's config dataclass."""
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(presets[preset])}
+    if unknown:
+        raise ValueError(f"option(s) {sorted(unknown)} do not apply to the {problem} experiment")
+    return overrides
+
+
 # --------------------------------------------------------------------------- the run folder
 
 class Run:

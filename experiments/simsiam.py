@@ -23,7 +23,7 @@ import math
 import statistics
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 import q3_solution
 from experiments import augment, data, figures, monitors
-from experiments.runs import Run, environment, fit, pick_device, read_json, seed_everything
+from experiments.runs import Run, checked_overrides, environment, fit, pick_device, read_json, seed_everything
 
 
 # --------------------------------------------------------------------------- backbones
@@ -151,12 +151,7 @@ PRESETS = {
 
 def config_for(preset: str, **overrides) -> SimSiamConfig:
     """The preset's config with `ablation`'s changes (default baseline), then `overrides` (None: unset)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(overrides) - {f.name for f in fields(SimSiamConfig)}
-    if unknown:
-        raise ValueError(f"option(s) {sorted(unknown)} do not apply to the SimSiam experiment")
+    overrides = checked_overrides(PRESETS, preset, overrides, "SimSiam")
     ablation = overrides.pop("ablation", "baseline")
     if ablation not in ABLATIONS:
         raise ValueError(f"unknown ablation {ablation!r}; choose one of {list(ABLATIONS)}")

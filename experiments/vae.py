@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 import vae_solution
 from experiments import data, figures
-from experiments.runs import Run, environment, fit, pick_device, read_json, seed_everything
+from experiments.runs import Run, checked_overrides, environment, fit, pick_device, read_json, seed_everything
 
 
 @dataclass
@@ -60,13 +60,7 @@ PRESETS = {
 
 
 def config_for(preset: str, **overrides) -> VAEConfig:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(overrides) - {f.name for f in fields(VAEConfig)}
-    if unknown:
-        raise ValueError(f"option(s) {sorted(unknown)} do not apply to the VAE experiment")
-    return replace(PRESETS[preset], **overrides)
+    return replace(PRESETS[preset], **checked_overrides(PRESETS, preset, overrides, "VAE"))
 
 
 def run_name(cfg: VAEConfig) -> str:
