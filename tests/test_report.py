@@ -159,7 +159,7 @@ def simsiam_run(results: Path, ablation: str, *, knn: float, collapse: float = 0
     batch = 4096 if ablation == "batch-4096" else 1024
     config = {"preset": preset, "ablation": ablation, "backbone": "resnet18-cifar", "epochs": 3, "batch_size": batch,
               "dim": dim, "pred_dim": 512, "momentum": 0.9, "weight_decay": 5e-4, "base_lr": 0.03,
-              "knn_temperature": 0.1, "warmup_epochs": 1 if ablation == "batch-4096" else 0}
+              "knn_k": 200, "knn_temperature": 0.1, "warmup_epochs": 1 if ablation == "batch-4096" else 0}
     metrics = [dict(m, knn_accuracy=knn - 0.1 * (3 - m["epoch"]), collapse_std=collapse,
                     collapse_std_reference=dim ** -0.5) for m in metrics_lines(3)]
     summary = {"problem": "simsiam", "ablation": ablation, "backbone": "resnet18-cifar", "epochs": 3,
