@@ -23,9 +23,7 @@ starts, then with malloc told to keep freed memory (mallopt, as MALLOC_MMAP_THRE
 would). --stages adds the time of each step of the batched pipeline on one batch.
 """
 import argparse
-import ctypes
 import os
-import platform
 import statistics
 import sys
 import time
@@ -39,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import q3_misc  # noqa: E402  (the repository root is not on the path when run as a script)
 from experiments import augment as A  # noqa: E402
 from experiments.data import synthetic_digits  # noqa: E402
+from experiments.runs import synchronize  # noqa: E402
+from benchmarks.common import device_name, keep_freed_memory  # noqa: E402
 
 
 class PILImages(torch.utils.data.Dataset):
@@ -52,29 +52,6 @@ class PILImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         return self.transform(Image.fromarray(self.images[i]))
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-              if line.startswith("model name")] if Path("/proc/cpuinfo").exists() else []
-    return f"{models[0] if models else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc malloc to keep freed blocks (no mmap for blocks up to 32 MB, no trimming); False if not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3                             # from glibc's malloc.h
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def starter_epoch(loader: torch.utils.data.DataLoader) -> int:
@@ -166,7 +143,7 @@ def main() -> None:
     augment = A.SimSiamAugment()
     generator = torch.Generator(device=device).manual_seed(args.seed)
 
-    print(f"device {device} ({machine(device)}), torch {torch.__version__}; starter DataLoader with "
+    print(f"device {device} ({device_name(device)}), torch {torch.__version__}; starter DataLoader with "
           f"{args.workers} workers; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     print(f"{args.n_images} synthetic 32x32 images per epoch, batch {args.batch} (2 x {args.batch} views); "
           f"{args.repeats} timed epochs each after 1 warm-up, medians; load average before: "

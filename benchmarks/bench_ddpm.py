@@ -32,7 +32,6 @@ so both see the same machine state; tables give medians over `--repeats`.
 import argparse
 import copy
 import os
-import platform
 import statistics
 import sys
 import time
@@ -47,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ddpm_solution as ds  # noqa: E402  (the repository root is not on the path when run as a script)
 from experiments import data  # noqa: E402
 from experiments.diffusion import EMA, Diffusion  # noqa: E402
+from experiments.runs import synchronize  # noqa: E402
+from benchmarks.common import device_name  # noqa: E402
 
 DIM_MULTS = (1, 2, 4, 8)
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
@@ -56,26 +57,11 @@ CPU_SIZE = {"timesteps": 8, "batch": 16, "train_steps": 3, "warmup": 1, "repeats
 
 # --------------------------------------------------------------------------- measuring
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu" and Path("/proc/cpuinfo").exists():
-        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")]
-        return f"{models[0]}, {len(models)} cores" if models else platform.machine()
-    return platform.processor() or device.type
-
-
 def load() -> str:
     """The 1, 5 and 15-minute load averages (other users of a shared machine slow every timing)."""
     if not hasattr(os, "getloadavg"):
         return "load average n/a"
     return "load average " + ", ".join(f"{v:.1f}" for v in os.getloadavg())
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[object, float]:

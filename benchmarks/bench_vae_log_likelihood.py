@@ -17,10 +17,8 @@ would), which leaves compute alone. The first ratio is what a fresh process sees
 the algorithmic one.
 """
 import argparse
-import ctypes
 import inspect
 import math
-import platform
 import resource
 import statistics
 import sys
@@ -31,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import vae_solution as vs  # noqa: E402  (the repository root is not on the path when run as a script)
+from benchmarks.common import device_name, keep_freed_memory  # noqa: E402
 
 
 def baseline_log_likelihood(model: vs.VAE, x: torch.Tensor, K: int) -> torch.Tensor:
@@ -45,16 +44,6 @@ def baseline_log_likelihood(model: vs.VAE, x: torch.Tensor, K: int) -> torch.Ten
     return torch.logsumexp(torch.stack(log_w), dim=0) - math.log(K)        # (B,)
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu" and Path("/proc/cpuinfo").exists():
-        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")]
-        return f"{models[0]}, {len(models)} cores" if models else platform.machine()
-    return platform.processor() or device.type
-
-
 def timed(fn, device: torch.device) -> tuple[torch.Tensor, dict]:
     """Run fn() once; wall seconds (CUDA synchronised), process CPU user/sys seconds, minor page faults."""
     if device.type == "cuda":
@@ -66,16 +55,6 @@ def timed(fn, device: torch.device) -> tuple[torch.Tensor, dict]:
     t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     return out, {"wall": t1 - t0, "user": r1.ru_utime - r0.ru_utime, "sys": r1.ru_stime - r0.ru_stime,
                  "faults": r1.ru_minflt - r0.ru_minflt}
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc malloc to keep freed blocks (no mmap for blocks up to 32 MB, no trimming); False if not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3                                # from glibc's malloc.h
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 def compare(methods: dict, device: torch.device, repeats: int, warmup: int, seed: int) -> tuple[dict, dict]:
