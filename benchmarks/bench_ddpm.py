@@ -10,15 +10,15 @@ The model is the graded `ddpm_solution.Unet(dim, dim_mults=(1, 2, 4, 8))`, rando
 1. Ancestral sampling of `--batch` images over `--timesteps` steps of the T = 1000 schedule
    (step indices timesteps-1 .. 0). Baseline: `ddpm_solution.p_sample_loop`, the starter's loop,
    fp32 and eager, which keeps every intermediate image on the host and returns them stacked,
-   (timesteps, B, 3, 32, 32). Ours: `experiments.diffusion.Diffusion(1000).sample` with bf16
-   autocast (amp=True), the model in channels_last on CUDA and optionally torch.compile'd; it keeps
+   (timesteps, B, 3, 32, 32). Ours: `experiments.diffusion.Diffusion(1000).sample` under the
+   precision policy's autocast (experiments.precision), the model in channels_last on CUDA and optionally torch.compile'd; it keeps
    one batch on the device and returns x_0 alone (moved to the host, inside the timing). Both start
    from the same x_T and draw the same noise from the global RNG, so the two x_0 agree up to
    rounding (exactly the same arithmetic on CPU, where autocast and channels_last are off).
 2. DDIM (eta = 0) over `--ddim-steps` of those steps against ancestral sampling over all of them,
    both the harness's with the same model and settings (the ancestral time is the one of 1).
 3. Training images/s at `--batch`: baseline `t_sample` + `p_losses` + Adam in fp32 eager; ours
-   `Diffusion.loss` under bf16 autocast, channels_last on CUDA, Adam, plus the EMA update, optionally
+   `Diffusion.loss` under that autocast, channels_last on CUDA, Adam, plus the EMA update, optionally
    compiled. Both start from the same weights and see the same synthetic digits
    (`experiments.data.synthetic_digits`) and the same seed; the loss at a few steps and the mean
    over the timed steps are printed for each, so one can check that the curves agree within noise
@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ddpm_solution as ds  # noqa: E402  (the repository root is not on the path when run as a script)
 from experiments import data  # noqa: E402
 from experiments.diffusion import EMA, Diffusion  # noqa: E402
+from experiments.precision import Precision  # noqa: E402
 from experiments.runs import synchronize  # noqa: E402
 from benchmarks.common import device_name  # noqa: E402
 
@@ -108,19 +109,20 @@ def baseline_step(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tens
     return step
 
 
-def harness_step(net: torch.nn.Module, model: torch.nn.Module, diffusion: Diffusion
+def harness_step(net: torch.nn.Module, model: torch.nn.Module, diffusion: Diffusion, prec: Precision
                  ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """experiments/ddpm.py's step: Diffusion.loss under bf16 autocast, Adam(lr 1e-4), EMA update.
+    """experiments/ddpm.py's step: Diffusion.loss under the precision policy's autocast (and gradient
+    scaling for fp16), Adam(lr 1e-4), EMA update.
 
     net is model itself or its compiled wrapper; x is channels_last on CUDA."""
     optimizer = torch.optim.Adam(model.parameters(), lr=ds.lr)
     ema = EMA(model)
 
     def step(x: torch.Tensor) -> torch.Tensor:
-        loss = diffusion.loss(net, x, amp=True)
+        loss = diffusion.loss(net, x, precision=prec.name)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        prec.backward(loss)
+        prec.step(optimizer)
         ema.update()
         return loss.detach()
     return step
@@ -153,20 +155,20 @@ def bench_sampling(model: torch.nn.Module, ours_model: torch.nn.Module, args: ar
     print(f"\n1-2. sampling {args.batch} images, {args.timesteps} ancestral steps (indices {start}..0 of T = {ds.T}), "
           f"DDIM {args.ddim_steps} step(s); full size: 64 images, 1000 vs 50 steps")
     net, label = compiled(ours_model, args.compile,
-                          lambda n: diffusion.sample(n, x_T(), start=max(warm_start, 2), amp=True, progress=False))
+                          lambda n: diffusion.sample(n, x_T(), start=max(warm_start, 2), precision=args.precision, progress=False))
     methods = {
         "baseline: p_sample_loop (fp32, eager, T-stack on host)":
             lambda: ds.p_sample_loop(model, shape, args.timesteps),
         f"ours: Diffusion.sample ({args.setting}, {label})":
-            lambda: diffusion.sample(net, x_T(), start=start, amp=True, progress=False).cpu(),
+            lambda: diffusion.sample(net, x_T(), start=start, precision=args.precision, progress=False).cpu(),
         f"ours: Diffusion.ddim_sample, {args.ddim_steps} step(s), eta 0 (speed-up vs ours)":
-            lambda: diffusion.ddim_sample(net, x_T(), n_steps=args.ddim_steps, start=start, amp=True,
+            lambda: diffusion.ddim_sample(net, x_T(), n_steps=args.ddim_steps, start=start, precision=args.precision,
                                           progress=False).cpu(),
     }
     seconds, results = {name: [] for name in methods}, {}
     if warm_start >= 0:  # untimed: first calls, allocator growth
         ds.p_sample_loop(model, shape, warm_start + 1)
-        diffusion.ddim_sample(net, x_T(), n_steps=1, start=warm_start, amp=True, progress=False)
+        diffusion.ddim_sample(net, x_T(), n_steps=1, start=warm_start, precision=args.precision, progress=False)
     for _ in range(args.repeats):
         for name, fn in methods.items():
             torch.manual_seed(args.seed)
@@ -180,7 +182,7 @@ def bench_sampling(model: torch.nn.Module, ours_model: torch.nn.Module, args: ar
            for name, ref in ((b_name, b), (o_name, b), (d_name, o))], "result on host")
     print(f"  baseline result: {tuple(baseline_x.shape)}, ours: {tuple(ours_x.shape)}; "
           f"max |x_0 baseline - x_0 ours| = {(baseline_x[-1] - ours_x).abs().max().item():.1e}"
-          + ("  (bf16 autocast: not expected to match)" if args.amp_active else "  (fp32 both: rounding only)"))
+          + (f"  ({args.precision} autocast: not expected to match)" if args.amp_active else "  (fp32 both: rounding only)"))
     print(f"  => sampling speed-up ours / baseline: {b / o:.2f}x (target on GPU at full size: >= 3x)")
     print(f"  => DDIM {args.ddim_steps} step(s) / ancestral {args.timesteps} steps: {o / d:.2f}x "
           f"(target at full size, 50 vs 1000 steps: >= 15x)")
@@ -206,7 +208,7 @@ def bench_training(init: dict, args: argparse.Namespace, device: torch.device) -
 
     def probe(net: torch.nn.Module) -> None:
         for _ in range(3):  # CUDA graphs are recorded after warm-up calls
-            diffusion.loss(net, ours_batches[0], amp=True).backward()
+            diffusion.loss(net, ours_batches[0], precision=args.precision).backward()
         ours_model.zero_grad(set_to_none=True)
 
     print(f"\n3. training, batch {args.batch}, {args.warmup} untimed + {args.train_steps} timed steps per run, "
@@ -216,7 +218,7 @@ def bench_training(init: dict, args: argparse.Namespace, device: torch.device) -
         "baseline: t_sample + p_losses + Adam (fp32, eager)":
             (baseline_model, lambda: baseline_step(baseline_model), batches),
         f"ours: Diffusion.loss + Adam + EMA ({args.setting}, {label})":
-            (ours_model, lambda: harness_step(net, ours_model, diffusion), ours_batches),
+            (ours_model, lambda: harness_step(net, ours_model, diffusion, Precision(device)), ours_batches),
     }
     seconds, losses = {name: [] for name in methods}, {}
     for _ in range(args.repeats):
@@ -283,8 +285,9 @@ def main() -> None:
         parser.error(f"--dim must be a positive multiple of 8 (GroupNorm with 8 groups), got {args.dim}")
     if args.compile in ("reduce-overhead", "max-autotune-no-cudagraphs") and device.type != "cuda":
         parser.error(f"--compile {args.compile} is for CUDA; on {device.type} use none or default")
-    args.amp_active = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    args.setting = ("bf16" if args.amp_active else "fp32") + (", channels_last" if device.type == "cuda" else "")
+    args.precision = Precision(device).name  # the harness's policy: bf16 on sm_80+, fp16 on 7.x, else fp32
+    args.amp_active = args.precision != "fp32"
+    args.setting = args.precision + (", channels_last" if device.type == "cuda" else "")
 
     torch.manual_seed(args.seed)
     model = ds.Unet(dim=args.dim, dim_mults=DIM_MULTS).to(device).eval()      # random init: timing only
@@ -302,10 +305,8 @@ def main() -> None:
           f"steps, DDIM {args.ddim_steps}, {args.train_steps} timed training steps; {args.repeats} timed run(s) "
           f"after warm-up ({args.warmup}), medians; compile: {args.compile}")
     if device.type != "cuda":
-        print(f"note: the harness's bf16 autocast and channels_last are CUDA-only: on {device.type} ours runs "
+        print(f"note: the harness's autocast and channels_last are CUDA-only: on {device.type} ours runs "
               "the baseline's fp32 arithmetic, so only the loop itself differs")
-    elif not args.amp_active:
-        print("note: this GPU has no bf16, so the harness's autocast is off: ours runs fp32 (channels_last)")
     bench_sampling(model, ours_model, args, device)
     bench_training(init, args, device)
     print(f"\n{load()} at the end")

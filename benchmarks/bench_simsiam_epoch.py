@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import q3_misc  # noqa: E402
 import q3_solution  # noqa: E402
 from experiments import augment, data, simsiam  # noqa: E402
+from experiments.precision import Precision  # noqa: E402
 from experiments.runs import environment, synchronize  # noqa: E402
 from benchmarks.bench_augment import PILImages  # noqa: E402  (the starter's per-image dataset)
 
@@ -44,14 +45,16 @@ def baseline_epoch(model, loader, device) -> tuple[float, int]:
     """The starter's loop: views from DataLoader workers, copied to the device, fp32 step."""
     optimizer, n, t0 = sgd(model, loader.batch_size), 0, time.perf_counter()
     for x1, x2 in loader:
-        simsiam.train_step(model, optimizer, x1.to(device, non_blocking=True), x2.to(device, non_blocking=True))
+        simsiam.train_step(model, optimizer, x1.to(device, non_blocking=True), x2.to(device, non_blocking=True),
+                           Precision(device, "fp32"))
         n += len(x1)
     synchronize(device)
     return time.perf_counter() - t0, n
 
 
-def our_epoch(model, images, batch, device, bf16: bool) -> tuple[float, int]:
-    """The harness's loop: uint8 images on the device, both views augmented there, bf16 step."""
+def our_epoch(model, images, batch, prec: Precision) -> tuple[float, int]:
+    """The harness's loop: uint8 images on the device, both views augmented there, the policy's precision."""
+    device = prec.device
     optimizer, n = sgd(model, batch), 0
     views = augment.SimSiamAugment(channels_last=device.type == "cuda")
     generator = torch.Generator(device).manual_seed(0)
@@ -60,7 +63,7 @@ def our_epoch(model, images, batch, device, bf16: bool) -> tuple[float, int]:
         if len(idx) < batch:
             break
         x1, x2 = augment.two_views(images[idx], views, generator)
-        simsiam.train_step(model, optimizer, x1, x2, bf16=bf16)
+        simsiam.train_step(model, optimizer, x1, x2, prec)
         n += len(idx)
     synchronize(device)
     return time.perf_counter() - t0, n
@@ -79,8 +82,8 @@ def main() -> None:
     gpu = device.type == "cuda"
     n = args.n_images or (50_000 if gpu else 256)
     batch = args.batch or (512 if gpu else 32)
-    bf16 = gpu and torch.cuda.is_bf16_supported()
-    env = environment(device)
+    prec = Precision(device)  # the harness's policy: bf16 on sm_80+, fp16 + GradScaler on 7.x, else fp32
+    env = environment(prec)
     print(f"device {env['device_name']} ({env['device']}), {os.cpu_count()} CPU cores, torch {env['torch']}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{n} synthetic 32x32 images, batch {batch}, d {args.dim}, pred_dim {args.pred_dim}, resnet18-cifar"
@@ -97,12 +100,12 @@ def main() -> None:
     images_d = images.to(device)
 
     baseline_epoch(base_model, loader, device)        # warm-up: workers, cuDNN, allocator
-    our_epoch(our_model, images_d, batch, device, bf16)
+    our_epoch(our_model, images_d, batch, prec)
     t_base, n_base = baseline_epoch(base_model, loader, device)
-    t_ours, n_ours = our_epoch(our_model, images_d, batch, device, bf16)
+    t_ours, n_ours = our_epoch(our_model, images_d, batch, prec)
     rate_base, rate_ours = n_base / t_base, n_ours / t_ours
     print(f"  baseline (PIL, {args.workers} workers, fp32)       {t_base:8.2f} s  {rate_base:8.0f} images/s")
-    print(f"  ours (device augmentation{', bf16' if bf16 else ''}{', channels_last' if gpu else ''}) "
+    print(f"  ours (device augmentation{', ' + prec.name}{', channels_last' if gpu else ''}) "
           f"{t_ours:8.2f} s  {rate_ours:8.0f} images/s")
     print(f"  => epoch speed-up: {rate_ours / rate_base:.2f}x; a 50k-image epoch would take "
           f"{50_000 / rate_ours:.1f} s (ours) vs {50_000 / rate_base:.1f} s (baseline)")

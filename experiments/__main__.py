@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments import data, ddpm, simsiam, vae
+from experiments import data, ddpm, precision, simsiam, vae
 from experiments.runs import NonFiniteLossError
 
 PROBLEMS = {"vae": vae, "ddpm": ddpm, "simsiam": simsiam}
@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--precision", choices=precision.CHOICES, default=None,
+                        help="auto (default): bf16 on GPUs of compute capability >= 8.0, fp16 with gradient "
+                             "scaling on 7.x (T4), fp32 otherwise")
     ddpm_options = parser.add_argument_group("ddpm")
     ddpm_options.add_argument("--timesteps", type=int, default=None, help="T (default 1000; 2.3a uses 500 and 1500)")
     simsiam_options = parser.add_argument_group("simsiam")
@@ -37,8 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                  help="baseline (default), no-stop-grad (Q4), no-predictor (Q5a), "
                                       "proj-4096, batch-4096 (Q5b)")
     simsiam_options.add_argument("--backbone", choices=simsiam.CLI_BACKBONES, default=None,
-                                 help="resnet18-cifar (default: 3x3 stride-1 stem, no max-pool) or resnet18 "
-                                      "(torchvision's, as the starter)")
+                                 help="resnet18 (default: torchvision's, as the starter) or resnet18-cifar "
+                                      "(3x3 stride-1 stem, no max-pool: 15x the FLOPs, for fast GPUs)")
+    simsiam_options.add_argument("--micro-batch", type=int, default=None,
+                                 help="images per forward/backward pass, gradients accumulated over the batch "
+                                      "(default: planned from the GPU's free memory)")
     return parser.parse_args(argv)
 
 
@@ -46,7 +52,7 @@ def run_problem(name: str, args: argparse.Namespace, out: Path | None, **variant
     """One run of problem `name`; `variant` holds problem-specific options (e.g. timesteps)."""
     module = PROBLEMS[name]
     cfg = module.config_for(args.preset, data=args.data, data_root=args.data_root, device=args.device,
-                            epochs=args.epochs, seed=args.seed, **variant)
+                            epochs=args.epochs, seed=args.seed, precision=args.precision, **variant)
     run_dir = module.run(cfg, out or Path("results") / module.run_name(cfg), resume=args.resume)
     print(f"{name}: run folder {run_dir} (figures in {run_dir / 'figures'}, numbers in {run_dir / 'summary.json'})")
     return run_dir
@@ -54,7 +60,8 @@ def run_problem(name: str, args: argparse.Namespace, out: Path | None, **variant
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    options = {"timesteps": args.timesteps, "ablation": args.ablation, "backbone": args.backbone}
+    options = {"timesteps": args.timesteps, "ablation": args.ablation, "backbone": args.backbone,
+               "micro_batch": args.micro_batch}
     try:
         if args.problem == "all":
             parent = Path(args.out or "results")

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 import ddpm_solution
 from experiments import classifier, data, figures, monitors
-from experiments.diffusion import EMA, Diffusion, autocast, noise
+from experiments.diffusion import EMA, Diffusion, noise
+from experiments.precision import Precision, autocast
 from experiments.runs import (Run, checked_overrides, environment, fit, pick_device, read_json, seed_everything,
                              synchronize)
 
@@ -43,7 +44,7 @@ class DDPMConfig:
     dim_mults: tuple[int, ...] = (1, 2, 4, 8)
     # Training extras.
     ema_decay: float = 0.9995      # with warm-up (experiments.diffusion.EMA)
-    amp: bool = True               # bf16 autocast on GPUs that support it
+    precision: str = "auto"        # auto | bf16 | fp16 | fp32 (experiments.precision)
     compile: bool = False          # torch.compile the U-Net (GPU; see benchmarks/bench_ddpm.py)
     # How much data (None: the whole split).
     train_size: int | None = None
@@ -112,9 +113,10 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
     vae_run: a finished VAE run folder whose final samples are drawn beside the DDPM's
     (default: the sibling folder vae-<preset>, when it exists)."""
     device = pick_device(cfg.device)
+    prec = Precision(device, cfg.precision)
     train, test, provenance = data.load_train_test(cfg, "svhn")
     run_ = Run(out, cfg, resume=resume)
-    run_.write_json("provenance.json", {**provenance, **environment(device)})
+    run_.write_json("provenance.json", {**provenance, **environment(prec)})
     seed_everything(cfg.seed)
     diffusion = Diffusion(cfg.timesteps, cfg.beta_start, cfg.beta_end, device=device)
     model = build_model(cfg).to(device)
@@ -139,10 +141,10 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
             x = data.to_float(train_images[idx.to(device)])
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            loss = diffusion.loss(net, x, amp=cfg.amp)
+            loss = diffusion.loss(net, x, precision=prec.name)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            prec.backward(loss)
+            prec.step(optimizer)
             ema.update()
             total += loss.detach()
             steps += 1
@@ -152,27 +154,27 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
         return {"loss": total.item() / steps, "images": steps * cfg.batch_size}
 
     def after_epoch(epoch: int) -> dict:
-        record = {"test_loss": eval_loss(net, eval_set, cfg), "test_loss_ema": eval_loss(ema_net, eval_set, cfg)}
+        record = {"test_loss": eval_loss(net, eval_set, prec.name), "test_loss_ema": eval_loss(ema_net, eval_set, prec.name)}
         if cfg.preview_every and epoch % cfg.preview_every == 0:
             x_T, _ = noise(shape, cfg.seed + 1, device)
-            preview = diffusion.ddim_sample(ema_net, x_T, n_steps=cfg.preview_steps, amp=cfg.amp, progress=False)
+            preview = diffusion.ddim_sample(ema_net, x_T, n_steps=cfg.preview_steps, precision=prec.name, progress=False)
             run_.save_artifact(f"previews/epoch_{epoch:03d}.pt", data.to_uint8(preview.cpu()))
         if epoch in snapshots:
             x_T, g = noise(shape, cfg.seed + 1, device)  # the same x_T and the same later draws every time
             synchronize(device)
             t0 = time.perf_counter()
-            samples = diffusion.sample(ema_net, x_T, generator=g, amp=cfg.amp)
+            samples = diffusion.sample(ema_net, x_T, generator=g, precision=prec.name)
             synchronize(device)
             record["sample_seconds"] = time.perf_counter() - t0
             run_.save_artifact(f"samples/epoch_{epoch:03d}.pt", data.to_uint8(samples.cpu()))
         return record
 
-    fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "ema": ema},
+    fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "ema": ema, "precision": prec},
         generators={"shuffle": shuffle}, train_epoch=train_epoch, after_epoch=after_epoch,
         desc=f"DDPM T={cfg.timesteps}")
     summary = run_.dir / "summary.json"
     if not (summary.exists() and read_json(run_.dir, "summary.json")["epochs"] == cfg.epochs):
-        final_artifacts(run_, cfg, diffusion, ema_net, ema.model, train, test, device)
+        final_artifacts(run_, cfg, diffusion, ema_net, ema.model, train, test, prec)
     vae_dir = Path(vae_run) if vae_run else run_.dir.parent / f"vae-{cfg.preset}"
     figures.ddpm_figures(run_.dir, vae_dir if (vae_dir / "artifacts" / "final_samples.pt").exists() else None)
     return run_.dir
@@ -193,12 +195,12 @@ def fixed_eval_set(test: data.ImageSet, diffusion: Diffusion, cfg: DDPMConfig, d
 
 
 @torch.no_grad()
-def eval_loss(net: torch.nn.Module, eval_set: list, cfg: DDPMConfig) -> float:
+def eval_loss(net: torch.nn.Module, eval_set: list, precision: str) -> float:
     was_training = net.training
     net.eval()
     total, n = 0.0, 0
     for x_t, t, eps in eval_set:
-        with autocast(x_t.device, cfg.amp):
+        with autocast(x_t.device, precision):
             pred = net(x_t, t).float()
         total += F.smooth_l1_loss(pred, eps, reduction="sum").item() / eps[0].numel()
         n += len(eps)
@@ -207,12 +209,12 @@ def eval_loss(net: torch.nn.Module, eval_set: list, cfg: DDPMConfig) -> float:
 
 
 def sample_batches(diffusion: Diffusion, net: torch.nn.Module, n: int, batch: int, seed: int,
-                   device: torch.device, amp: bool) -> torch.Tensor:
+                   device: torch.device, precision: str) -> torch.Tensor:
     """n ancestral samples as uint8 on the host, `batch` at a time (host memory: the samples only)."""
     out = []
     for k, i in enumerate(range(0, n, batch)):
         x_T, g = noise((min(batch, n - i), 3, 32, 32), seed + k, device)
-        out.append(data.to_uint8(diffusion.sample(net, x_T, generator=g, amp=amp).cpu()))
+        out.append(data.to_uint8(diffusion.sample(net, x_T, generator=g, precision=precision).cpu()))
     return torch.cat(out)
 
 
@@ -233,12 +235,13 @@ def t_star(levels: list[int], preserved: list[float], clean: float, chance: floa
 
 def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module,
                     ema_model: torch.nn.Module, train: data.ImageSet, test: data.ImageSet,
-                    device: torch.device) -> None:
+                    prec: Precision) -> None:
     """Final samples (2.2d), reconstruction study and t* (2.2c), quality proxy (2.3a), probe (2.3b)."""
+    device = prec.device
     batch = cfg.eval_batch_size
     synchronize(device)
     t0 = time.perf_counter()
-    final = sample_batches(diffusion, ema_net, cfg.n_final_samples, batch, cfg.seed + 2, device, cfg.amp)
+    final = sample_batches(diffusion, ema_net, cfg.n_final_samples, batch, cfg.seed + 2, device, prec.name)
     synchronize(device)
     sample_seconds = time.perf_counter() - t0
     run_.save_artifact("final_samples.pt", final)
@@ -255,7 +258,7 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
     clean = classifier.accuracy(digits, recon_set.images, recon_set.labels, device=device)
     mse, preserved, shown = [], [], []
     for level in tqdm(levels, desc="reconstruction study", leave=False):
-        recon = torch.cat([diffusion.reconstruct(ema_net, x0[i:i + batch], [level], generator=g, amp=cfg.amp)[level]
+        recon = torch.cat([diffusion.reconstruct(ema_net, x0[i:i + batch], [level], generator=g, precision=prec.name)[level]
                            for i in range(0, len(x0), batch)])
         recon_u8 = data.to_uint8(recon.cpu())
         mse.append(((recon.clamp(-1, 1) - x0) ** 2).mean().item())
@@ -267,13 +270,13 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
         "n_evaluated": len(recon_set), "mse": mse, "label_preserved": preserved, "clean_accuracy": clean, "t_star": star})
 
     # 2.3(a): a sample-quality proxy, the Frechet distance in the digit classifier's feature space.
-    quality = sample_batches(diffusion, ema_net, cfg.quality_size, batch, cfg.seed + 4, device, cfg.amp)
+    quality = sample_batches(diffusion, ema_net, cfg.quality_size, batch, cfg.seed + 4, device, prec.name)
     reference = test.subset(cfg.quality_size, cfg.seed + 2).images
     fid = classifier.classifier_fid(digits, quality, reference, device=device)
     logits = monitors.extract_features(digits, quality, batch, device, data.to_float)
     confident = logits.softmax(1).max(1).values.mean().item()  # mean top-class probability of the samples
 
-    probe = bottleneck_probe(ema_model, diffusion, train, test, cfg, device)
+    probe = bottleneck_probe(ema_model, diffusion, train, test, cfg, prec)
     run_.save_artifact("probe.pt", probe)
 
     metrics = run_.metrics()
@@ -307,10 +310,10 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
 
 
 def bottleneck_probe(model: torch.nn.Module, diffusion: Diffusion, train: data.ImageSet, test: data.ImageSet,
-                     cfg: DDPMConfig, device: torch.device) -> dict:
+                     cfg: DDPMConfig, prec: Precision) -> dict:
     """2.3(b): linear probe of the digit class on the U-Net's bottleneck (output of `mid_block2`,
     spatially averaged) for inputs noised to step t, against a probe on raw pixels."""
-    feats = {}
+    device, feats = prec.device, {}
     hook = model.mid_block2.register_forward_hook(lambda m, i, o: feats.__setitem__("z", o.float().mean((2, 3))))
     g = torch.Generator().manual_seed(cfg.seed + 6)
     train_set, test_set = train.subset(cfg.probe_train, cfg.seed + 3), test.subset(cfg.probe_test, cfg.seed + 3)
@@ -322,7 +325,7 @@ def bottleneck_probe(model: torch.nn.Module, diffusion: Diffusion, train: data.I
             x0 = data.to_float(images[i:i + cfg.eval_batch_size]).to(device)
             t = torch.full((len(x0),), level - 1, device=device, dtype=torch.long)
             x_t = diffusion.q_sample(x0, t, torch.randn(x0.shape, generator=g).to(device))
-            with autocast(device, cfg.amp):
+            with prec.autocast():
                 model(x_t, t)
             out.append(feats["z"])
         return torch.cat(out)

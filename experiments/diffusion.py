@@ -13,13 +13,12 @@ this module holds the same process as a `Diffusion` object built from the graded
 At T = 1000 the schedule, the loss and the ancestral step equal the graded functions, draw
 for draw (tests/test_diffusion.py). Time indices are 0-based, as in the graded file: index
 i is the paper's step t = i + 1. Samplers keep one batch of images only, draw their noise
-from an explicit `torch.Generator`, and run the network under bf16 autocast where the
-device supports it.
+from an explicit `torch.Generator`, and run the network under the run's autocast precision
+(experiments.precision).
 """
 from __future__ import annotations
 
 import copy
-from contextlib import nullcontext
 from typing import Iterable
 
 import torch
@@ -28,13 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import ddpm_solution
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA devices that support it; a no-op elsewhere (or when disabled)."""
-    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+from experiments.precision import autocast
 
 
 class Diffusion:
@@ -71,25 +64,25 @@ class Diffusion:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
         return self._at(self.sqrt_alphas_cumprod, t) * x0 + self._at(self.sqrt_one_minus_alphas_cumprod, t) * noise
 
-    def loss(self, model: nn.Module, x0: torch.Tensor, *, amp: bool = False) -> torch.Tensor:
+    def loss(self, model: nn.Module, x0: torch.Tensor, *, precision: str = "fp32") -> torch.Tensor:
         """Smooth-L1 noise-prediction loss at uniform random steps; draws t then eps from the
         global RNG, as `t_sample` then `p_losses` do."""
         t = torch.randint(0, self.T, (x0.shape[0],), device=x0.device)
         noise = torch.randn_like(x0)
-        with autocast(x0.device, amp):
+        with autocast(x0.device, precision):
             eps = model(self.q_sample(x0, t, noise), t)
         return F.smooth_l1_loss(eps.float(), noise)
 
     # ------------------------------------------------------------------ sampling
-    def _eps(self, model: nn.Module, x: torch.Tensor, i: int, amp: bool) -> torch.Tensor:
+    def _eps(self, model: nn.Module, x: torch.Tensor, i: int, precision: str) -> torch.Tensor:
         t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-        with autocast(x.device, amp):
+        with autocast(x.device, precision):
             return model(x, t).float()
 
     def p_step(self, model: nn.Module, x: torch.Tensor, i: int, generator: torch.Generator | None = None,
-               *, amp: bool = False) -> torch.Tensor:
+               *, precision: str = "fp32") -> torch.Tensor:
         """One ancestral step x_{i+1} -> x_i (paper: x_t -> x_{t-1}, t = i + 1); no noise at i = 0."""
-        eps = self._eps(model, x, i, amp)
+        eps = self._eps(model, x, i, precision)
         mean = self.sqrt_recip_alphas[i] * (x - self.betas[i] / self.sqrt_one_minus_alphas_cumprod[i] * eps)
         if i == 0:
             return mean
@@ -98,7 +91,7 @@ class Diffusion:
 
     @torch.inference_mode()
     def sample(self, model: nn.Module, x: torch.Tensor, *, start: int | None = None,
-               generator: torch.Generator | None = None, amp: bool = False, progress: bool = True) -> torch.Tensor:
+               generator: torch.Generator | None = None, precision: str = "fp32", progress: bool = True) -> torch.Tensor:
         """Ancestral sampling from x at step index `start` (default T - 1, i.e. x = x_T) down to x_0.
 
         Only the current batch is kept, on x's device: (B, C, H, W) in, (B, C, H, W) out."""
@@ -107,7 +100,7 @@ class Diffusion:
             raise ValueError(f"start must be a step index in [0, {self.T - 1}], got {start}")
         x = x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
         for i in tqdm(range(start, -1, -1), desc=f"sampling {start + 1} steps", leave=False, disable=not progress):
-            x = self.p_step(model, x, i, generator, amp=amp)
+            x = self.p_step(model, x, i, generator, precision=precision)
         return x.contiguous()
 
     def ddim_steps(self, n_steps: int, start: int | None = None) -> list[int]:
@@ -121,7 +114,7 @@ class Diffusion:
 
     @torch.inference_mode()
     def ddim_sample(self, model: nn.Module, x: torch.Tensor, *, n_steps: int = 50, eta: float = 0.0,
-                    start: int | None = None, generator: torch.Generator | None = None, amp: bool = False,
+                    start: int | None = None, generator: torch.Generator | None = None, precision: str = "fp32",
                     progress: bool = True) -> torch.Tensor:
         """DDIM (Song et al. 2021) over a sub-sequence of `n_steps` indices; deterministic at eta = 0.
 
@@ -131,7 +124,7 @@ class Diffusion:
         steps = self.ddim_steps(n_steps, start)
         x = x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
         for k, i in enumerate(tqdm(steps, desc=f"DDIM {len(steps)} steps", leave=False, disable=not progress)):
-            eps = self._eps(model, x, i, amp)
+            eps = self._eps(model, x, i, precision)
             abar = self.alphas_cumprod[i]
             abar_prev = self.alphas_cumprod[steps[k + 1]] if k + 1 < len(steps) else torch.ones_like(abar)
             x0_hat = (x - (1 - abar).sqrt() * eps) / abar.sqrt()                      # eq. 9 solved for x_0
@@ -143,7 +136,7 @@ class Diffusion:
 
     @torch.inference_mode()
     def reconstruct(self, model: nn.Module, x0: torch.Tensor, levels: Iterable[int], *,
-                    generator: torch.Generator | None = None, amp: bool = False) -> dict[int, torch.Tensor]:
+                    generator: torch.Generator | None = None, precision: str = "fp32") -> dict[int, torch.Tensor]:
         """Problem 2.2(c): noise x_0 to step t' (q_sample) and denoise back with the reverse process.
 
         levels: paper steps t' in [1, T]. Returns {t': x_0 reconstructed}, each shaped like x0."""
@@ -154,7 +147,7 @@ class Diffusion:
             t = torch.full((x0.shape[0],), level - 1, device=x0.device, dtype=torch.long)
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
             out[level] = self.sample(model, self.q_sample(x0, t, noise), start=level - 1,
-                                     generator=generator, amp=amp, progress=False)
+                                     generator=generator, precision=precision, progress=False)
         return out
 
 

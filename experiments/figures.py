@@ -310,9 +310,9 @@ SIMSIAM_QUESTIONS = {
 
 
 def _simsiam_label(run_dir: str | Path) -> str:
-    """The run's ablation, with its backbone when not the default resnet18-cifar."""
+    """The run's ablation, with its backbone when not the default resnet18 (simsiam.DEFAULT_BACKBONE)."""
     config = read_json(run_dir, "config.json")
-    backbone = "" if config["backbone"] == "resnet18-cifar" else f" ({config['backbone']})"
+    backbone = "" if config["backbone"] == "resnet18" else f" ({config['backbone']})"
     return f"{config['ablation']}{backbone}"
 
 

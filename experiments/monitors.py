@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from experiments.data import iterate_batches
+from experiments.precision import autocast
 
 
 # --------------------------------------------------------------------------- features
@@ -34,14 +35,14 @@ def extract_features(
     device: torch.device | str,
     transform: Callable[[torch.Tensor], torch.Tensor],
     *,
-    autocast_bf16: bool = False,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Features of a frozen backbone over a whole image set.
 
     images_uint8: (N, 3, H, W) uint8, on any device; moved to `device` one batch at a time.
     transform: maps a uint8 batch (B, 3, H, W) on `device` to the network's float input
     (e.g. `experiments.data.to_float`, or a normalisation with dataset mean and std).
-    autocast_bf16: run the backbone under bfloat16 autocast (a speed-up on CUDA).
+    precision: autocast precision of the backbone ('bf16', 'fp16' or 'fp32'; see experiments.precision).
 
     The backbone runs in eval mode (batch norm with its running statistics); afterwards each
     submodule gets its previous mode back (a wrapper around a frozen or an eval-mode network
@@ -62,7 +63,7 @@ def extract_features(
         features = []
         for start in range(0, len(images_uint8), batch_size):
             x = transform(images_uint8[start : start + batch_size].to(device, non_blocking=True))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+            with autocast(device, precision):
                 h = backbone(x)
             features.append(h.flatten(1).float())  # (B, D)
     finally:

@@ -33,9 +33,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from experiments.precision import Precision
+
 CHECKPOINT = "checkpoint.pt"
 # Config fields a resumed run may change: how long to train and where, not what is trained.
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "data_root"})
+# The precision and micro-batch follow the device a run resumes on (recorded in provenance.json).
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "data_root", "precision", "micro_batch"})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -223,14 +226,30 @@ def load_artifact(run_dir: str | Path, name: str) -> Any:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def environment(device: torch.device) -> dict[str, str]:
-    """What ran the experiment, for provenance."""
+def environment(prec: Precision) -> dict[str, str]:
+    """What ran the experiment, for provenance: the device, its precision (experiments.precision), versions."""
+    device = prec.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return {"device": str(device), "device_name": name, "torch": torch.__version__,
+    return {"device": str(device), "device_name": name, "precision": prec.name, "torch": torch.__version__,
             "python": sys.version.split()[0], "host": platform.node(), "cpu_count": str(os.cpu_count())}
 
 
 # --------------------------------------------------------------------------- the epoch loop
+
+def projection(epoch_seconds: float, remaining: int, device: torch.device) -> str:
+    """The projected training time left, from one epoch's time (its training and per-epoch evaluation)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    return (f"projected: {remaining} more epoch(s) x {epoch_seconds:.0f} s = {duration(remaining * epoch_seconds)} "
+            f"of training on {name}, then the final evaluation")
+
+
+def duration(seconds: float) -> str:
+    """'1 h 05 min', '12 min 30 s' or '42 s'."""
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
 
 def fit(run: Run, *, epochs: int, device: torch.device, state: dict[str, Any],
         generators: dict[str, torch.Generator], train_epoch: Callable[[int], dict],
@@ -274,6 +293,8 @@ def fit(run: Run, *, epochs: int, device: torch.device, state: dict[str, Any],
                   "epoch_seconds": epoch_seconds, "wall_seconds": wall,
                   "images_per_s": images / train_seconds}
         run.log(record)
+        if epoch == start + 1:
+            tqdm.write(projection(epoch_seconds, epochs - epoch, device))
         bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_s']:.0f}")
         run.save_checkpoint({"epoch": epoch, "state": {n: o.state_dict() for n, o in state.items()},
                              "rng": rng_state(generators), "config": dataclasses.asdict(run.config)})

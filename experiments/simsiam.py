@@ -19,6 +19,7 @@ The ablations, one run folder each (`--ablation`):
 """
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 import time
@@ -33,7 +34,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import q3_solution
-from experiments import augment, data, figures, monitors
+from experiments import augment, data, figures, memory, monitors
+from experiments.precision import Precision
 from experiments.runs import Run, checked_overrides, environment, fit, pick_device, read_json, seed_everything
 
 
@@ -66,12 +68,15 @@ def tiny_convnet(num_classes: int = 1000, zero_init_residual: bool = False) -> n
 
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
-    "resnet18-cifar": resnet18_cifar,         # the default
-    "resnet18": torchvision.models.resnet18,  # the starter's, unchanged (ImageNet stem)
+    "resnet18": torchvision.models.resnet18,  # the default: the starter's, unchanged (ImageNet stem)
+    "resnet18-cifar": resnet18_cifar,         # 15x the FLOPs per image; an option for fast GPUs
     "tiny": tiny_convnet,                     # tests only
 }
-DEFAULT_BACKBONE = "resnet18-cifar"
-CLI_BACKBONES = ("resnet18-cifar", "resnet18")
+# The assignment's network. On 32x32 inputs its ImageNet stem (7x7 stride-2 conv, max-pool) leaves
+# 8x8 maps in layer1: 0.22 GFLOP per view forward plus backward, against 3.34 for resnet18-cifar,
+# which keeps the five 100-epoch ablations within reach of a free Colab T4 (README, "What it costs").
+DEFAULT_BACKBONE = "resnet18"
+CLI_BACKBONES = ("resnet18", "resnet18-cifar")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -104,7 +109,10 @@ class SimSiamConfig:
     # baseline's, on a random network; it gets 10 epochs, the gradual warm-up of Goyal et al. (2017,
     # Sec. 2.2) that SimSiam's batch-size study (Sec. 4.3) also uses for its large batches.
     warmup_epochs: int = 0
-    amp: bool = True               # bf16 autocast on CUDA devices that support it
+    precision: str = "auto"        # auto | bf16 | fp16 | fp32 (experiments.precision)
+    # Images per forward/backward pass; gradients are accumulated over batch_size / micro_batch of
+    # them. None: planned from the device's free memory (experiments.memory); the whole batch on CPU.
+    micro_batch: int | None = None
     # How much data (None: the whole split).
     train_size: int | None = None
     test_size: int | None = None
@@ -124,6 +132,10 @@ class SimSiamConfig:
             raise ValueError(f"mlp_mode must be one of {q3_solution.MLP_MODES}, got {self.mlp_mode!r}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup_epochs must lie in [0, epochs={self.epochs}), got {self.warmup_epochs}")
+        if self.micro_batch is not None and not (2 <= self.micro_batch <= self.batch_size
+                                                 and self.batch_size % self.micro_batch == 0):
+            raise ValueError(f"micro_batch must divide batch_size={self.batch_size} and be at least 2 (batch norm), "
+                             f"got {self.micro_batch}")
         if self.knn_every < 1 or self.batch_size < 2 or self.probe_epochs < 0:
             raise ValueError(f"need knn_every >= 1, batch_size >= 2 (batch norm), probe_epochs >= 0; got "
                              f"{self.knn_every}, {self.batch_size}, {self.probe_epochs}")
@@ -215,25 +227,54 @@ def set_learning_rates(optimizer: torch.optim.Optimizer, cfg: SimSiamConfig, t: 
     return encoder_lr, predictor_lr
 
 
-def use_bf16(device: torch.device, amp: bool) -> bool:
-    """bf16 autocast only on CUDA devices that support it."""
-    return amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
+def micro_loss(model: q3_solution.SimSiam, x1: torch.Tensor, x2: torch.Tensor, prec: Precision) -> torch.Tensor:
+    """The SimSiam loss L = 0.5 D(p1, z2) + 0.5 D(p2, z1) of two views x1, x2 (b, 3, H, W), computed in
+    float32 (q3_solution.SimSiam.loss); the stop-gradient, or its absence, is in the z's the model returns."""
+    with prec.autocast():
+        p1, p2, z1, z2 = model(x1, x2)  # (b, d) each
+    return model.loss(p1.float(), p2.float(), z1.float(), z2.float())
 
 
 def train_step(model: q3_solution.SimSiam, optimizer: torch.optim.Optimizer, x1: torch.Tensor, x2: torch.Tensor,
-               bf16: bool = False) -> torch.Tensor:
+               prec: Precision, micro_batch: int | None = None) -> torch.Tensor:
     """One SGD step on the SimSiam loss of two views x1, x2 (B, 3, H, W); returns the loss, detached.
 
-    L = 0.5 D(p1, z2) + 0.5 D(p2, z1) (q3_solution.SimSiam.loss, in float32); the stop-gradient, or
-    its absence, is in the z's that the model returns.
+    With micro_batch = m < B, the batch runs as B/m forward/backward passes whose gradients add up:
+    the loss is a mean over samples, so L = sum_k (m/B) L_k exactly, except that batch norm then
+    normalises over each micro-batch of m images (as per-GPU batch norm does in multi-GPU training
+    without SyncBN). With m = B (or None) it is one plain step.
     """
-    with torch.autocast(x1.device.type, dtype=torch.bfloat16, enabled=bf16):
-        p1, p2, z1, z2 = model(x1, x2)  # (B, d) each
-    loss = model.loss(p1.float(), p2.float(), z1.float(), z2.float())
+    B = x1.shape[0]
+    m = micro_batch or B
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
+    total = torch.zeros((), device=x1.device)
+    for i in range(0, B, m):
+        loss = micro_loss(model, x1[i:i + m], x2[i:i + m], prec)
+        loss = loss if m == B else loss * (x1[i:i + m].shape[0] / B)
+        prec.backward(loss)
+        total += loss.detach()
+    prec.step(optimizer)
+    return total
+
+
+def plan_micro_batch(model: q3_solution.SimSiam, cfg: SimSiamConfig, prec: Precision) -> int:
+    """cfg.micro_batch when set; else the largest divisor of the batch whose saved activations fit the
+    device's budget (experiments.memory), measured on this device in this precision; the batch on CPU."""
+    budget = memory.device_budget(prec.device)
+    if cfg.micro_batch or budget is None:
+        return cfg.micro_batch or cfg.batch_size
+    return memory.plan_micro_batch(cfg.batch_size, step_bytes_per_image(model, prec), budget)
+
+
+def step_bytes_per_image(model: q3_solution.SimSiam, prec: Precision) -> float:
+    """Saved-activation bytes of one training image (two 32x32 views) in a training step on prec's device."""
+    probe = copy.deepcopy(model).train()  # a copy: the forward passes would move batch norm's statistics
+    g = torch.Generator(prec.device).manual_seed(0)
+
+    def step(b: int) -> torch.Tensor:
+        x = torch.randn(b, 3, 32, 32, device=prec.device, generator=g)
+        return micro_loss(probe, x, x.flip(0), prec)
+    return memory.per_sample_bytes(step)
 
 
 # --------------------------------------------------------------------------- monitors
@@ -270,16 +311,16 @@ class BackboneFeatures(nn.Module):
         return torch.cat([h, z], dim=1) if self.with_projection else h
 
 
-def features(encoder: nn.Module, images: torch.Tensor, batch_size: int, bf16: bool,
+def features(encoder: nn.Module, images: torch.Tensor, batch_size: int, precision: str,
              with_projection: bool = False) -> torch.Tensor:
     """h (N, w), or [h, z] (N, w + d), of uint8 images (N, 3, H, W), normalised, in eval mode."""
     return monitors.extract_features(BackboneFeatures(encoder, with_projection), images, batch_size,
-                                     images.device, normalize, autocast_bf16=bf16)
+                                     images.device, normalize, precision=precision)
 
 
 @torch.no_grad()
 def evaluate(model: q3_solution.SimSiam, train: data.ImageSet, test: data.ImageSet, cfg: SimSiamConfig,
-             bf16: bool) -> dict:
+             precision: str) -> dict:
     """The per-epoch monitors, from un-augmented images in eval mode (batch norm's running statistics):
     kNN accuracy of the backbone's features (train set as memory bank, test set as queries) and the
     collapse indicator std(z / ||z||) over the test set, with its reference 1/sqrt(d).
@@ -288,8 +329,8 @@ def evaluate(model: q3_solution.SimSiam, train: data.ImageSet, test: data.ImageS
     some 50 steps (momentum 0.1): before that (e.g. in the smoke preset) the indicator reads low.
     train, test: ImageSets whose tensors are on the model's device.
     """
-    bank = features(model.encoder, train.images, cfg.eval_batch_size, bf16)             # (N, w)
-    test_hz = features(model.encoder, test.images, cfg.eval_batch_size, bf16, with_projection=True)
+    bank = features(model.encoder, train.images, cfg.eval_batch_size, precision)        # (N, w)
+    test_hz = features(model.encoder, test.images, cfg.eval_batch_size, precision, with_projection=True)
     h, z = test_hz[:, :bank.shape[1]], test_hz[:, bank.shape[1]:]                       # (M, w), (M, d)
     return {
         "knn_accuracy": monitors.knn_accuracy(bank, train.labels, h, test.labels, k=min(cfg.knn_k, len(train)),
@@ -304,22 +345,25 @@ def evaluate(model: q3_solution.SimSiam, train: data.ImageSet, test: data.ImageS
 def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
     """Train (or resume) a SimSiam run in folder `out`; write its metrics, summary and figures."""
     device = pick_device(cfg.device)
+    prec = Precision(device, cfg.precision)
     train, test, provenance = data.load_train_test(cfg, "cifar10")
     run_ = Run(out, cfg, resume=resume)
-    run_.write_json("provenance.json", {**provenance, **environment(device)})
     seed_everything(cfg.seed)
     model = build_model(cfg).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution kernels once
     optimizer = build_optimizer(model, cfg)
-    bf16 = use_bf16(device, cfg.amp)
     shuffle = torch.Generator().manual_seed(cfg.seed)
     views = torch.Generator(device).manual_seed(cfg.seed + 1)  # the augmentations, drawn on the device
     augmentation = augment.SimSiamAugment(channels_last=device.type == "cuda")
     # uint8 on the device: CIFAR-10's 50,000 training images are 150 MB.
     train_d = replace(train, images=train.images.to(device), labels=train.labels.to(device))
     test_d = replace(test, images=test.images.to(device), labels=test.labels.to(device))
+    # After the data and model are resident: what is free then is what the activations may use.
+    micro_batch = plan_micro_batch(model, cfg, prec)
+    run_.write_json("provenance.json", {**provenance, **environment(prec), "micro_batch": micro_batch,
+                                        "accumulation_steps": cfg.batch_size // micro_batch})
     steps = len(train) // cfg.batch_size
 
     def train_epoch(epoch: int) -> dict:
@@ -330,7 +374,7 @@ def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
         for step, idx in enumerate(bar):
             lrs = set_learning_rates(optimizer, cfg, epoch - 1 + step / steps)
             x1, x2 = augment.two_views(train_d.images[idx.to(device)], augmentation, views)  # (B, 3, 32, 32) each
-            total += train_step(model, optimizer, x1, x2, bf16)
+            total += train_step(model, optimizer, x1, x2, prec, micro_batch)
             if (step + 1) % 20 == 0:  # a host sync every 20 steps only
                 rate = (step + 1) * cfg.batch_size / (time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}", img_s=f"{rate:.0f}")
@@ -339,28 +383,28 @@ def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
     def after_epoch(epoch: int) -> dict:
         if epoch % cfg.knn_every and epoch != cfg.epochs:
             return {}
-        return evaluate(model, train_d, test_d, cfg, bf16)
+        return evaluate(model, train_d, test_d, cfg, prec.name)
 
-    fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer},
+    fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": prec},
         generators={"shuffle": shuffle, "views": views}, train_epoch=train_epoch, after_epoch=after_epoch,
         desc=f"SimSiam {cfg.ablation}")
     summary = run_.dir / "summary.json"
     if not (summary.exists() and read_json(run_.dir, "summary.json")["epochs"] == cfg.epochs):
-        write_summary(run_, cfg, model, train_d, test_d, bf16)  # written last: its presence means done
+        write_summary(run_, cfg, model, train_d, test_d, prec.name)  # written last: its presence means done
     figures.simsiam_figures(run_.dir)
     return run_.dir
 
 
 def write_summary(run_: Run, cfg: SimSiamConfig, model: q3_solution.SimSiam, train: data.ImageSet,
-                  test: data.ImageSet, bf16: bool) -> None:
+                  test: data.ImageSet, precision: str) -> None:
     """summary.json: final and best kNN accuracy and their epochs, the linear probe, timings."""
     metrics = run_.metrics()
     monitored = [m for m in metrics if "knn_accuracy" in m]
     best = max(monitored, key=lambda m: m["knn_accuracy"])
     probe = None
     if cfg.probe_epochs:
-        bank = features(model.encoder, train.images, cfg.eval_batch_size, bf16)
-        queries = features(model.encoder, test.images, cfg.eval_batch_size, bf16)
+        bank = features(model.encoder, train.images, cfg.eval_batch_size, precision)
+        queries = features(model.encoder, test.images, cfg.eval_batch_size, precision)
         probe = monitors.linear_probe(bank, train.labels, queries, test.labels, epochs=cfg.probe_epochs,
                                       generator=torch.Generator().manual_seed(cfg.seed))
     run_.write_json("summary.json", {

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 import vae_solution
 from experiments import data, figures
+from experiments.precision import Precision
 from experiments.runs import Run, checked_overrides, environment, fit, pick_device, read_json, seed_everything
 
 
@@ -32,6 +33,7 @@ class VAEConfig:
     batch_size: int = 64
     z_dim: int = 32
     lr: float = 1e-4
+    precision: str = "auto"        # training autocast: auto | bf16 | fp16 | fp32 (experiments.precision)
     # How much data (None: the whole split).
     train_size: int | None = None
     test_size: int | None = None
@@ -85,9 +87,10 @@ def snapshot_epochs(cfg: VAEConfig) -> list[int]:
 def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
     """Train (or resume) a VAE run in folder `out`, write its artifacts, figures and summary."""
     device = pick_device(cfg.device)
+    prec = Precision(device, cfg.precision)
     train, test, provenance = data.load_train_test(cfg, "svhn")
     run_ = Run(out, cfg, resume=resume)
-    run_.write_json("provenance.json", {**provenance, **environment(device)})
+    run_.write_json("provenance.json", {**provenance, **environment(prec)})
     seed_everything(cfg.seed)
     model = build_model(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -108,11 +111,13 @@ def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
         bar = tqdm(batches, total=len(train) // cfg.batch_size, desc=f"epoch {epoch}", leave=False, unit="batch")
         for idx in bar:
             x = data.to_float(train_images[idx.to(device)])
-            _, nll, kl = model(x)
+            with prec.autocast():
+                _, nll, kl = model(x)
+            nll, kl = nll.float(), kl.float()  # (B,) each; summed over 3072 pixels, so kept in float32
             loss = (nll + kl).mean()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            prec.backward(loss)
+            prec.step(optimizer)
             sums += torch.stack([loss.detach(), nll.detach().mean(), kl.detach().mean()])
             steps += 1
             if steps % 50 == 0:  # a host sync every 50 steps only
@@ -137,7 +142,7 @@ def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
                                {"original": data.to_uint8(x_recon.cpu()), "reconstruction": data.to_uint8(recon.cpu())})
         return {"test_loss": test_loss, "test_nll": test_nll, "test_kl": test_kl}
 
-    fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer},
+    fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": prec},
         generators={"shuffle": shuffle}, train_epoch=train_epoch, after_epoch=after_epoch, desc="VAE")
     summary = run_.dir / "summary.json"
     if not (summary.exists() and read_json(run_.dir, "summary.json")["epochs"] == cfg.epochs):

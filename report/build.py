@@ -145,6 +145,8 @@ class RunFolder:
 
     @property
     def hardware(self) -> str | None:
+        """The device, then the precision it trained in and the micro-batch when the batch was split
+        (experiments.precision, experiments.memory): "Tesla T4 (cuda), fp16, micro-batch 512"."""
         device, name = self.provenance.get("device"), self.provenance.get("device_name")
         if device is None and name is None:
             return None
@@ -152,8 +154,13 @@ class RunFolder:
             cores = self.provenance.get("cpu_count")
             detail = ", ".join(x for x in (name if name not in (None, "", "cpu") else None,
                                            f"{cores} cores" if cores else None) if x)
-            return f"CPU ({detail})" if detail else "CPU"
-        return f"{name} ({device})" if name and device else str(name or device)
+            where = f"CPU ({detail})" if detail else "CPU"
+        else:
+            where = f"{name} ({device})" if name and device else str(name or device)
+        extras = [self.provenance.get("precision")]
+        if self.provenance.get("accumulation_steps", 1) > 1:
+            extras.append(f"micro-batch {self.provenance['micro_batch']}")
+        return ", ".join([where] + [x for x in extras if x])
 
     @property
     def epochs(self) -> int | None:
@@ -230,7 +237,7 @@ class Candidate:
 def classify(name: str) -> tuple[str, str, int | None] | None:
     """(slot, preset, T) for a run folder name, None for other names.
     vae-full -> ("vae", "full", None); ddpm-full-T500 -> ("ddpm-T", "full", 500);
-    simsiam-full-no-predictor[-resnet18] -> ("simsiam-no-predictor", "full", None)."""
+    simsiam-full-no-predictor[-resnet18-cifar] -> ("simsiam-no-predictor", "full", None)."""
     m = _RUN_NAME.match(name)
     if not m:
         return None
@@ -327,7 +334,7 @@ def fix_command(slot: str, run: RunFolder | None, preset: str, main_timesteps: i
             resume += f" --timesteps {run.config['timesteps']}"
         if problem == "simsiam":
             resume += f" --ablation {slot.removeprefix('simsiam-')}"
-            if run.config.get("backbone") not in (None, "resnet18-cifar"):
+            if run.config.get("backbone") not in (None, "resnet18"):  # experiments.simsiam.DEFAULT_BACKBONE
                 resume += f" --backbone {run.config['backbone']}"
         return f"run folder {folder} is unfinished (no summary.json)", f"{resume} --out {folder} --resume"
     function = REDRAW[slot.split("-")[0]]

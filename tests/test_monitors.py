@@ -224,7 +224,7 @@ def test_extract_features_shape_eval_mode_and_batching():
     monitors.extract_features(wrapper, images, 16, "cpu", to_float)
     assert wrapper.training and not backbone.training and not backbone.net[1].training
     backbone.train()
-    bf16 = monitors.extract_features(backbone, images, 16, "cpu", to_float, autocast_bf16=True)
+    bf16 = monitors.extract_features(backbone, images, 16, "cpu", to_float, precision="bf16")
     assert bf16.dtype == torch.float32
     torch.testing.assert_close(bf16, expected, atol=0.05, rtol=0.05)
 

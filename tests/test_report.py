@@ -86,13 +86,15 @@ def metrics_lines(epochs: int, **extra) -> list[dict]:
 
 def make_run(results: Path, name: str, *, config: dict, summary: dict | None, metrics: list[dict],
              source: str = "synthetic", device: str = "cuda", device_name: str = "NVIDIA H100 80GB HBM3",
-             figures: set[str] = frozenset(), mtime: float | None = None) -> Path:
+             figures: set[str] = frozenset(), mtime: float | None = None, precision: str = "bf16",
+             micro_batch: tuple[int, int] | None = None) -> Path:
     run = results / name
     (run / "figures").mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(config))
     (run / "provenance.json").write_text(json.dumps({
         "source": source, "requested": source, "fallback_reason": None, "device": device,
-        "device_name": device_name, "cpu_count": "16", "n_train": 73257, "n_test": 26032}))
+        "device_name": device_name, "cpu_count": "16", "n_train": 73257, "n_test": 26032, "precision": precision,
+        **({"micro_batch": micro_batch[0], "accumulation_steps": micro_batch[1]} if micro_batch else {})}))
     (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     if summary is not None:
         (run / "summary.json").write_text(json.dumps(summary))
@@ -157,12 +159,12 @@ def simsiam_run(results: Path, ablation: str, *, knn: float, collapse: float = 0
                 **kw) -> Path:
     dim = 4096 if ablation == "proj-4096" else 2048
     batch = 4096 if ablation == "batch-4096" else 1024
-    config = {"preset": preset, "ablation": ablation, "backbone": "resnet18-cifar", "epochs": 3, "batch_size": batch,
+    config = {"preset": preset, "ablation": ablation, "backbone": "resnet18", "epochs": 3, "batch_size": batch,
               "dim": dim, "pred_dim": 512, "momentum": 0.9, "weight_decay": 5e-4, "base_lr": 0.03,
               "knn_k": 200, "knn_temperature": 0.1, "warmup_epochs": 1 if ablation == "batch-4096" else 0}
     metrics = [dict(m, knn_accuracy=knn - 0.1 * (3 - m["epoch"]), collapse_std=collapse,
                     collapse_std_reference=dim ** -0.5) for m in metrics_lines(3)]
-    summary = {"problem": "simsiam", "ablation": ablation, "backbone": "resnet18-cifar", "epochs": 3,
+    summary = {"problem": "simsiam", "ablation": ablation, "backbone": "resnet18", "epochs": 3,
                "dataset": "synthetic", "batch_size": batch, "dim": dim, "peak_lr": 0.03 * batch / 256,
                "final_loss": metrics[-1]["loss"], "final_knn_accuracy": knn, "final_knn_epoch": 3,
                "best_knn_accuracy": knn, "best_knn_epoch": 3, "knn_k": 200, "final_collapse_std": collapse,
@@ -217,7 +219,7 @@ def test_number_formats():
     ("ddpm-smoke", ("ddpm", "smoke", None)),
     ("ddpm-full-T500", ("ddpm-T", "full", 500)),
     ("simsiam-full-no-stop-grad", ("simsiam-no-stop-grad", "full", None)),
-    ("simsiam-smoke-baseline-resnet18", ("simsiam-baseline", "smoke", None)),
+    ("simsiam-smoke-baseline-resnet18-cifar", ("simsiam-baseline", "smoke", None)),
     ("simsiam-full-unknown", None), ("vae", None), ("figures", None), ("ddpm-full-extra", None),
 ])
 def test_classify_run_names(name, expected):
@@ -294,7 +296,7 @@ def test_numbers_of_a_complete_set_of_runs(tmp_path):
     # Problem 1: the summary's numbers, formatted.
     assert v["vae-ll-nats"] == "$-$3084.8" and v["vae-bpd"] == "1.449" and v["vae-bpd-8bit"] == "8.443"
     assert v["vae-epochs"] == "3" and v["vae-wall"] == "2.1 min" and v["vae-dataset"] == "synthetic stand-in"
-    assert v["vae-hardware"] == "NVIDIA H100 80GB HBM3 (cuda)" and v["vae-snapshot-epochs"] == "1, 3"
+    assert v["vae-hardware"] == "NVIDIA H100 80GB HBM3 (cuda), bf16" and v["vae-snapshot-epochs"] == "1, 3"
     assert v["vae-test-kl"] == "60.3" and v["vae-ll-n"] == r"26\,032"
     # 1.3(e): active dims are those with std^2 > 0.01 (std = linspace(0.05, 1, 32)).
     assert v["vae-active-dims"] == str(int((torch.linspace(0.05, 1.0, 32) ** 2 > 0.01).sum()))
@@ -361,11 +363,14 @@ def test_provenance_warns_about_synthetic_data_only_when_used(tmp_path):
     build.generate(tmp_path / "a", {}, tmp_path / "build-a")
     text, v = (tmp_path / "build-a" / "provenance.tex").read_text(), read_values(tmp_path / "build-a")
     assert "Synthetic stand-in data" in text and r"\textbf{not} SVHN" in text and "Not SVHN results" in v["p1-warning"]
-    vae_run(tmp_path / "b", source="svhn", device="cpu", device_name="x86_64")
+    vae_run(tmp_path / "b", source="svhn", device="cpu", device_name="x86_64", precision="fp32")
     build.generate(tmp_path / "b", {}, tmp_path / "build-b")
     text, v = (tmp_path / "build-b" / "provenance.tex").read_text(), read_values(tmp_path / "build-b")
     assert "Synthetic stand-in data" not in text and v["p1-warning"] == "" and v["vae-dataset"] == "SVHN"
-    assert v["vae-hardware"] == r"CPU (x86\_64, 16 cores)"
+    assert v["vae-hardware"] == r"CPU (x86\_64, 16 cores), fp32"
+    simsiam_run(tmp_path / "b", "batch-4096", knn=0.7, device_name="Tesla T4", precision="fp16", micro_batch=(1024, 4))
+    build.generate(tmp_path / "b", {}, tmp_path / "build-b")
+    assert read_values(tmp_path / "build-b")["simsiam-batch-4096-hardware"] == "Tesla T4 (cuda), fp16, micro-batch 1024"
 
 
 def test_rebuild_drops_figures_of_runs_no_longer_found(tmp_path):

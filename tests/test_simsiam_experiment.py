@@ -12,6 +12,7 @@ from torch import nn
 
 from experiments import __main__ as cli
 from experiments import augment, data, figures, monitors, simsiam
+from experiments.precision import Precision
 from experiments.runs import NonFiniteLossError, read_metrics
 
 ABLATIONS = ["baseline", "no-stop-grad", "no-predictor", "proj-4096", "batch-4096"]
@@ -59,7 +60,7 @@ def test_cli_smoke_run_of_each_ablation(cli_runs, name):
     expected = {"baseline": {}, "no-stop-grad": {"stop_gradient": False}, "no-predictor": {"mlp_mode": "no_pred_mlp"},
                 "proj-4096": {"dim": 2 * smoke.dim},
                 "batch-4096": {"batch_size": 4 * smoke.batch_size, "warmup_epochs": 1}}[name]
-    assert config["ablation"] == name and config["backbone"] == "resnet18-cifar" and config["seed"] == 2022
+    assert config["ablation"] == name and config["backbone"] == "resnet18" and config["seed"] == 2022
     for key in ("stop_gradient", "mlp_mode", "dim", "batch_size", "warmup_epochs"):
         assert config[key] == expected.get(key, getattr(smoke, key)), key
 
@@ -77,7 +78,7 @@ def test_cli_smoke_run_of_each_ablation(cli_runs, name):
     model = torch.load(run_dir / "checkpoint.pt", weights_only=False)["state"]["model"]
     assert ("predictor.0.weight" in model) == (name != "no-predictor")
     assert model["encoder.fc.6.weight"].shape == (config["dim"], 512)  # resnet18's 512 features -> d
-    assert model["encoder.conv1.weight"].shape == (64, 3, 3, 3)
+    assert model["encoder.conv1.weight"].shape == (64, 3, 7, 7)  # the starter's resnet18 stem
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["dataset"] == "synthetic" and summary["ablation"] == name and summary["epochs"] == 2
     assert summary["final_knn_accuracy"] == metrics[-1]["knn_accuracy"]
@@ -117,14 +118,14 @@ def test_presets_ablations_and_run_names():
     base = full["baseline"]
     assert (base.seed, base.batch_size, base.dim, base.pred_dim, base.epochs) == (2022, 1024, 2048, 512, 100)
     assert (base.momentum, base.weight_decay, base.fix_pred_lr, base.warmup_epochs) == (0.9, 5e-4, True, 0)
-    assert base.stop_gradient and base.mlp_mode is None and base.backbone == "resnet18-cifar"
+    assert base.stop_gradient and base.mlp_mode is None and base.backbone == "resnet18"
     assert not full["no-stop-grad"].stop_gradient
     assert full["no-predictor"].mlp_mode == "no_pred_mlp"
     assert full["proj-4096"].dim == 4096 and full["proj-4096"].batch_size == 1024
     assert (full["batch-4096"].batch_size, full["batch-4096"].warmup_epochs) == (4096, 10)
     assert [simsiam.run_name(c) for c in full.values()] == [f"simsiam-full-{n}" for n in ABLATIONS]
-    assert simsiam.run_name(simsiam.config_for("smoke", ablation="no-stop-grad", backbone="resnet18")) == \
-        "simsiam-smoke-no-stop-grad-resnet18"
+    assert simsiam.run_name(simsiam.config_for("smoke", ablation="no-stop-grad", backbone="resnet18-cifar")) == \
+        "simsiam-smoke-no-stop-grad-resnet18-cifar"
     assert simsiam.variants("full") == [{"ablation": n} for n in ABLATIONS]
     with pytest.raises(ValueError, match="ablation"):
         simsiam.config_for("full", ablation="no-such-thing")
@@ -205,7 +206,8 @@ def test_simsiam_state_dicts_match_the_spec(state_dict_spec):
     spec = state_dict_spec[key]
     starter = simsiam.build_model(simsiam.config_for("full", backbone="resnet18"))
     assert {k: list(v.shape) for k, v in starter.state_dict().items()} == spec
-    cifar = {k: list(v.shape) for k, v in simsiam.build_model(simsiam.config_for("full")).state_dict().items()}
+    cifar_cfg = simsiam.config_for("full", backbone="resnet18-cifar")
+    cifar = {k: list(v.shape) for k, v in simsiam.build_model(cifar_cfg).state_dict().items()}
     assert cifar == {**spec, "encoder.conv1.weight": [64, 3, 3, 3]}
 
 
@@ -213,8 +215,8 @@ def test_backbone_features_are_the_input_of_the_projector():
     torch.manual_seed(0)
     model = simsiam.build_model(simsiam.config_for("smoke", backbone="tiny")).eval()
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
-    hz = simsiam.features(model.encoder, images, batch_size=4, bf16=False, with_projection=True)
-    h = simsiam.features(model.encoder, images, batch_size=4, bf16=False)
+    hz = simsiam.features(model.encoder, images, batch_size=4, precision="fp32", with_projection=True)
+    h = simsiam.features(model.encoder, images, batch_size=4, precision="fp32")
     x = simsiam.normalize(images)
     with torch.no_grad():
         expected_h = model.encoder[:-1](x)  # tiny_convnet is a Sequential: everything before fc
@@ -247,8 +249,8 @@ def collapse_ratio_after_training(data_root: str, stop_gradient: bool) -> tuple[
     for step in range(COLLAPSE_STEPS):
         simsiam.set_learning_rates(optimizer, cfg, cfg.epochs * step / COLLAPSE_STEPS)
         x1, x2 = augment.two_views(train[torch.randint(0, len(train), (cfg.batch_size,), generator=g)], augmentation, g)
-        loss = simsiam.train_step(model, optimizer, x1, x2)
-    hz = simsiam.features(model.encoder, test, batch_size=256, bf16=False, with_projection=True)
+        loss = simsiam.train_step(model, optimizer, x1, x2, Precision("cpu", "fp32"))
+    hz = simsiam.features(model.encoder, test, batch_size=256, precision="fp32", with_projection=True)
     z = hz[:, model.encoder.fc[0].in_features:]  # (256, d)
     return loss.item(), monitors.collapse_std(z) / monitors.collapse_std_reference(cfg.dim)
 
