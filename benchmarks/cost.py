@@ -179,11 +179,11 @@ def evaluation_costs() -> list[Cost]:
 # --------------------------------------------------------------------------- the tables
 
 def duration(seconds: float) -> str:
-    if seconds >= 360:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.2g} s" if seconds >= 1 else f"{seconds * 1e3:.2g} ms"
+    """3 significant digits in h (from 2 h), min (from 1 min), s or ms."""
+    for unit, size in (("h", 7200), ("min", 60), ("s", 1)):
+        if seconds >= size:
+            return f"{seconds / (3600 if unit == 'h' else size):.3g} {unit}"
+    return f"{seconds * 1e3:.3g} ms"
 
 
 def gpu_columns(flops: float, utilization: float) -> list[str]:

@@ -184,16 +184,18 @@ def run_benchmark(script: str, argv: list[str], device: torch.device, timeout: f
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                               env={**os.environ, "TQDM_DISABLE": "1"})
     except subprocess.TimeoutExpired as e:
-        return f"TIMED OUT after {timeout:.0f} s; output so far:\n{e.stdout or ''}"
+        so_far = e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout or ""   # bytes, even with text=True
+        return f"TIMED OUT after {timeout:.0f} s; output so far:\n{so_far}"
     tail = "" if done.returncode == 0 else f"\nexit {done.returncode}:\n{done.stderr[-2000:]}"
     return done.stdout + tail
 
 
 def benchmarks_section(device: torch.device, deadline: float) -> str:
+    """Each script's output in a fenced block; each gets an equal share of the time left before `deadline`."""
     parts = []
-    for script, argv in BENCHMARKS.items():
-        left = deadline - time.perf_counter()
-        output = run_benchmark(script, argv, device, left) if left > 10 else "skipped: the time budget is spent"
+    for i, (script, argv) in enumerate(BENCHMARKS.items()):
+        share = (deadline - time.perf_counter()) / (len(BENCHMARKS) - i)
+        output = run_benchmark(script, argv, device, share) if share > 10 else "skipped: the time budget is spent"
         parts.append(f"### `benchmarks/{script} {' '.join(argv)}`\n\n```\n{output.rstrip()}\n```")
     return "\n\n".join(parts)
 
