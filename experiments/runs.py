@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from experiments.precision import Precision
+from experiments.precision import Precision, policy
 
 CHECKPOINT = "checkpoint.pt"
 # Config fields a resumed run may change: how long to train and where, not what is trained.
@@ -84,6 +84,13 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name} was asked for but CUDA is not available here; use --device cpu or auto")
     return device
+
+
+def device_line(device: str = "auto") -> str:
+    """What a notebook prints after its configuration: the device a run will use and its precision."""
+    picked = pick_device(device)
+    name = torch.cuda.get_device_name(picked) if picked.type == "cuda" else str(picked)
+    return f"device: {name} | precision: {policy(picked)} (experiments.precision; override with precision=...)"
 
 
 def synchronize(device: torch.device) -> None:

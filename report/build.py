@@ -375,8 +375,20 @@ def _common(values: dict[str, str], run: RunFolder) -> None:
     n_train, batch = run.provenance.get("n_train"), run.config.get("batch_size")
     if finite(n_train) and finite(batch) and batch > 0:
         values[f"{s}-steps-per-epoch"] = str(n_train // batch)  # drop_last, as every experiment's loader
+    if finite(batch) and s.startswith("simsiam"):
+        values[f"{s}-bn-over"] = batch_norm_over(batch, run.provenance.get("micro_batch") or batch)
     if run.provenance.get("fallback_reason"):
         values[f"{s}-fallback"] = escape(run.provenance["fallback_reason"])
+
+
+def batch_norm_over(batch: int, micro_batch: int) -> str:
+    """What SimSiam's batch norm normalised over: each view of the batch, or of each micro-batch when the
+    batch ran as micro-batches with accumulated gradients (experiments.memory)."""
+    if micro_batch >= batch:
+        return f"the {batch} images of each view of the whole batch"
+    return (f"the {micro_batch} images of each view of a micro-batch (the batch of {batch} ran as "
+            f"{batch // micro_batch} micro-batches whose gradients were accumulated, as per-GPU batch norm "
+            "without SyncBN does)")
 
 
 def _snapshot_epochs(run: RunFolder, kind: str) -> str | None:

@@ -66,13 +66,14 @@ everything it runs is in `vae_solution.py` and `experiments/vae.py`, and is test
 # 'smoke' is a 2-epoch check on a few hundred images. DATA: auto | svhn | synthetic.
 import torch
 from experiments import figures, vae
+from experiments.runs import device_line
 
 PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
 cfg = vae.config_for(PRESET, data=DATA, data_root=str(WORK / "data"))
 OUT = WORK / "results" / vae.run_name(cfg)
 print(cfg)
-print("device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")"""),
+print(device_line())"""),
         code("""# Train, or resume after a disconnect (resume=True starts fresh when OUT holds no run yet).
 run_dir = vae.run(cfg, OUT, resume=True)
 FIG = run_dir / "figures"
@@ -104,7 +105,7 @@ def ddpm() -> list:
         md("""# Problem 2: a denoising diffusion model (DDPM) on SVHN
 
 IFT6135-H2023, Assignment 3. This notebook trains the graded U-Net of `ddpm_solution.py` with the
-package's harness (`experiments/ddpm.py`: bf16 on GPUs that support it, an EMA of the weights,
+package's harness (`experiments/ddpm.py`: bf16 on A100/L4-class GPUs, fp16 with loss scaling on a T4, an EMA of the weights,
 checkpoints every epoch) and shows every figure of 2.2, then the optional study of 2.3. It holds
 no model code.
 """ + INTRO),
@@ -114,6 +115,7 @@ no model code.
 import json
 import torch
 from experiments import ddpm, figures
+from experiments.runs import device_line
 
 PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
@@ -121,7 +123,7 @@ cfg = ddpm.config_for(PRESET, data=DATA, data_root=str(WORK / "data"))
 OUT = WORK / "results" / ddpm.run_name(cfg)
 VAE_RUN = WORK / "results" / f"vae-{PRESET}"   # the VAE notebook's run, for the side-by-side of 2.2(d)
 print(cfg)
-print("device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")"""),
+print(device_line())"""),
         code("""# Train, or resume after a disconnect; then the final samples, reconstruction study, quality proxy and probe.
 run_dir = ddpm.run(cfg, OUT, resume=True, vae_run=VAE_RUN if VAE_RUN.exists() else None)
 FIG = run_dir / "figures"
@@ -159,20 +161,22 @@ def simsiam() -> list:
 
 IFT6135-H2023, Assignment 3. This notebook trains the graded `q3_solution.SimSiam` with the package's
 harness (`experiments/simsiam.py`: the training set on the GPU as uint8, both views augmented there per
-sample, bf16 and channels_last, the kNN and collapse monitors every epoch), once per ablation, and shows
+sample, mixed precision (bf16, or fp16 on a T4) and channels_last, the kNN and collapse monitors every
+epoch), once per ablation, and shows
 the figures of questions 4 and 5. It holds no model code.
 """ + INTRO),
         SETUP,
-        code("""# Configuration: 'full' is the starter's recipe (resnet18 with a CIFAR stem, batch 1024, SGD lr 0.03 x batch / 256,
+        code("""# Configuration: 'full' is the starter's recipe (the starter's resnet18, batch 1024, SGD lr 0.03 x batch / 256,
 # cosine, 100 epochs per ablation); 'smoke' is a quick check. DATA: auto | cifar10 | synthetic.
 import torch
 from experiments import figures, simsiam
+from experiments.runs import device_line
 
 PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
 ABLATIONS = list(simsiam.ABLATIONS)   # baseline, no-stop-grad (Q4), no-predictor (Q5a), proj-4096, batch-4096 (Q5b)
 print("ablations:", ABLATIONS)
-print("device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")"""),
+print(device_line())"""),
         code("""# Train every ablation, or resume the one a disconnect interrupted (finished runs are skipped quickly).
 runs = {}
 for name in ABLATIONS:

@@ -84,16 +84,18 @@ def test_cli_records_the_precision(tmp_path):
 
 # --------------------------------------------------------------------------- fp16 training and resume, CPU
 
+# CPU fp16 convolutions are emulated and slow (about 20x fp32 here): the models and data are tiny.
 def tiny_vae(root, **kw):
     return replace(vae.config_for("smoke", data="synthetic", data_root=str(root), device="cpu", precision="fp16"),
-                   train_size=192, test_size=32, ll_size=8, ll_K=4, profile_size=64, **kw)
+                   batch_size=16, train_size=64, test_size=32, ll_size=8, ll_K=4, profile_size=64, **kw)
 
 
 def tiny_ddpm(root, **kw):
     cfg = ddpm.config_for("smoke", data="synthetic", data_root=str(root), device="cpu", precision="fp16")
-    return replace(cfg, train_size=192, preview_every=0, snapshot_every=100, n_final_samples=4, recon_size=4,
-                   recon_shown=4, recon_levels=(1000,), quality_size=4, probe_train=64, probe_test=32,
-                   classifier_epochs=1, **kw)
+    return replace(cfg, dim=8, dim_mults=(1, 2), timesteps=10, batch_size=16, train_size=64, test_size=32,
+                   eval_size=16, eval_batch_size=16, n_samples=4, preview_every=0, snapshot_every=100,
+                   n_final_samples=4, recon_size=4, recon_shown=4, recon_levels=(1000,), quality_size=4,
+                   probe_train=32, probe_test=16, classifier_epochs=1, **kw)
 
 
 def tiny_simsiam(root, **kw):

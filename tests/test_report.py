@@ -370,7 +370,9 @@ def test_provenance_warns_about_synthetic_data_only_when_used(tmp_path):
     assert v["vae-hardware"] == r"CPU (x86\_64, 16 cores), fp32"
     simsiam_run(tmp_path / "b", "batch-4096", knn=0.7, device_name="Tesla T4", precision="fp16", micro_batch=(1024, 4))
     build.generate(tmp_path / "b", {}, tmp_path / "build-b")
-    assert read_values(tmp_path / "build-b")["simsiam-batch-4096-hardware"] == "Tesla T4 (cuda), fp16, micro-batch 1024"
+    v = read_values(tmp_path / "build-b")
+    assert v["simsiam-batch-4096-hardware"] == "Tesla T4 (cuda), fp16, micro-batch 1024"
+    assert v["simsiam-batch-4096-bn-over"].startswith("the 1024 images of each view of a micro-batch (the batch of 4096 ran as 4")
 
 
 def test_rebuild_drops_figures_of_runs_no_longer_found(tmp_path):
