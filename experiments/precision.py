@@ -6,7 +6,7 @@ Policy for `--precision auto` (the default):
     CUDA, compute capability 7.x (Colab's T4, V100)         fp16 autocast + GradScaler
     anything else (CPU, MPS, older GPUs)                    fp32
 
-`torch.cuda.is_bf16_supported()` is not the test: it answers True on a T4 (sm_75), where bf16
+`torch.cuda.is_bf16_supported` is not the test: it answers True on a T4 (sm_75), where bf16
 is emulated, has no tensor-core support and no cuDNN convolution engines, so it is slow or
 fails. fp16 has a narrow exponent range, so its gradients are scaled (Micikevicius et al.,
 "Mixed Precision Training", ICLR 2018); bf16 keeps fp32's exponent range and needs no scaler.

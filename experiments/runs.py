@@ -243,11 +243,12 @@ def environment(prec: Precision) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- the epoch loop
 
-def projection(epoch_seconds: float, remaining: int, device: torch.device) -> str:
-    """The projected training time left, from one epoch's time (its training and per-epoch evaluation)."""
+def projection(epoch_seconds: float, epochs: int, done: int, device: torch.device) -> str:
+    """The projected training time of the whole run, and what is left of it, from one epoch's time
+    (its training and per-epoch evaluation) on `device`; `done` epochs are finished."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-    return (f"projected: {remaining} more epoch(s) x {epoch_seconds:.0f} s = {duration(remaining * epoch_seconds)} "
-            f"of training on {name}, then the final evaluation")
+    return (f"projected: {epochs} epochs x {epoch_seconds:.0f} s = {duration(epochs * epoch_seconds)} of training "
+            f"on {name}, {duration((epochs - done) * epoch_seconds)} of it still to go, then the final evaluation")
 
 
 def duration(seconds: float) -> str:
@@ -301,7 +302,7 @@ def fit(run: Run, *, epochs: int, device: torch.device, state: dict[str, Any],
                   "images_per_s": images / train_seconds}
         run.log(record)
         if epoch == start + 1:
-            tqdm.write(projection(epoch_seconds, epochs - epoch, device))
+            tqdm.write(projection(epoch_seconds, epochs, epoch, device))
         bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_s']:.0f}")
         run.save_checkpoint({"epoch": epoch, "state": {n: o.state_dict() for n, o in state.items()},
                              "rng": rng_state(generators), "config": dataclasses.asdict(run.config)})
