@@ -431,6 +431,32 @@ def test_q2_6_kl_is_weighted_noise_error_plus_constant(t, variance):
         assert kl == pytest.approx(lam * float(((eps - eps_theta) ** 2).sum()) + C_t, rel=1e-8, abs=1e-10)
 
 
+@pytest.mark.parametrize("t", [1, 2, 10, 300, 1000])
+def test_q2_6_literal_lambda_and_network_argument_are_wrong_for_t_from_2(t):
+    """2.6's remark: with a network eps_theta(x) = A x that depends on its input, the mean term of the KL,
+    ||mu_tilde - mu_theta||^2 / (2 sigma_t^2), equals lambda_t ||eps - eps_theta(sqrt(abar_t) x_0 +
+    sqrt(1 - abar_t) eps)||^2 (the corrected statement);
+    the literal statement, lambda_t with 1 - alpha_t and the network evaluated at sqrt(alpha_t) x_0 +
+    sqrt(1 - alpha_t) eps, gives another value for every t >= 2 and the same at t = 1."""
+    beta, alpha, alpha_bar = linear_schedule()
+    d = 5
+    rng = np.random.default_rng(100 + t)
+    A = rng.normal(size=(d, d)) / np.sqrt(d)
+    x_0, eps = rng.normal(size=d), rng.normal(size=d)
+    x_t = np.sqrt(alpha_bar[t]) * x_0 + np.sqrt(1 - alpha_bar[t]) * eps
+    mu_theta = (x_t - beta[t] / np.sqrt(1 - alpha_bar[t]) * (A @ x_t)) / np.sqrt(alpha[t])
+    sigma2 = beta[t]  # sigma_t^2 = beta_t (beta~_1 = 0); the KL's mean term, the part lambda_t weights
+    kl = float(((mu_tilde(x_t, x_0, t, beta, alpha, alpha_bar) - mu_theta) ** 2).sum() / (2 * sigma2))
+    corrected = beta[t] ** 2 / (2 * sigma2 * alpha[t] * (1 - alpha_bar[t])) * float(((eps - A @ x_t) ** 2).sum())
+    x_literal = np.sqrt(alpha[t]) * x_0 + np.sqrt(1 - alpha[t]) * eps
+    literal = beta[t] ** 2 / (2 * sigma2 * alpha[t] * (1 - alpha[t])) * float(((eps - A @ x_literal) ** 2).sum())
+    assert kl == pytest.approx(corrected, rel=1e-8)
+    if t == 1:
+        assert literal == pytest.approx(kl, rel=1e-8)
+    else:
+        assert abs(literal - kl) > 1e-3 * kl
+
+
 def test_q2_6_expected_denoising_term_equals_eq4_in_expectation():
     """2.6, eq. (4): E_{x_0} L_{t-1}(x_0), with x_t drawn by running the forward chain t steps and the KL from
     torch.distributions, matches E_{x_0, eps}[lambda_t ||eps - eps_theta(sqrt(abar) x_0 + sqrt(1-abar) eps)||^2]
@@ -575,6 +601,30 @@ def test_q3_1_sample_estimate_is_log2_minus_discriminator_bce():
     assert abs(estimate - jsd_by_definition(P0, P1)) < 5 * se
 
 
+def jsd_estimate_at_optimum(f0, f1, grid: np.ndarray) -> float:
+    """3.1's estimator with D = D* = f1 / (f0 + f1), expectations by quadrature on `grid`:
+    log 2 + 1/2 E_{p1} log D* + 1/2 E_{p0} log(1 - D*) (terms with zero density contribute nothing)."""
+    a, b = f0(grid), f1(grid)
+    total = np.maximum(a + b, 1e-300)
+    term1 = np.where(b > 0, b * np.log(np.maximum(b, 1e-300) / total), 0.0)
+    term0 = np.where(a > 0, a * np.log(np.maximum(a, 1e-300) / total), 0.0)
+    return LOG2 + 0.5 * integrate.trapezoid(term1 + term0, grid)
+
+
+def test_q3_1_estimator_lies_between_0_and_log2():
+    """3.1: at the optimum the estimate is 0 for p0 = p1, grows with the separation of two Gaussians while staying in
+    (0, log 2), and equals log 2 for disjoint supports (uniforms on [0, 1] and [2, 3])."""
+    grid = np.linspace(-40, 60, 400_001)
+    assert jsd_estimate_at_optimum(P0.pdf, P0.pdf, grid) == pytest.approx(0.0, abs=1e-12)
+    values = [jsd_estimate_at_optimum(P0.pdf, stats.norm(m, 1.0).pdf, grid) for m in (0.5, 1, 2, 4, 8)]
+    assert all(0 < v < LOG2 for v in values) and values == sorted(values)
+    assert values[1] == pytest.approx(jsd_by_definition(P0, stats.norm(1, 1.0)), abs=1e-7)
+    assert LOG2 - values[-1] < 1e-3
+    uniform0, uniform1 = stats.uniform(0, 1), stats.uniform(2, 1)
+    assert jsd_estimate_at_optimum(uniform0.pdf, uniform1.pdf, np.linspace(-1, 4, 500_001)) == \
+        pytest.approx(LOG2, abs=1e-12)
+
+
 def test_q3_2_density_ratio_identity_and_stationarity():
     """3.2: f0 D*/(1 - D*) = f1 pointwise, the functional derivative f1/D - f0/(1 - D) vanishes at D*, and the
     importance-weight identity E_{p0}[x D*/(1 - D*)] = E_{p1}[x] holds."""
@@ -583,8 +633,26 @@ def test_q3_2_density_ratio_identity_and_stationarity():
     D_star = f1 / (f0 + f1)
     np.testing.assert_allclose((f0 * D_star / (1 - D_star))[inner], f1[inner], rtol=1e-10)
     np.testing.assert_allclose((f1 / D_star - f0 / (1 - D_star))[inner], 0.0, atol=1e-12)
-    mean_p1 = integrate.quad(lambda x: x * P0.pdf(x) * P1.pdf(x) / P0.pdf(x), -15, 15)[0]
+    def weight(x):  # D*(x) / (1 - D*(x)), from the discriminator itself
+        d = P1.pdf(x) / (P0.pdf(x) + P1.pdf(x))
+        return d / (1 - d)
+
+    mean_p1 = integrate.quad(lambda x: x * P0.pdf(x) * weight(x), -15, 15)[0]
     assert mean_p1 == pytest.approx(P1.mean(), abs=1e-9)
+
+
+def test_q3_2_which_discriminators_give_a_density():
+    """3.2 (the estimator's remark): f0 D / (1 - D) integrates to one for D = g / (f0 + g) with any density g (then
+    it is g), not only for D*; a generic D (here D*'s logit shifted by 0.3) gives an integral of e^0.3, not one."""
+    G = stats.norm(-0.7, 1.4)
+    inner = np.abs(GRID) < 8  # where both densities are representable
+    f0, g = P0.pdf(GRID[inner]), G.pdf(GRID[inner])
+    D = g / (f0 + g)
+    np.testing.assert_allclose(f0 * D / (1 - D), g, rtol=1e-6)  # 1 - D loses digits where g >> f0
+    h = G.logpdf(GRID) - P0.logpdf(GRID)  # D = sigmoid(h), so f0 D / (1 - D) = f0 e^h, computed in logs
+    assert integrate.trapezoid(np.exp(P0.logpdf(GRID) + h), GRID) == pytest.approx(1.0, abs=1e-9)
+    h_star = P1.logpdf(GRID) - P0.logpdf(GRID)
+    assert integrate.trapezoid(np.exp(P0.logpdf(GRID) + h_star + 0.3), GRID) == pytest.approx(math.exp(0.3), rel=1e-6)
 
 
 def test_q3_2_trained_discriminator_estimates_f1():
@@ -806,3 +874,53 @@ def test_q4_5_stop_gradient_and_predictor_conserve_W_WT_minus_WpT_Wp_and_do_not_
     rhs = simsiam_flow(X, Xp, stop_gradient=True, predictor=True)
     velocity = rhs(0.0, np.concatenate([Ws[-1].ravel(), W_ps[-1].ravel()]))
     assert np.linalg.norm(Ws[-1]) > 0.5 * np.linalg.norm(W0) and np.linalg.norm(velocity) < 1e-4
+
+
+def test_q4_3_the_decay_bound_is_strict_for_a_generic_start():
+    """4.3's remark: the statement's ||w(t)|| = e^{-lambda_0 t} ||w(0)|| holds only as "<=": along the coupled flow from a
+    random start, with lambda_0 = the smallest lambda_min(H(t)) met on the way, the norm ends well below the bound."""
+    _, X, Xp = augmentation_data()
+    I = np.eye(N2)
+    rng = np.random.default_rng(12)
+    W0, W_p0 = rng.normal(size=(N2, N1)), rng.normal(size=(N2, N2))
+    t, Ws, W_ps = integrate_flow(simsiam_flow(X, Xp, stop_gradient=False, predictor=True), W0, W_p0, t_end=10.0)
+    lam0 = min(np.linalg.eigvalsh(np.kron(Xp, Wp.T @ Wp + I) + np.kron(X, (Wp - I).T @ (Wp - I))).min()
+               for Wp in W_ps)
+    norms = np.linalg.norm(Ws, axis=(1, 2))
+    bound = np.exp(-lam0 * t) * norms[0]
+    assert np.all(norms <= bound * (1 + 1e-7))
+    assert norms[-1] < 0.5 * bound[-1]
+
+
+def test_q4_2_predictor_converges_to_F12_F1_inverse_for_a_fixed_W():
+    """4.2: with W held fixed, dW_p/dt = F_12 - W_p F_1 is linear with the unique fixed point F_12 F_1^{-1} (F_1 is
+    positive definite for a full-rank W), and every start converges to it."""
+    _, X, Xp = augmentation_data()
+    rng = np.random.default_rng(13)
+    W = rng.normal(size=(N2, N1))
+    F1, F12 = W @ (X + Xp) @ W.T, W @ X @ W.T
+    target = F12 @ np.linalg.inv(F1)
+    for _ in range(3):
+        sol = integrate.solve_ivp(lambda _t, y: (F12 - y.reshape(N2, N2) @ F1).ravel(), (0, 200.0),
+                                  rng.normal(size=N2 * N2), method="DOP853", rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(sol.y[:, -1].reshape(N2, N2), target, atol=1e-7)
+
+
+def test_q4_3_H_is_psd_even_when_X_prime_is_singular():
+    """4.3: H(t) = X' kron (W_p^T W_p + I) + X kron (W~_p^T W~_p) is positive semi-definite for a singular X' (views
+    that vary in one direction only); the convergence argument then needs the extra assumption, since lambda_min can
+    reach 0 (W_p = I makes the second term vanish)."""
+    views, X, _ = augmentation_data()
+    centred = views - views.mean(1, keepdims=True)
+    direction = np.zeros(N1)
+    direction[0] = 1.0
+    one_dim = centred @ np.outer(direction, direction)       # the augmentation noise kept along e_1 only
+    Xp = np.einsum("mki,mkj->ij", one_dim, one_dim) / (views.shape[0] * views.shape[1])
+    assert np.linalg.matrix_rank(Xp) == 1
+    I = np.eye(N2)
+    rng = np.random.default_rng(14)
+    for Wp in [rng.normal(size=(N2, N2)) for _ in range(4)] + [I]:
+        H = np.kron(Xp, Wp.T @ Wp + I) + np.kron(X, (Wp - I).T @ (Wp - I))
+        np.testing.assert_allclose(H, H.T, atol=1e-12)
+        assert np.linalg.eigvalsh(H).min() >= -1e-12
+    assert np.linalg.eigvalsh(np.kron(Xp, 2 * I)).min() == pytest.approx(0.0, abs=1e-12)
