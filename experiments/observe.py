@@ -1,0 +1,74 @@
+"""Measured answers to the questions that ask what samples look like (1.3 b-d, f and 2.2 d).
+
+Three statistics, each a number a sentence can follow from:
+- **sharpness**: the energy of a Laplacian filter's response, mean over pixels of (lap * x)^2 on the
+  grey-level image in [0, 1]; blur removes high frequencies, so a blurred set has less of it. Reported
+  as the ratio of a generated set's energy to the test images' (1: as sharp; < 1: blurrier).
+- **digit patterns**: the share of images that a digit classifier assigns one class with probability
+  >= `CONFIDENT` (0.9), and the histogram of the predicted classes.
+- **interpolation smoothness**: the root-mean-square change per pixel between consecutive frames of a
+  strip, how even those steps are (mean step / largest step: 1 for equal steps, near 1/(n-1) when a
+  single step does all the change), and whether the middle frames still look like digits.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from experiments.data import to_float
+
+CONFIDENT = 0.9
+# The 3x3 discrete Laplacian (4-neighbour), applied to each image's grey level.
+LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def grey(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float grey level (N, 1, H, W) in [0, 1] (ITU-R 601 luma weights)."""
+    if images_uint8.dtype != torch.uint8 or images_uint8.dim() != 4 or images_uint8.shape[1] != 3:
+        raise TypeError(f"expected uint8 images (N, 3, H, W), got {images_uint8.dtype} {tuple(images_uint8.shape)}")
+    weights = torch.tensor([0.299, 0.587, 0.114], device=images_uint8.device).view(1, 3, 1, 1)
+    return (images_uint8.float() / 255 * weights).sum(1, keepdim=True)
+
+
+def laplacian_energy(images_uint8: torch.Tensor) -> float:
+    """Mean over images and interior pixels of (Laplacian * grey)^2: high-frequency content."""
+    x = grey(images_uint8)
+    response = F.conv2d(x, LAPLACIAN.to(x.device).view(1, 1, 3, 3))  # (N, 1, H-2, W-2), no padding
+    return response.pow(2).mean().item()
+
+
+def sharpness_ratio(generated_uint8: torch.Tensor, reference_uint8: torch.Tensor) -> float:
+    """Laplacian energy of the generated images over that of the reference (test) images."""
+    return laplacian_energy(generated_uint8) / laplacian_energy(reference_uint8)
+
+
+@torch.no_grad()
+def digit_patterns(classifier: torch.nn.Module, images_uint8: torch.Tensor, device: torch.device | str,
+                   batch_size: int = 500) -> dict:
+    """The share of images classified with probability >= CONFIDENT, and the predicted-class histogram."""
+    was_training = classifier.training
+    classifier.eval()
+    probs = torch.cat([classifier(to_float(images_uint8[i:i + batch_size].to(device))).softmax(1).cpu()
+                       for i in range(0, len(images_uint8), batch_size)])   # (N, 10)
+    classifier.train(was_training)
+    top, label = probs.max(1)
+    return {"confident_fraction": (top >= CONFIDENT).float().mean().item(), "threshold": CONFIDENT,
+            "class_histogram": torch.bincount(label, minlength=probs.shape[1]).tolist(),
+            "mean_top_probability": top.mean().item()}
+
+
+def interpolation_steps(strips_uint8: torch.Tensor) -> dict:
+    """strips (P, n, 3, H, W) uint8 -> the RMS change per pixel between consecutive frames, in [0, 1]
+    units: its mean, and evenness = mean step / largest step per strip, averaged over strips."""
+    if strips_uint8.dim() != 5 or strips_uint8.shape[1] < 3:
+        raise ValueError(f"expected strips (P, n >= 3, 3, H, W), got {tuple(strips_uint8.shape)}")
+    x = strips_uint8.float() / 255
+    steps = (x[:, 1:] - x[:, :-1]).pow(2).mean((2, 3, 4)).sqrt()   # (P, n - 1)
+    evenness = steps.mean(1) / steps.max(1).values.clamp_min(1e-12)
+    return {"mean_step": steps.mean().item(), "evenness": evenness.mean().item(),
+            "steps": steps.mean(0).tolist()}
+
+
+def middle_frames(strips_uint8: torch.Tensor) -> torch.Tensor:
+    """The frames strictly between the two ends of each strip, (P * (n - 2), 3, H, W)."""
+    return strips_uint8[:, 1:-1].reshape(-1, *strips_uint8.shape[2:])

@@ -1,0 +1,59 @@
+"""experiments.observe: the statistics behind the report's descriptive answers."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from experiments import observe
+
+
+def textured(n: int = 16, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+
+
+def blurred(images: torch.Tensor) -> torch.Tensor:
+    x = F.avg_pool2d(images.float(), 3, stride=1, padding=1, count_include_pad=False)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def test_sharpness_ratio_is_one_for_the_same_set_and_below_one_after_blur():
+    images = textured()
+    assert observe.sharpness_ratio(images, images) == pytest.approx(1.0)
+    assert observe.sharpness_ratio(blurred(images), images) < 0.3
+    assert observe.laplacian_energy(torch.full((2, 3, 32, 32), 128, dtype=torch.uint8)) == 0.0
+
+
+def test_grey_rejects_float_images():
+    with pytest.raises(TypeError, match="uint8"):
+        observe.grey(torch.rand(2, 3, 32, 32))
+
+
+class FixedClassifier(torch.nn.Module):
+    """Logits chosen per image by its mean brightness: bright -> confident class 3, dark -> unsure."""
+
+    def forward(self, x):  # x in [-1, 1], (B, 3, H, W)
+        bright = (x.mean((1, 2, 3)) > 0).float()[:, None]
+        confident = F.one_hot(torch.full((len(x),), 3), 10).float() * 10
+        return bright * confident + (1 - bright) * torch.zeros(len(x), 10)
+
+
+def test_digit_patterns_counts_confident_images_and_their_classes():
+    images = torch.cat([torch.full((3, 3, 32, 32), 250, dtype=torch.uint8), torch.zeros(1, 3, 32, 32, dtype=torch.uint8)])
+    out = observe.digit_patterns(FixedClassifier(), images, "cpu", batch_size=2)
+    assert out["confident_fraction"] == pytest.approx(0.75)
+    assert out["class_histogram"][3] == 3 and sum(out["class_histogram"]) == 4
+
+
+def test_interpolation_steps_even_ramp_and_single_jump():
+    frames = torch.arange(10, dtype=torch.uint8) * 25                       # 0, 25, ..., 225: equal steps
+    ramp = frames.view(1, 10, 1, 1, 1).expand(2, 10, 3, 8, 8).contiguous()
+    out = observe.interpolation_steps(ramp)
+    assert out["evenness"] == pytest.approx(1.0) and out["mean_step"] == pytest.approx(25 / 255)
+    jump = torch.zeros(1, 10, 3, 8, 8, dtype=torch.uint8)
+    jump[:, 5:] = 200
+    assert observe.interpolation_steps(jump)["evenness"] == pytest.approx(1 / 9)
+    assert observe.middle_frames(ramp).shape == (16, 3, 8, 8)
+    with pytest.raises(ValueError, match="strips"):
+        observe.interpolation_steps(ramp[:, :2])
