@@ -6,8 +6,12 @@ A checkpoint is the dictionary the SimSiam reference training script (main_simsi
      "optimizer": optimizer.state_dict()}
 
 Keys saved from a DataParallel / DistributedDataParallel model start with "module."; loading
-strips it. Standalone: imports only torch and the standard library; nothing happens at import.
+strips it. `save_checkpoint` adds a "sha256" entry, a digest of everything else in the dictionary,
+and loading verifies it, so a file damaged after it was written (a disk, a sync, a copy) is refused
+instead of loading wrong weights; a checkpoint without that entry (plain `torch.save`, the starter's)
+loads as before. Standalone: imports only torch and the standard library; nothing happens at import.
 """
+import hashlib
 import os
 import pickle
 import tempfile
@@ -21,6 +25,7 @@ ENCODER_PREFIX = "encoder."            # SimSiam.encoder: backbone + projector
 PROJECTOR_PREFIX = "encoder.fc."       # the projector replaced the backbone's classifier
 CLASSIFIER_HEAD = ("fc.weight", "fc.bias")
 TRAINING_KEYS = ("state_dict", "optimizer", "epoch")
+CHECKSUM_KEY = "sha256"
 
 Device = int | str | torch.device | None
 
@@ -36,9 +41,10 @@ class TwoCropsTransform:
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
-    """torch.save(state, path) atomically: write a temporary file beside `path`, then os.replace it,
-    so an interrupted save never leaves a truncated file where a good checkpoint was."""
+    """torch.save(state, path) atomically, with a digest: write a temporary file beside `path`, then
+    os.replace it, so an interrupted save never leaves a truncated file where a good checkpoint was."""
     path = os.fspath(path)
+    state = {**state, CHECKSUM_KEY: digest(state)}
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
@@ -117,10 +123,15 @@ def _map_location(gpu: Device) -> str | torch.device:
     if gpu is None:
         return "cpu"
     if isinstance(gpu, int) and not isinstance(gpu, bool):
-        return f"cuda:{gpu}"
-    if isinstance(gpu, (str, torch.device)):
-        return gpu
-    raise TypeError(f"gpu must be None (CPU), a GPU index, or a device such as 'cpu' or 'cuda:0'; got {gpu!r}")
+        location = f"cuda:{gpu}"
+    elif isinstance(gpu, (str, torch.device)):
+        location = gpu
+    else:
+        raise TypeError(f"gpu must be None (CPU), a GPU index, or a device such as 'cpu' or 'cuda:0'; got {gpu!r}")
+    if torch.device(location).type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"gpu={gpu!r} asks for a CUDA device, but CUDA is not available on this machine; "
+                           "pass gpu=None to load the checkpoint on the CPU")
+    return location
 
 
 def _read_checkpoint(path: str | os.PathLike, gpu: Device) -> dict:
@@ -129,8 +140,9 @@ def _read_checkpoint(path: str | os.PathLike, gpu: Device) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}: check the path, or train the model first "
                                 f"so that the training loop writes one there")
+    location = _map_location(gpu)  # outside the try: a bad or unavailable device is not a corrupt file
     try:
-        checkpoint = torch.load(path, map_location=_map_location(gpu), weights_only=True)
+        checkpoint = torch.load(path, map_location=location, weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
         first_line = (str(err).splitlines() or [""])[0]
         raise RuntimeError(f"cannot read the checkpoint {path!r}: it is corrupt, truncated, not written by torch.save, "
@@ -138,7 +150,37 @@ def _read_checkpoint(path: str | os.PathLike, gpu: Device) -> dict:
                            f"({type(err).__name__}: {first_line})") from err
     if not isinstance(checkpoint, dict):
         raise ValueError(f"{path!r} holds a {type(checkpoint).__name__}, not a checkpoint dictionary")
+    if CHECKSUM_KEY in checkpoint:
+        stored = checkpoint.pop(CHECKSUM_KEY)
+        if stored != digest(checkpoint):
+            raise RuntimeError(f"the checkpoint {path!r} fails its checksum: it was damaged after it was written "
+                               "(disk, Drive sync or copy). Restore an intact copy, or delete it and train again")
     return checkpoint
+
+
+def digest(value: Any) -> str:
+    """SHA-256 of a checkpoint's content: every tensor's key path, dtype, shape and bytes, and the repr of
+    every other value, in sorted key order (the same for the state saved and the state loaded back)."""
+    h = hashlib.sha256()
+    _feed(h, value)
+    return h.hexdigest()
+
+
+def _feed(h: "hashlib._Hash", value: Any) -> None:
+    if isinstance(value, dict):
+        for key in sorted(value, key=repr):
+            h.update(repr(key).encode())
+            _feed(h, value[key])
+    elif isinstance(value, (list, tuple)):
+        h.update(f"{type(value).__name__}{len(value)}".encode())
+        for item in value:
+            _feed(h, item)
+    elif isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{t.dtype}{tuple(value.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    else:
+        h.update(repr(value).encode())
 
 
 def _check_tensors(found: dict, wanted: dict, path: str | os.PathLike) -> None:

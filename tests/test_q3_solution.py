@@ -415,6 +415,7 @@ def test_load_checkpoints_maps_tensors_where_asked(tmp_path, monkeypatch):
         return real_load(*args, map_location="cpu", **kwargs)  # no GPU here: record, then load on the CPU
 
     monkeypatch.setattr(torch, "load", spy)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
     for gpu in (None, 0, "cpu", torch.device("cpu")):
         q3_misc.load_checkpoints(path, model, optimizer, gpu)
     assert asked == ["cpu", "cuda:0", "cpu", torch.device("cpu")]
