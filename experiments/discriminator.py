@@ -1,0 +1,231 @@
+"""Question 3 on a model's samples: a trained discriminator's JSD estimate and rejection sampling.
+
+p1 is the real data (label 1), p0 a generative model's samples (label 0), D = sigmoid(h) with a
+logit h. Theory (report/theory/q3.tex):
+  3.1  JSD(p0, p1) = log 2 + 1/2 E_p1[log D*(x)] + 1/2 E_p0[log(1 - D*(x))], D* = f1 / (f0 + f1);
+       with a trained D != D* the population value is log 2 + V(D)/2 <= JSD: a lower bound.
+  3.2  f1 = f0 D* / (1 - D*) = f0 e^{h*}: the logit estimates the log density ratio, so e^h is an
+       importance weight from p0 to p1. Discriminator rejection sampling (Azadi et al., 2019,
+       "Discriminator Rejection Sampling", ICLR) accepts model samples in proportion to it.
+The discriminator is the digit classifier's network (experiments.classifier) with one logit.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from experiments.classifier import DigitClassifier, classifier_fid
+from experiments.data import to_float
+from experiments.monitors import extract_features
+
+# --------------------------------------------------------------------------- the estimator (3.1)
+
+def jsd_terms(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample terms of 3.1's estimator, float64 on the CPU: log D(x) on p1 (N1,), log(1 - D(x)) on p0 (N0,).
+
+    log D = log sigmoid(h) and log(1 - D) = log sigmoid(-h), both finite for any finite h.
+    """
+    for name, h in (("logits_real", logits_real), ("logits_fake", logits_fake)):
+        if h.dim() != 1 or len(h) == 0 or not h.is_floating_point():
+            raise ValueError(f"{name} must be a non-empty floating-point (N,) tensor, got {h.dtype} {tuple(h.shape)}")
+    h1, h0 = logits_real.detach().to("cpu", torch.float64), logits_fake.detach().to("cpu", torch.float64)
+    return F.logsigmoid(h1), F.logsigmoid(-h0)
+
+
+def jsd_estimate(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> float:
+    """3.1's estimator on held-out logits: log 2 + 1/2 mean_{x~p1} log D(x) + 1/2 mean_{x~p0} log(1 - D(x)).
+
+    logits_real: (N1,) logits h of real images (p1); logits_fake: (N0,) of model samples (p0).
+    Equal to log 2 minus D's balanced binary cross-entropy. Nothing is clipped, so it can fall
+    below 0 (an overfitted D) but never exceeds log 2. For D != D* its expectation is a lower
+    bound on JSD(p0, p1) (3.1); h = 0 everywhere gives exactly 0.
+    """
+    log_D, log_1mD = jsd_terms(logits_real, logits_fake)
+    return math.log(2) + 0.5 * log_D.mean().item() + 0.5 * log_1mD.mean().item()
+
+
+def jsd_bootstrap(
+    logits_real: torch.Tensor,
+    logits_fake: torch.Tensor,
+    n_boot: int,
+    generator: torch.Generator,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """(estimate, low, high): `jsd_estimate` and its percentile bootstrap interval at `level`.
+
+    Each of the n_boot replicates resamples the real and the fake logits, each set with
+    replacement and at its own size; (low, high) are the (1 -+ level)/2 quantiles of the
+    replicates. The discriminator is held fixed: the interval covers the sampling noise of the
+    held-out averages, not the variation of training. Indices are drawn on the CPU from `generator`.
+    """
+    if n_boot < 2 or not 0 < level < 1:
+        raise ValueError(f"need n_boot >= 2 and 0 < level < 1, got {n_boot} and {level}")
+    log_D, log_1mD = jsd_terms(logits_real, logits_fake)  # (N1,), (N0,)
+    replicates = torch.empty(n_boot, dtype=torch.float64)
+    for b in range(n_boot):
+        i1 = torch.randint(len(log_D), (len(log_D),), generator=generator)
+        i0 = torch.randint(len(log_1mD), (len(log_1mD),), generator=generator)
+        replicates[b] = math.log(2) + 0.5 * log_D[i1].mean() + 0.5 * log_1mD[i0].mean()
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    low, high = torch.quantile(replicates, q).tolist()
+    return jsd_estimate(logits_real, logits_fake), low, high
+
+
+# --------------------------------------------------------------------------- the discriminator
+
+class Discriminator(DigitClassifier):
+    """`DigitClassifier`'s body with one logit h(x) = log(D(x) / (1 - D(x))) in place of ten classes."""
+
+    def __init__(self, *, feature_dim: int = 64):
+        super().__init__(feature_dim=feature_dim)
+        self.head = nn.Linear(feature_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 32, 32) in [-1, 1] -> (B, 1) logits h."""
+        return self.head(self.body(x))
+
+
+def train_discriminator(
+    real_uint8: torch.Tensor,
+    fake_uint8: torch.Tensor,
+    *,
+    epochs: int = 5,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+) -> Discriminator:
+    """Train a `Discriminator` to tell real images (label 1, p1) from model samples (label 0, p0).
+
+    real_uint8 (N1, 3, 32, 32), fake_uint8 (N0, 3, 32, 32): the training split; keep a held-out
+    split for the estimates. Each step draws batch_size/2 images from each set, uniformly with
+    replacement (balanced batches: the prior is 1/2, as in 3.1); an epoch is ceil(max(N1, N0) /
+    (batch_size/2)) steps. BCE with logits on a balanced batch is -1/2 (mean log D + mean log(1 - D)),
+    the negative of 3.1's objective up to log 2. Adam with a one-cycle schedule (peak `lr`), as the
+    digit classifier. Deterministic in `seed`; the global RNG is left as it was. Returns the model
+    in eval mode on `device`.
+    """
+    for name, x in (("real_uint8", real_uint8), ("fake_uint8", fake_uint8)):
+        if x.dtype != torch.uint8 or x.shape[1:] != (3, 32, 32) or len(x) == 0:
+            raise TypeError(f"{name} must be non-empty uint8 (N, 3, 32, 32), got {x.dtype} {tuple(x.shape)}")
+    if epochs < 1 or batch_size < 2 or lr <= 0:
+        raise ValueError(f"need epochs >= 1, batch_size >= 2, lr > 0; got {epochs}, {batch_size}, {lr}")
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = Discriminator().to(device)
+    generator = torch.Generator().manual_seed(seed)
+    real, fake = real_uint8.to(device), fake_uint8.to(device)
+    half = batch_size // 2
+    steps = epochs * -(-max(len(real), len(fake)) // half)
+    labels = torch.cat([torch.ones(half, 1), torch.zeros(half, 1)]).to(device)  # (2 half, 1): real first
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    model.train()
+    for _ in range(steps):
+        i1 = torch.randint(len(real), (half,), generator=generator).to(device)
+        i0 = torch.randint(len(fake), (half,), generator=generator).to(device)
+        x = to_float(torch.cat([real[i1], fake[i0]]))  # (2 half, 3, 32, 32) in [-1, 1]
+        loss = F.binary_cross_entropy_with_logits(model(x), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return model.eval()
+
+
+def discriminator_logits(
+    model: Discriminator, images_uint8: torch.Tensor, batch_size: int = 512, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Logits h (N,) float32 on `device` of uint8 images (N, 3, 32, 32), in eval mode."""
+    return extract_features(model, images_uint8, batch_size, device, to_float)[:, 0]
+
+
+# --------------------------------------------------------------------------- rejection sampling (3.2)
+
+def rejection_sample(
+    fake_uint8: torch.Tensor, logits_fake: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, float]:
+    """Discriminator rejection sampling: (accepted images (M, ...), accepted fraction M / N).
+
+    With 3.2's importance weight w = D / (1 - D) = e^h (an estimate of f1 / f0), sample i of
+    fake_uint8 (N, ...) is accepted with probability w_i / max_j w_j = exp(h_i - max_j h_j),
+    computed in log space, so the sample with the largest logit is always accepted (M >= 1).
+    If h = h* and the maximum bounds w on p0's support, the accepted samples follow p1 exactly.
+    This is the basic DRS of Azadi et al. (2019): no gamma shift of the acceptance logit, and
+    max_j over the given set instead of a separate burn-in set.
+    Uniforms are drawn on the CPU from `generator`; the result stays on fake_uint8's device.
+    """
+    if logits_fake.shape != fake_uint8.shape[:1]:
+        raise ValueError(f"logits_fake must have shape ({len(fake_uint8)},), got {tuple(logits_fake.shape)}")
+    h = logits_fake.detach().to("cpu", torch.float64)
+    log_accept = h - h.max()  # log(w_i / max_j w_j) <= 0
+    accept = torch.rand(len(h), generator=generator, dtype=torch.float64) < log_accept.exp()  # (N,)
+    return fake_uint8[accept.to(fake_uint8.device)], accept.double().mean().item()
+
+
+# --------------------------------------------------------------------------- the measurement
+
+def split(images: torch.Tensor, held_out: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random (train, held-out) partition of images (N, ...), round(held_out * N) images held out."""
+    n_test = round(held_out * len(images))
+    if not 2 <= n_test <= len(images) - 2:
+        raise ValueError(f"held_out={held_out} of {len(images)} images leaves fewer than 2 on one side")
+    order = torch.randperm(len(images), generator=generator).to(images.device)
+    return images[order[n_test:]], images[order[:n_test]]
+
+
+def measure(
+    real_uint8: torch.Tensor,
+    fake_uint8: torch.Tensor,
+    digits_classifier: DigitClassifier,
+    *,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    held_out: float = 0.5,
+    epochs: int = 5,
+    batch_size: int = 128,
+    n_boot: int = 1000,
+) -> dict:
+    """JSD(model, data) through a trained discriminator, and DRS's effect on the classifier-FID proxy.
+
+    Splits real (p1) and fake (p0) uint8 images (N, 3, 32, 32) into train / held-out, trains a
+    `Discriminator` on the train halves and evaluates on the held-out ones:
+      jsd, jsd_low, jsd_high   3.1's estimate and its bootstrap interval (a lower bound on the JSD)
+      accepted_fraction        DRS on the held-out fakes (n_accepted images)
+      fid_fake, fid_accepted   classifier FID of held-out fakes, and of the accepted ones, vs held-out real
+      fid_random_subset        the same for a random subset of the fakes of the accepted size: the FID
+                               is biased upwards for small sets, so compare fid_accepted with this one
+      jsd_accepted             3.1's estimate with the accepted set as p0. Optimistic: the same D
+                               selected those images, so it is no longer an independent held-out estimate
+      seconds                  wall time of the whole measurement
+    The accepted FIDs are NaN when a single sample is accepted.
+    """
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    real_train, real_test = split(real_uint8, held_out, generator)
+    fake_train, fake_test = split(fake_uint8, held_out, generator)
+    model = train_discriminator(real_train, fake_train, epochs=epochs, batch_size=batch_size,
+                                device=device, seed=seed)
+    h_real = discriminator_logits(model, real_test, device=device)  # (N1,)
+    h_fake = discriminator_logits(model, fake_test, device=device)  # (N0,)
+    jsd, low, high = jsd_bootstrap(h_real, h_fake, n_boot, generator)
+    accepted, fraction = rejection_sample(fake_test, h_fake, generator)
+    subset = fake_test[torch.randperm(len(fake_test), generator=generator)[: len(accepted)].to(fake_test.device)]
+
+    def fid(images: torch.Tensor) -> float:
+        return classifier_fid(digits_classifier, images, real_test, device=device) if len(images) >= 2 else math.nan
+
+    return {
+        "jsd": jsd, "jsd_low": low, "jsd_high": high,
+        "jsd_accepted": jsd_estimate(h_real, discriminator_logits(model, accepted, device=device)),
+        "accepted_fraction": fraction, "n_accepted": len(accepted),
+        "fid_fake": fid(fake_test), "fid_accepted": fid(accepted), "fid_random_subset": fid(subset),
+        "n_real_train": len(real_train), "n_fake_train": len(fake_train),
+        "n_real_test": len(real_test), "n_fake_test": len(fake_test),
+        "seconds": time.perf_counter() - start,
+    }

@@ -1,0 +1,143 @@
+"""Question 4 in the real runs: the spectrum of SimSiam's features and how its predictor aligns with it.
+
+Q4 (report/theory/q4.tex) studies linear SimSiam: with the stop-gradient and a predictor W_p,
+W W^T - W_p^T W_p is conserved and W_p tends to F12 F1^{-1}; DirectPred (Tian, Chen & Ganguli,
+2021, "Understanding self-supervised learning dynamics without contrastive pairs", ICML)
+observed that the trained predictor's eigenvectors align with those of the feature correlation
+F = E[z z^T], and without the stop-gradient the features collapse. Here, on a trained model:
+the spectrum of F over a fixed batch (collapse shows as a low effective rank) and the
+alignment of the predictor's linear map with F's eigenvectors.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+from torch.func import jacrev
+
+# --------------------------------------------------------------------------- spectrum of F
+
+def feature_correlation(z: torch.Tensor) -> torch.Tensor:
+    """F = E[z z^T] = z^T z / N over a batch z (N, d): (d, d) float64 on z's device.
+
+    Uncentred, the correlation matrix of DirectPred (its F = E[f f^T]), not the covariance.
+    """
+    if z.dim() != 2 or len(z) == 0:
+        raise ValueError(f"z must be a non-empty (N, d) tensor, got {tuple(z.shape)}")
+    z = z.detach().double()
+    return z.T @ z / len(z)  # (d, d)
+
+
+def spectrum(F: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (d,) in descending order and eigenvectors U (d, d), column i for eigenvalue i.
+
+    F symmetric (d, d); F = U diag(eigenvalues) U^T.
+    """
+    eigenvalues, U = torch.linalg.eigh(F)  # ascending
+    return eigenvalues.flip(0), U.flip(1)
+
+
+def effective_rank(eigenvalues: torch.Tensor) -> float:
+    """exp(entropy of p), p_i = lambda_i / sum_j lambda_j (Roy & Vetterli, 2007); in [1, d].
+
+    Negative eigenvalues (round-off of a PSD matrix) count as 0; r equal eigenvalues and the
+    rest 0 give r. A collapsed representation has an effective rank near 1.
+    """
+    lam = eigenvalues.double().clamp_min(0)
+    p = lam / lam.sum()
+    return torch.exp(-torch.special.xlogy(p, p).sum()).item()  # xlogy: 0 log 0 = 0
+
+
+# --------------------------------------------------------------------------- the predictor
+
+def predictor_linear_map(predictor: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """W_p (d, d): the predictor's Jacobian dp/dz at the batch mean z_bar = mean(z), z (N, d).
+
+    Computed with `torch.func.jacrev` in eval mode (batch norm with its running statistics,
+    so the map does not depend on a batch); each submodule's mode is restored afterwards.
+    For the bottleneck MLP it is W2 diag(relu'(.)) diag(gamma / sigma) W1 at z_bar: the local
+    linear map of a piecewise-linear predictor. `nn.Identity()` gives I. Same dtype and device as z.
+    """
+    z_bar = z.detach().mean(dim=0)  # (d,)
+    modes = [(module, module.training) for module in predictor.modules()]
+    predictor.eval()
+    try:
+        W_p = jacrev(lambda v: predictor(v[None])[0])(z_bar)  # (d, d): W_p[i, j] = dp_i / dz_j
+    finally:
+        for module, training in modes:
+            module.training = training
+    return W_p.detach()
+
+
+def alignment(W_p: torch.Tensor, eigvecs: torch.Tensor, k: int) -> dict:
+    """How far W_p (d, d) shares the eigenvectors U (d, d) of F; top k of them reported one by one.
+
+      cosines             cos(W_p u_i, u_i) for i < k (signed; 1 where u_i is an eigenvector of W_p
+                          with a positive eigenvalue, -1 for a negative one, 0 if W_p u_i = 0)
+      diagonal            u_i^T W_p u_i for i < k: W_p's eigenvalue along u_i when aligned
+      diagonal_fraction   ||diag(M)||^2 / ||M||_F^2 with M = U^T W_p U: 1 exactly when W_p is
+                          diagonal in F's eigenbasis (commutes with F, for distinct eigenvalues)
+      chance              1 / d, the expected diagonal fraction of a matrix with i.i.d. entries
+    Within a degenerate eigenspace of F the basis is arbitrary, so there these read low even
+    for a commuting W_p. The identity (no predictor) scores 1 trivially.
+    """
+    d = len(eigvecs)
+    if W_p.shape != (d, d) or not 1 <= k <= d:
+        raise ValueError(f"need W_p ({d}, {d}) and 1 <= k <= {d}, got {tuple(W_p.shape)} and k={k}")
+    U = eigvecs.double()
+    M = U.T @ W_p.double().to(U.device) @ U  # (d, d): W_p in F's eigenbasis
+    Wu = M[:, :k]  # (d, k): column i is U^T W_p u_i; norms are those of W_p u_i (U orthogonal)
+    cosines = M.diagonal()[:k] / Wu.norm(dim=0).clamp_min(torch.finfo(torch.float64).tiny)
+    return {
+        "cosines": cosines.tolist(),
+        "diagonal": M.diagonal()[:k].tolist(),
+        "diagonal_fraction": (M.diagonal().square().sum() / M.square().sum()).item(),
+        "chance": 1 / d,
+    }
+
+
+# --------------------------------------------------------------------------- the measurement
+
+@torch.no_grad()
+def encode(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Projections z = f(x) (N, d) float32 of normalised images (N, 3, H, W) by `model.encoder`, in eval mode.
+
+    Batches move to the encoder's device; each submodule's mode is restored afterwards.
+    """
+    device = next(model.encoder.parameters()).device
+    modes = [(module, module.training) for module in model.encoder.modules()]
+    model.encoder.eval()
+    try:
+        z = [model.encoder(images[i : i + batch_size].to(device)).float() for i in range(0, len(images), batch_size)]
+    finally:
+        for module, training in modes:
+            module.training = training
+    return torch.cat(z)  # (N, d)
+
+
+def measure(model: nn.Module, images_or_z: torch.Tensor, *, k: int = 16, n_eigenvalues: int = 32,
+            batch_size: int = 256) -> dict:
+    """F's spectrum and the predictor's alignment with it for a SimSiam model (`encoder`, `predictor`).
+
+    images_or_z: normalised images (N, 3, H, W), encoded by `encode`, or projections z (N, d).
+    Keep N fixed across runs (e.g. 512 test images): F is estimated from that batch. The float64
+    eigendecomposition costs well under a second on a GPU at d = 2048 but some 20 s on one CPU
+    thread; on a CPU prefer the smoke preset's d = 256.
+      eigenvalues      the top n_eigenvalues of F, divided by the largest
+      effective_rank   of F's whole spectrum (1 = collapsed to a line, d = isotropic)
+      alignment        `alignment` of the predictor's Jacobian at the mean z with the top k
+      d, n, seconds    feature width, batch size, wall time
+    """
+    start = time.perf_counter()
+    z = images_or_z if images_or_z.dim() == 2 else encode(model, images_or_z, batch_size)  # (N, d)
+    eigenvalues, U = spectrum(feature_correlation(z))
+    W_p = predictor_linear_map(model.predictor, z)  # (d, d)
+    k, n_eigenvalues = min(k, z.shape[1]), min(n_eigenvalues, z.shape[1])
+    return {
+        "eigenvalues": (eigenvalues[:n_eigenvalues] / eigenvalues[0]).tolist(),
+        "effective_rank": effective_rank(eigenvalues),
+        "alignment": alignment(W_p, U, k),
+        "d": z.shape[1], "n": len(z),
+        "seconds": time.perf_counter() - start,
+    }

@@ -1,0 +1,123 @@
+"""Question 4's spectrum measurements on linear networks whose answers are known, and a tiny SimSiam."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import q3_solution as q3
+from experiments import spectrum as spec
+
+
+class TinyBackbone(nn.Module):
+    """A torchvision-style constructor for SimSiam: conv, pool, and a classifier `fc` it turns into the projector."""
+
+    def __init__(self, num_classes: int, zero_init_residual: bool = False):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (B, 8)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def _linear_features(n: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x ~ N(0, I) (n, d), a fixed A (d, d), z = x A^T, so E[z z^T] = A A^T."""
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(d, d, generator=g, dtype=torch.float64)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    return x, A, x @ A.T
+
+
+def test_feature_correlation_is_the_uncentred_second_moment_of_a_linear_map():
+    x, A, z = _linear_features(50, 4, 0)
+    F = spec.feature_correlation(z + 3.0)  # uncentred: a shift changes F
+    assert torch.allclose(spec.feature_correlation(z), A @ (x.T @ x / len(x)) @ A.T)  # exact for the batch
+    assert torch.allclose(F, spec.feature_correlation(z) + 3.0 * (z.mean(0)[:, None] + z.mean(0)[None, :]) + 9.0)
+
+
+def test_spectrum_matches_the_closed_form_within_sampling_error():
+    _, A, z = _linear_features(40_000, 4, 1)
+    eigenvalues, U = spec.spectrum(spec.feature_correlation(z))
+    expected = torch.linalg.eigvalsh(A @ A.T).flip(0)  # descending
+    assert (eigenvalues[:-1] >= eigenvalues[1:]).all()
+    # sample eigenvalues of a Wishart matrix: relative error ~ sqrt(2 / n) = 0.007
+    assert torch.allclose(eigenvalues, expected, rtol=0.05)
+    assert torch.allclose(U @ torch.diag(eigenvalues) @ U.T, spec.feature_correlation(z))
+
+
+def test_effective_rank_of_equal_eigenvalues_is_the_rank():
+    g = torch.Generator().manual_seed(2)
+    d, r = 12, 5
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    F = 3.0 * Q[:, :r] @ Q[:, :r].T  # rank r, r equal eigenvalues, round-off elsewhere
+    assert spec.effective_rank(spec.spectrum(F)[0]) == pytest.approx(r, rel=1e-9)
+    assert spec.effective_rank(torch.tensor([1.0, 0.0, 0.0])) == pytest.approx(1.0)
+    assert 1 < spec.effective_rank(torch.tensor([4.0, 2.0, 1.0])) < 3
+
+
+def test_a_polynomial_in_F_is_fully_aligned_and_a_random_map_is_not():
+    _, _, z = _linear_features(500, 16, 3)
+    F = spec.feature_correlation(z)
+    _, U = spec.spectrum(F)
+    for W_p in (F, F @ F + 2 * F + 0.5 * torch.eye(16, dtype=F.dtype)):
+        out = spec.alignment(W_p, U, 5)
+        assert out["cosines"] == pytest.approx([1.0] * 5, abs=1e-9)
+        assert out["diagonal_fraction"] == pytest.approx(1.0, abs=1e-9)
+    assert spec.alignment(-F, U, 3)["cosines"] == pytest.approx([-1.0] * 3, abs=1e-9)
+    random = spec.alignment(torch.randn(16, 16, generator=torch.Generator().manual_seed(4)), U, 5)
+    assert random["diagonal_fraction"] < 0.3 and random["chance"] == 1 / 16
+    assert max(abs(c) for c in random["cosines"]) < 0.9
+
+
+def test_alignment_diagonal_is_the_eigenvalue_along_each_eigenvector():
+    _, _, z = _linear_features(300, 6, 5)
+    eigenvalues, U = spec.spectrum(spec.feature_correlation(z))
+    sqrt_F = U @ torch.diag(eigenvalues.sqrt()) @ U.T  # DirectPred's W_p = F^{1/2}
+    out = spec.alignment(sqrt_F, U, 6)
+    assert out["diagonal"] == pytest.approx(eigenvalues.sqrt().tolist())
+
+
+def test_predictor_map_of_a_linear_predictor_is_the_product_of_its_weights():
+    torch.manual_seed(0)
+    d, m = 8, 3
+    predictor = nn.Sequential(nn.Linear(d, m, bias=False), nn.Linear(m, d))
+    z = torch.randn(10, d)
+    W_p = spec.predictor_linear_map(predictor, z)
+    assert torch.allclose(W_p, predictor[1].weight @ predictor[0].weight, atol=1e-6)
+    assert torch.equal(spec.predictor_linear_map(nn.Identity(), z), torch.eye(d))
+
+
+def test_predictor_map_of_the_simsiam_predictor_uses_running_statistics_and_restores_the_mode():
+    torch.manual_seed(0)
+    model = q3.SimSiam(TinyBackbone, dim=8, pred_dim=4)
+    W1, bn, W2 = model.predictor[0].weight, model.predictor[1], model.predictor[3].weight
+    with torch.no_grad():
+        bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2.0), bn.weight.uniform_(0.5, 1.5)
+        bn.bias.copy_(torch.tensor([3.0, -3.0, 3.0, -3.0]))  # two units on, two off at z_bar
+    z = torch.randn(20, 8)
+    model.train()
+    W_p = spec.predictor_linear_map(model.predictor, z)
+    assert model.predictor.training and bn.training
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (4,)
+    active = ((W1 @ z.mean(0) - bn.running_mean) * scale + bn.bias > 0).float()  # relu'(.) at z_bar
+    assert 0 < active.sum() < 4
+    assert torch.allclose(W_p, W2 @ torch.diag(active * scale) @ W1, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", [None, "no_pred_mlp"])
+def test_measure_on_a_tiny_simsiam(mode):
+    torch.manual_seed(0)
+    model = q3.SimSiam(TinyBackbone, dim=16, pred_dim=4, MLP_mode=mode).train()
+    images = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    out = spec.measure(model, images, k=4, n_eigenvalues=8, batch_size=32)
+    assert model.training and model.encoder.training
+    assert out["d"] == 16 and out["n"] == 64 and out["seconds"] > 0
+    assert out["eigenvalues"][0] == 1.0 and len(out["eigenvalues"]) == 8
+    assert all(a >= b for a, b in zip(out["eigenvalues"], out["eigenvalues"][1:]))
+    assert 1 <= out["effective_rank"] <= 16 and len(out["alignment"]["cosines"]) == 4
+    if mode == "no_pred_mlp":  # the identity commutes with everything
+        assert out["alignment"]["diagonal_fraction"] == pytest.approx(1.0)
+    z = spec.encode(model, images)
+    assert math.isclose(spec.measure(model, z, k=4)["effective_rank"], out["effective_rank"], rel_tol=1e-9)
