@@ -147,8 +147,8 @@ def gaps(model, x: torch.Tensor, *, generator: torch.Generator, K: int = 100, ll
         to the two q's and independent of the noise q*_x was selected on, so each is unbiased;
       log_likelihood: the mean of `ll_repeats` independent K-sample estimates, E log p_K(x) <= log p(x);
       amortisation_gap = per_point - amortised; approximation_gap = log_likelihood - per_point;
-      *_mc_se: the Monte Carlo standard error of each (paired draws for the amortisation gap, the
-        spread over repeats for the log-likelihood; needs ll_repeats >= 2).
+      *_mc_se: the Monte Carlo standard error of each (the spread over the test draws, paired for the
+        amortisation gap; over the repeats for the log-likelihood, so it needs ll_repeats >= 2).
     Both gaps are conservative: finitely many Adam steps leave the amortisation gap underestimated,
     and log p_K(x) < log p(x) the approximation gap. The summary holds the batch means, their Monte
     Carlo SE (*_mc_se) and SE across images (*_image_se), and the seconds of one encoder pass against
@@ -167,13 +167,15 @@ def gaps(model, x: torch.Tensor, *, generator: torch.Generator, K: int = 100, ll
         ll = torch.stack([log_likelihood(model, x, K, generator) for _ in range(ll_repeats)])  # (R, N)
     sem = lambda v: v.std(0) / math.sqrt(v.shape[0])                 # noqa: E731  (R, N) -> (N,)
     per_image = {
-        "amortised_elbo": amortised_draws.mean(0), "per_point_elbo": per_point_draws.mean(0), "log_likelihood": ll.mean(0),
+        "amortised_elbo": amortised_draws.mean(0), "amortised_elbo_mc_se": sem(amortised_draws),
+        "per_point_elbo": per_point_draws.mean(0), "per_point_elbo_mc_se": sem(per_point_draws),
+        "log_likelihood": ll.mean(0), "log_likelihood_mc_se": sem(ll),
         "amortisation_gap": (per_point_draws - amortised_draws).mean(0),
         "amortisation_gap_mc_se": sem(per_point_draws - amortised_draws),
-        "log_likelihood_mc_se": sem(ll),
     }
     per_image["approximation_gap"] = per_image["log_likelihood"] - per_image["per_point_elbo"]
-    per_image["approximation_gap_mc_se"] = (sem(per_point_draws) ** 2 + per_image["log_likelihood_mc_se"] ** 2).sqrt()
+    per_image["approximation_gap_mc_se"] = (per_image["per_point_elbo_mc_se"] ** 2
+                                            + per_image["log_likelihood_mc_se"] ** 2).sqrt()    # independent noises
     N = x.shape[0]
     summary = {"N": N, "K": K, "per_point_steps": fit.steps, "seconds_amortised": seconds_amortised,
                "seconds_per_point": fit.seconds}
