@@ -1,0 +1,188 @@
+"""Problem 1.3-1.4 measured: the amortisation and approximation gaps of a trained VAE.
+
+For a test image x the encoder's q_phi(z|x), the best Gaussian q*_x found for x alone, and the
+importance-sampled log-likelihood are ordered as
+
+    ELBO[q_phi(z|x)]  <=  ELBO[q*_x]  <=  log p(x)  ~=  log p_K(x)   (K = 100, Burda et al. 2016)
+     amortised          per-point                      log-likelihood
+
+    amortisation gap  = ELBO[q*_x] - ELBO[q_phi(z|x)]   >= 0 (Q1.3): the encoder's cost of sharing phi
+    approximation gap = log p(x) - ELBO[q*_x]           = KL(q*_x || p(z|x)): the diagonal family's cost
+
+(Cremer, Li & Duvenaud, "Inference Suboptimality in Variational Autoencoders", ICML 2018). q*_x is
+found by Adam on x's own (mu, logvar), started from the encoder. Every ELBO is estimated with a fixed
+noise eps, eps ~ N(0, I) of shape (S, N, z_dim) (common random numbers): the estimate is then a
+deterministic function of (mu, logvar), and two q's compared on the same eps differ by little noise.
+The decoder is the graded one, p(x|z) = N(mu_theta(z), I), so log p(x|z) = -decode(z).nll(x).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from vae_solution import DiagonalGaussianDistribution
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """N(0, I) draws from `generator` (on the generator's own device), moved to `device`."""
+    return torch.randn(shape, generator=generator, device=generator.device).to(device)
+
+
+def _clock(device: torch.device) -> float:
+    """Wall time in seconds, after the device's queued work has finished."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _check_eval(model) -> None:
+    if getattr(model, "training", False):
+        raise ValueError("the encoder's batch norm must use its running statistics: call model.eval() first")
+
+
+def elbo_samples(model, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """Per-draw ELBO, log p(x | z_s) - KL(q || N(0, I)) with z_s = mu + sigma * eps_s; (S, N).
+
+    x: (N, C, H, W); mu, logvar: (N, z_dim); eps: (S, N, z_dim). The KL is in closed form (the graded
+    `kl`), so only the reconstruction term varies from draw to draw."""
+    q = DiagonalGaussianDistribution(mu, logvar)
+    S, N = eps.shape[:2]
+    z = q.mean + q.std * eps                                        # (S, N, z_dim), reparameterised
+    decoded = model.decode(z.flatten(0, 1))                         # p(x | z) for (S*N, C, H, W)
+    x_rep = x.expand(S, *x.shape).flatten(0, 1)                     # (S*N, C, H, W), draw-major
+    log_px_z = -decoded.nll(x_rep, dims=tuple(range(1, x.dim())))   # log N(x; mu_theta(z), I), (S*N,)
+    return log_px_z.view(S, N) - q.kl()                             # (S, N)
+
+
+def elbo(model, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """ELBO = E_q[log p(x|z)] - KL(q || N(0, I)) of q = N(mu, diag exp(logvar)), averaged over the S draws
+    eps (S, N, z_dim); (N,). Differentiable in mu and logvar."""
+    return elbo_samples(model, x, mu, logvar, eps).mean(0)
+
+
+@dataclass
+class PerPoint:
+    """Result of `optimise_per_point`; every ELBO is under the same fixed evaluation noise."""
+    amortised_elbo: torch.Tensor   # (N,) ELBO of the encoder's q_phi(z|x)
+    per_point_elbo: torch.Tensor   # (N,) ELBO of each image's best q, >= amortised_elbo image by image
+    mu: torch.Tensor               # (N, z_dim) that best q's mean ...
+    logvar: torch.Tensor           # (N, z_dim) ... and log-variance
+    steps: int                     # Adam steps taken
+    seconds: float                 # wall time, encoder pass included
+
+
+def optimise_per_point(model, x: torch.Tensor, *, generator: torch.Generator, steps: int = 2000, lr: float = 1e-2,
+                       S: int = 8, eval_S: int = 32, eval_every: int = 50, tol: float = 0.01,
+                       patience: int = 4) -> PerPoint:
+    """Per-image variational inference (the "traditional" approach of Q1.3) started at the encoder.
+
+    Adam ascends sum_i ELBO_S(x_i; mu_i, logvar_i), each step on fresh noise (S, N, z_dim): image i's
+    gradient involves only (mu_i, logvar_i) and Adam is elementwise, so the N problems are solved
+    independently in one batch. Every `eval_every` steps each image's ELBO is evaluated on one fixed
+    noise eps_eval (eval_S, N, z_dim) and its best (mu_i, logvar_i) so far is kept, the encoder's
+    included: per_point_elbo >= amortised_elbo under eps_eval, for every image.
+    Stopping rule: after `steps` steps, or as soon as the batch mean of the best ELBOs has risen by
+    less than `tol` nats over the last `patience` evaluations. The model's weights get no gradient.
+    """
+    _check_eval(model)
+    start = _clock(x.device)
+    with torch.no_grad():
+        q = model.encode(x)
+    mu = q.mean.detach().clone().requires_grad_()                    # (N, z_dim)
+    logvar = q.logvar.detach().clone().requires_grad_()
+    eps_eval = _randn((eval_S, *mu.shape), generator, x.device)      # (eval_S, N, z_dim), fixed
+    with torch.no_grad():
+        amortised = elbo(model, x, mu, logvar, eps_eval)
+    best, best_mu, best_logvar = amortised.clone(), mu.detach().clone(), logvar.detach().clone()
+    history = [best.mean().item()]
+    optimiser = torch.optim.Adam([mu, logvar], lr=lr)
+    step = 0
+    while step < steps:
+        eps = _randn((S, *mu.shape), generator, x.device)            # fresh noise each step
+        loss = -elbo(model, x, mu, logvar, eps).sum()
+        mu.grad, logvar.grad = torch.autograd.grad(loss, [mu, logvar])
+        optimiser.step()
+        step += 1
+        if step % eval_every and step < steps:
+            continue
+        with torch.no_grad():
+            current = elbo(model, x, mu, logvar, eps_eval)
+            better = current > best                                  # (N,) per image
+            best = torch.where(better, current, best)
+            best_mu[better], best_logvar[better] = mu[better], logvar[better]
+        history.append(best.mean().item())
+        if len(history) > patience and history[-1] - history[-1 - patience] < tol:
+            break
+    return PerPoint(amortised, best, best_mu, best_logvar, step, _clock(x.device) - start)
+
+
+def log_likelihood(model, x: torch.Tensor, K: int, generator: torch.Generator) -> torch.Tensor:
+    """`model.log_likelihood(x, K)`, (N,): its draws come from the global RNG, so it runs in a fork of
+    that RNG seeded from `generator`, reproducible and leaving the caller's RNG state as it was."""
+    seed = int(torch.randint(2 ** 62, (1,), generator=generator, device=generator.device).item())
+    cuda = x.device.type == "cuda"
+    with torch.random.fork_rng(devices=[x.device] if cuda else []):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(x.device):
+                torch.cuda.manual_seed(seed)
+        return model.log_likelihood(x, K=K)
+
+
+@torch.no_grad()
+def _elbo_samples_chunked(model, x, mu, logvar, eps, chunk: int = 16) -> torch.Tensor:
+    """elbo_samples over the draws `chunk` at a time, so that memory does not grow with S; (S, N)."""
+    return torch.cat([elbo_samples(model, x, mu, logvar, e) for e in eps.split(chunk)])
+
+
+def gaps(model, x: torch.Tensor, *, generator: torch.Generator, K: int = 100, ll_repeats: int = 2,
+         test_S: int = 128, **per_point) -> dict:
+    """Amortisation and approximation gaps of the N images x (N, C, H, W), in nats; Q1.3-1.4.
+
+    Returns {"per_image": {name: (N,) CPU tensor}, "summary": {name: float}}. Per image:
+      amortised_elbo, per_point_elbo: both re-estimated on fresh test noise (test_S, N, z_dim), common
+        to the two q's and independent of the noise q*_x was selected on, so each is unbiased;
+      log_likelihood: the mean of `ll_repeats` independent K-sample estimates, E log p_K(x) <= log p(x);
+      amortisation_gap = per_point - amortised; approximation_gap = log_likelihood - per_point;
+      *_mc_se: the Monte Carlo standard error of each (the spread over the test draws, paired for the
+        amortisation gap; over the repeats for the log-likelihood, so it needs ll_repeats >= 2).
+    Both gaps are conservative: finitely many Adam steps leave the amortisation gap underestimated,
+    and log p_K(x) < log p(x) the approximation gap. The summary holds the batch means, their Monte
+    Carlo SE (*_mc_se) and SE across images (*_image_se), and the seconds of one encoder pass against
+    the per-point optimisation (Q1.4b). `per_point` goes to `optimise_per_point`.
+    """
+    _check_eval(model)
+    start = _clock(x.device)
+    with torch.no_grad():
+        q = model.encode(x)                                          # the amortised approach: one pass
+    seconds_amortised = _clock(x.device) - start
+    fit = optimise_per_point(model, x, generator=generator, **per_point)
+    eps = _randn((test_S, *q.mean.shape), generator, x.device)       # (test_S, N, z_dim)
+    amortised_draws = _elbo_samples_chunked(model, x, q.mean, q.logvar, eps)  # (test_S, N)
+    per_point_draws = _elbo_samples_chunked(model, x, fit.mu, fit.logvar, eps)
+    with torch.no_grad():
+        ll = torch.stack([log_likelihood(model, x, K, generator) for _ in range(ll_repeats)])  # (R, N)
+    sem = lambda v: v.std(0) / math.sqrt(v.shape[0])                 # noqa: E731  (R, N) -> (N,)
+    per_image = {
+        "amortised_elbo": amortised_draws.mean(0), "amortised_elbo_mc_se": sem(amortised_draws),
+        "per_point_elbo": per_point_draws.mean(0), "per_point_elbo_mc_se": sem(per_point_draws),
+        "log_likelihood": ll.mean(0), "log_likelihood_mc_se": sem(ll),
+        "amortisation_gap": (per_point_draws - amortised_draws).mean(0),
+        "amortisation_gap_mc_se": sem(per_point_draws - amortised_draws),
+    }
+    per_image["approximation_gap"] = per_image["log_likelihood"] - per_image["per_point_elbo"]
+    per_image["approximation_gap_mc_se"] = (per_image["per_point_elbo_mc_se"] ** 2
+                                            + per_image["log_likelihood_mc_se"] ** 2).sqrt()    # independent noises
+    N = x.shape[0]
+    summary = {"N": N, "K": K, "per_point_steps": fit.steps, "seconds_amortised": seconds_amortised,
+               "seconds_per_point": fit.seconds}
+    for name in ("amortised_elbo", "per_point_elbo", "log_likelihood", "amortisation_gap", "approximation_gap"):
+        v = per_image[name]
+        summary[name] = v.mean().item()
+        summary[f"{name}_image_se"] = (v.std() / math.sqrt(N)).item() if N > 1 else float("nan")
+        if f"{name}_mc_se" in per_image:
+            summary[f"{name}_mc_se"] = (per_image[f"{name}_mc_se"].pow(2).sum().sqrt() / N).item()
+    return {"per_image": {k: v.detach().cpu() for k, v in per_image.items()}, "summary": summary}

@@ -1,0 +1,119 @@
+"""experiments.amortisation: the per-point optimisation and the gaps of Q1.3-1.4.
+
+A linear-Gaussian stand-in model has a known answer: its exact posterior is a diagonal Gaussian, so the
+per-point optimum is the posterior itself, its ELBO is log p(x), and the approximation gap vanishes.
+"""
+import math
+
+import pytest
+import torch
+from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
+
+import vae_solution
+from experiments.amortisation import elbo, elbo_samples, gaps, optimise_per_point
+
+
+class LinearGaussian:
+    """z ~ N(0, I_2), x | z ~ N(W z + b, I) with x shaped (N, 1, 2, 2), through the graded distribution class.
+
+    W's columns are orthogonal, so the posterior p(z|x) = N(P W^T (x - b), P), P = (I + W^T W)^{-1}, is
+    diagonal. The "encoder" outputs the prior N(0, I) for every x: a poor amortised q, so a large gap."""
+    training = False
+
+    def __init__(self):
+        Q, _ = torch.linalg.qr(torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+        self.W = (Q * torch.tensor([2.0, 0.7], dtype=torch.float64)).float()    # (4, 2), W^T W = diag(4, 0.49)
+        self.b = torch.tensor([0.3, -0.2, 0.1, 0.5])
+
+    def encode(self, x):
+        zeros = torch.zeros(x.shape[0], 2)
+        return vae_solution.DiagonalGaussianDistribution(zeros, zeros)
+
+    def decode(self, z):
+        return vae_solution.DiagonalGaussianDistribution((z @ self.W.T + self.b).view(-1, 1, 2, 2))
+
+    def posterior(self, x):
+        """Exact p(z | x): mean (N, 2) and log-variance (2,)."""
+        P = torch.linalg.inv(torch.eye(2) + self.W.T @ self.W)
+        return (x.flatten(1) - self.b) @ self.W @ P, P.diagonal().log()
+
+    def log_likelihood(self, x, K=100):
+        """Exact log p(x) = log N(x; b, W W^T + I); uses no randomness."""
+        return MultivariateNormal(self.b, self.W @ self.W.T + torch.eye(4)).log_prob(x.flatten(1))
+
+
+def tiny_vae() -> vae_solution.VAE:
+    torch.manual_seed(0)
+    return vae_solution.VAE(z_dim=4, encoder_features=4, decoder_features=4).eval()
+
+
+def images(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_elbo_is_the_closed_form_for_the_linear_model():
+    """E_q log N(x; W z + b, I) - KL(q || N(0, I)), both in closed form, from many common draws."""
+    model, x = LinearGaussian(), torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(2))
+    generator = torch.Generator().manual_seed(3)
+    mu, logvar = torch.randn(3, 2, generator=generator), torch.randn(3, 2, generator=generator) * 0.3
+    eps = torch.randn(20000, 3, 2, generator=generator)
+    residual = x.flatten(1) - mu @ model.W.T - model.b                                  # (3, 4)
+    expected_log_lik = -0.5 * (4 * math.log(2 * math.pi) + residual.pow(2).sum(1)
+                               + (model.W.pow(2).sum(0) * logvar.exp()).sum(1))         # E_q ||W (z - mu)||^2
+    kl = kl_divergence(Independent(Normal(mu, (0.5 * logvar).exp()), 1), Independent(Normal(0.0, torch.ones(2)), 1))
+    draws = elbo_samples(model, x, mu, logvar, eps)                                     # (S, 3)
+    assert torch.equal(draws.mean(0), elbo(model, x, mu, logvar, eps))
+    assert ((draws.mean(0) - (expected_log_lik - kl)).abs() < 4 * draws.std(0) / math.sqrt(20000)).all()
+
+
+def test_per_point_never_lowers_an_image_elbo_and_leaves_the_model_alone():
+    model, x = tiny_vae(), images(6)
+    fit = optimise_per_point(model, x, generator=torch.Generator().manual_seed(0), steps=30, eval_every=5, S=4,
+                             eval_S=8, lr=0.05)
+    assert (fit.per_point_elbo >= fit.amortised_elbo).all()
+    assert (fit.per_point_elbo > fit.amortised_elbo).any()
+    assert all(p.grad is None for p in model.parameters())
+    again = optimise_per_point(model, x, generator=torch.Generator().manual_seed(0), steps=30, eval_every=5, S=4,
+                               eval_S=8, lr=0.05)
+    assert torch.equal(fit.per_point_elbo, again.per_point_elbo) and fit.steps == again.steps
+
+
+def test_training_mode_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"model\.eval\(\)"):
+        optimise_per_point(tiny_vae().train(), images(2), generator=torch.Generator(), steps=1)
+
+
+def test_gaps_on_a_vae_are_reproducible_and_the_amortisation_gap_is_nonnegative():
+    model, x = tiny_vae(), images(6)
+    state = torch.get_rng_state()
+    kwargs = {"K": 20, "test_S": 32, "steps": 40, "eval_every": 10, "S": 4, "eval_S": 8, "lr": 0.05}
+    result = gaps(model, x, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert torch.equal(torch.get_rng_state(), state)                   # the log-likelihood's draws ran in a fork
+    again = gaps(model, x, generator=torch.Generator().manual_seed(0), **kwargs)
+    for name, value in result["per_image"].items():
+        assert torch.equal(value, again["per_image"][name]), name
+    s, per_image = result["summary"], result["per_image"]
+    assert s["amortisation_gap"] >= -3 * s["amortisation_gap_mc_se"]
+    assert (per_image["amortisation_gap"] >= -3 * per_image["amortisation_gap_mc_se"] - 1e-4).all()
+    assert s["amortisation_gap"] == pytest.approx(s["per_point_elbo"] - s["amortised_elbo"], abs=1e-3)
+    assert s["seconds_amortised"] < s["seconds_per_point"]
+
+
+def test_linear_model_per_point_optimum_is_the_exact_posterior_and_the_approximation_gap_vanishes():
+    model, x = LinearGaussian(), torch.randn(8, 1, 2, 2, generator=torch.Generator().manual_seed(4)) * 2
+    result = gaps(model, x, generator=torch.Generator().manual_seed(0), test_S=4096, steps=3000, lr=0.02, S=16,
+                  eval_S=256, eval_every=50, tol=1e-3, patience=5)
+    per_image, s = result["per_image"], result["summary"]
+    log_px = model.log_likelihood(x)
+    assert per_image["per_point_elbo"] == pytest.approx(log_px, abs=0.03)
+    assert abs(s["approximation_gap"]) < 0.01 + 3 * s["approximation_gap_mc_se"]
+    # The prior as q: ELBO = log p(x) - KL(N(0, I) || p(z|x)), the amortisation gap by 1.1.
+    mean, logvar = model.posterior(x)
+    kl_prior_to_posterior = kl_divergence(Independent(Normal(torch.zeros(8, 2), 1.0), 1),
+                                          Independent(Normal(mean, (0.5 * logvar).exp()), 1))
+    error = (per_image["amortisation_gap"] - kl_prior_to_posterior).abs()
+    assert (error < 0.03 + 4 * per_image["amortisation_gap_mc_se"]).all()
+    fit = optimise_per_point(model, x, generator=torch.Generator().manual_seed(0), steps=3000, lr=0.02, S=16,
+                             eval_S=256, tol=1e-3, patience=5)
+    assert fit.mu == pytest.approx(mean, abs=0.05)
+    assert fit.logvar == pytest.approx(logvar.expand(8, 2), abs=0.2)  # the ELBO is flat there: d^2/4 nats off

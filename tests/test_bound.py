@@ -1,0 +1,145 @@
+"""experiments.bound: the DDPM variational bound of 2.3, against closed forms and the oracles of test_theory.
+
+Gaussian data x_0 ~ N(0, s^2 I) have the exact noise predictor E[eps | x_t] = sqrt(1 - abar_t) x_t /
+(abar_t s^2 + 1 - abar_t); with it, mu_theta is linear in x_t and every term's expectation over x_t has
+a closed form, so the stratified estimate can be checked against the exact bound.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch.distributions import Independent, Normal, kl_divergence
+
+from experiments.bound import (denoising_term, discretised_log_prob, normal_kl, prior_term, q_posterior,
+                               reconstruction_term, reverse_variance, strata, variational_bound)
+from experiments.diffusion import Diffusion
+from tests.test_theory import beta_tilde, linear_schedule, mu_tilde
+
+S2 = 0.25   # data variance s^2
+
+
+def exact_eps_model(diffusion: Diffusion):
+    """eps_theta(x_t, t) = E[eps | x_t] for x_0 ~ N(0, S2 I)."""
+    def eps_model(xt, t):
+        abar = diffusion.alphas_cumprod[t].view(-1, *[1] * (xt.dim() - 1))
+        return (1 - abar).sqrt() * xt / (abar * S2 + 1 - abar)
+    return eps_model
+
+
+def exact_terms(diffusion: Diffusion, x0: torch.Tensor, variance: str) -> tuple[torch.Tensor, ...]:
+    """(L_0 with the Gaussian density, sum_{t=2}^T L_{t-1}, L_T) per image, every expectation over x_t in
+    closed form, in float64: mu~ - mu_theta = u x_t + j x_0 with x_t ~ N(sqrt(abar) x_0, (1 - abar) I)."""
+    beta, abar = diffusion.betas.double(), diffusion.alphas_cumprod.double()
+    abar_prev, alpha = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]]), 1 - beta
+    x0, d = x0.double().flatten(1), x0[0].numel()
+    sq = x0.pow(2).sum(1)                                                   # ||x_0||^2, (N,)
+    a = (1 - beta / (abar * S2 + 1 - abar)) / alpha.sqrt()                  # mu_theta = a_t x_t
+    sigma2 = beta if variance == "beta" else torch.cat([beta[1:2] * (1 - abar[0]) / (1 - abar[1]),
+                                                        beta[1:] * (1 - abar_prev[1:]) / (1 - abar[1:])])
+    middle = torch.zeros_like(sq)
+    for i in range(1, diffusion.T):
+        k = alpha[i].sqrt() * (1 - abar_prev[i]) / (1 - abar[i])            # mu~ = k x_t + j x_0
+        j = abar_prev[i].sqrt() * beta[i] / (1 - abar[i])
+        bt = (1 - abar_prev[i]) / (1 - abar[i]) * beta[i]
+        expected_sq = ((k - a[i]) * abar[i].sqrt() + j) ** 2 * sq + (k - a[i]) ** 2 * (1 - abar[i]) * d
+        middle += 0.5 * d * (torch.log(sigma2[i] / bt) + bt / sigma2[i] - 1) + expected_sq / (2 * sigma2[i])
+    expected_sq_0 = (1 - a[0] * abar[0].sqrt()) ** 2 * sq + a[0] ** 2 * (1 - abar[0]) * d
+    L_0 = 0.5 * d * torch.log(2 * math.pi * sigma2[0]) + expected_sq_0 / (2 * sigma2[0])
+    q_T = Independent(Normal(abar[-1].sqrt() * x0, (1 - abar[-1]).sqrt().expand(d)), 1)
+    L_T = kl_divergence(q_T, Independent(Normal(torch.zeros(d, dtype=torch.float64), 1.0), 1))
+    return L_0, middle, L_T
+
+
+@pytest.mark.parametrize("variance", ["posterior", "beta"])
+def test_stratified_bound_equals_the_exact_bound_for_gaussian_data(variance):
+    diffusion = Diffusion(200)
+    x0 = torch.randn(32, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * math.sqrt(S2)
+    bound = variational_bound(diffusion, exact_eps_model(diffusion), x0, generator=torch.Generator().manual_seed(1),
+                              n_strata=20, draws_per_stratum=8, exact_steps=20, variance=variance,
+                              decoder="gaussian")
+    L_0, middle, L_T = exact_terms(diffusion, x0, variance)
+    assert bound.L_T.double() == pytest.approx(L_T, rel=1e-4)
+    assert bound.L_0.mean().item() == pytest.approx(L_0.mean().item(), abs=4 * bound.L_0.std().item() / math.sqrt(32))
+    exact = (L_0 + middle + L_T).mean().item()
+    # Over 40 seeds (error / mc_se) had mean -0.35 and SD 1.1: the SE, from 8 draws a stratum, is about right.
+    assert abs(bound.nats.mean().item() - exact) < 4 * bound.mc_se
+    assert bound.mc_se < 0.05 * middle.mean().item()                        # and the check is not vacuous
+    assert bound.t.shape == bound.L_t.shape == (320,) and (bound.t.diff() >= 0).all()
+
+
+def test_strata_cover_2_to_T_with_sizes_summing_to_T_minus_1():
+    i, size = strata(1000, 7, 3, torch.Generator().manual_seed(0), exact_steps=5)
+    assert size.sum() == 999 and i.shape == (12, 3)
+    assert (i[:5] == torch.arange(1, 6)[:, None]).all() and (size[:5] == 1).all()
+    edges = torch.cat([torch.ones(1), 1 + size.cumsum(0)])
+    assert ((i >= edges[:-1, None]) & (i < edges[1:, None])).all()         # each draw inside its stratum
+    with pytest.raises(ValueError, match="n_strata"):
+        strata(10, 5, 1, torch.Generator(), exact_steps=5)
+
+
+def test_posterior_and_denoising_kl_on_a_five_step_chain_match_the_oracles():
+    """q_posterior is eq. (2) of test_theory; each L_{t-1} is kl_divergence of the two Gaussians."""
+    T = 5
+    diffusion = Diffusion(T, beta_start=0.1, beta_end=0.5)
+    beta, alpha, alpha_bar = linear_schedule(T, 0.1, 0.5)
+    x0 = torch.randn(3, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    eps_model = lambda xt, t: torch.tanh(xt) * (t.view(-1, 1, 1, 1) + 1) / T  # noqa: E731  any function of (x_t, t)
+    for i in range(1, T):
+        xt = torch.randn_like(x0)
+        mean, var = q_posterior(diffusion, x0, xt, i)
+        assert mean.numpy() == pytest.approx(mu_tilde(xt.numpy(), x0.numpy(), i + 1, beta, alpha, alpha_bar), abs=1e-5)
+        assert var.item() == pytest.approx(beta_tilde(i + 1, beta, alpha_bar), rel=1e-5)
+        for variance, sigma2 in [("posterior", beta_tilde(i + 1, beta, alpha_bar)), ("beta", beta[i + 1])]:
+            generator = torch.Generator().manual_seed(i)
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(i))  # the draw it will make
+            xt = math.sqrt(alpha_bar[i + 1]) * x0 + math.sqrt(1 - alpha_bar[i + 1]) * noise
+            eps = eps_model(xt, torch.full((3,), i))
+            mu_theta = (xt - beta[i + 1] / math.sqrt(1 - alpha_bar[i + 1]) * eps) / math.sqrt(alpha[i + 1])
+            mean, var = q_posterior(diffusion, x0, xt, i)
+            oracle = kl_divergence(Independent(Normal(mean, var.sqrt().expand_as(mean)), 3),
+                                   Independent(Normal(mu_theta, math.sqrt(sigma2)), 3))
+            assert reverse_variance(diffusion, i, variance).item() == pytest.approx(sigma2, rel=1e-5)
+            assert denoising_term(diffusion, eps_model, x0, i, generator, variance) == pytest.approx(oracle, rel=1e-4)
+    kl = normal_kl(x0, torch.tensor(0.3), -x0, torch.tensor(1.7))
+    oracle = kl_divergence(Independent(Normal(x0, math.sqrt(0.3)), 3), Independent(Normal(-x0, math.sqrt(1.7)), 3))
+    assert kl == pytest.approx(oracle, rel=1e-5)
+    L_T = kl_divergence(Independent(Normal(math.sqrt(alpha_bar[T]) * x0, math.sqrt(1 - alpha_bar[T])), 3),
+                        Independent(Normal(torch.zeros_like(x0), 1.0), 3))
+    assert prior_term(diffusion, x0) == pytest.approx(L_T, rel=1e-5)
+
+
+@pytest.mark.parametrize("std", [1e-4, 1e-2, 0.3, 5.0])
+def test_discretised_decoder_probabilities_over_256_bins_sum_to_one(std):
+    centres = (torch.arange(256, dtype=torch.float64) / 127.5 - 1).view(256, 1)   # every bin, (256, 1)
+    mean = torch.tensor([-1.3, -1.0, -0.2, 0.0, 0.5, 1.0, 1.4], dtype=torch.float64)    # (7,)
+    log_p = discretised_log_prob(centres, mean, torch.tensor(std, dtype=torch.float64))  # (256, 7)
+    assert torch.isfinite(log_p).all()
+    assert torch.logsumexp(log_p, 0) == pytest.approx(torch.zeros(7), abs=1e-9)
+    lo, hi = (centres[1:-1] - 1 / 255).numpy(), (centres[1:-1] + 1 / 255).numpy()
+    middle = np.where(lo > mean.numpy(), stats.norm.sf(lo, mean, std) - stats.norm.sf(hi, mean, std),
+                      stats.norm.cdf(hi, mean, std) - stats.norm.cdf(lo, mean, std))  # each tail from its own side
+    shown = middle > 1e-200
+    assert log_p[1:-1].exp().numpy()[shown] == pytest.approx(middle[shown], rel=1e-6, abs=1e-300)
+
+
+def test_discretised_bits_per_dim_scales_and_a_smoke_run_on_the_graded_unet():
+    """On the 8-bit scale a discretised decoder's nats are -log of a probability: bpd = nats / (D ln 2)."""
+    import ddpm_solution
+    torch.manual_seed(0)
+    model = ddpm_solution.Unet(dim=8, dim_mults=(1, 2)).eval()
+    diffusion = Diffusion(20)
+    x0 = (torch.randint(0, 256, (2, 3, 8, 8), generator=torch.Generator().manual_seed(0)) / 127.5 - 1)
+    bound = variational_bound(diffusion, model, x0, generator=torch.Generator().manual_seed(0), n_strata=2,
+                              exact_steps=2)
+    s = bound.summary()
+    D = 3 * 8 * 8
+    assert s["bits_per_dim_8bit"] == pytest.approx(s["nats"] / (D * math.log(2)), rel=1e-6)
+    assert s["bits_per_dim_8bit"] - s["bits_per_dim"] == pytest.approx(math.log2(127.5), rel=1e-6)
+    assert all(math.isfinite(s[k]) for k in ("nats", "nats_mc_se", "bits_per_dim"))
+    again = variational_bound(diffusion, model, x0, generator=torch.Generator().manual_seed(0), n_strata=2,
+                              exact_steps=2)
+    assert torch.equal(bound.nats, again.nats)
+    L_0 = reconstruction_term(diffusion, model, x0, torch.Generator().manual_seed(0), decoder="discrete")
+    assert (L_0 > 0).all()                                                   # -log of probabilities
