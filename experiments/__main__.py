@@ -1,4 +1,5 @@
-"""Command line: python -m experiments {vae,ddpm,simsiam,all} [--preset smoke|full] [--data ...] [--out DIR] [--resume] ...
+"""Command line: python -m experiments {vae,ddpm,simsiam,all} [--preset smoke|full] [--data ...] [--out DIR]
+[--resume] ...
 
 Each run writes one folder (default results/<run name>, e.g. results/ddpm-full or
 results/ddpm-full-T500); --resume continues an interrupted run in that folder. `all` runs
@@ -11,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments import data, ddpm, precision, simsiam, vae
+from experiments import data, ddpm, names, precision, simsiam, vae
 from experiments.runs import NonFiniteLossError
 
 PROBLEMS = {"vae": vae, "ddpm": ddpm, "simsiam": simsiam}
@@ -36,12 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ddpm_options = parser.add_argument_group("ddpm")
     ddpm_options.add_argument("--timesteps", type=int, default=None, help="T (default 1000; 2.3a uses 500 and 1500)")
     simsiam_options = parser.add_argument_group("simsiam")
-    simsiam_options.add_argument("--ablation", choices=list(simsiam.ABLATIONS), default=None,
-                                 help="baseline (default), no-stop-grad (Q4), no-predictor (Q5a), "
-                                      "proj-4096, batch-4096 (Q5b)")
-    simsiam_options.add_argument("--backbone", choices=simsiam.CLI_BACKBONES, default=None,
-                                 help="resnet18 (default: torchvision's, as the starter) or resnet18-cifar "
-                                      "(3x3 stride-1 stem, no max-pool: 15x the FLOPs, for fast GPUs)")
+    simsiam_options.add_argument("--ablation", choices=names.ABLATION_NAMES, default=None,
+                                 help=f"default {names.BASELINE}. {names.ablation_help()}")
+    simsiam_options.add_argument("--backbone", choices=names.CLI_BACKBONES, default=None, help=names.BACKBONE_HELP)
     simsiam_options.add_argument("--micro-batch", type=int, default=None,
                                  help="images per forward/backward pass, gradients accumulated over the batch "
                                       "(default: planned from the GPU's free memory)")

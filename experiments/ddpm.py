@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 import ddpm_solution
 from experiments import classifier, data, figures, monitors
+from experiments import names
 from experiments.diffusion import EMA, Diffusion, noise
 from experiments.precision import Precision, autocast
 from experiments.runs import (Run, checked_overrides, environment, fit, pick_device, read_json, seed_everything,
@@ -90,8 +91,8 @@ def variants(preset: str) -> list[dict]:
 
 
 def run_name(cfg: DDPMConfig) -> str:
-    default = PRESETS[cfg.preset].timesteps if cfg.preset in PRESETS else None
-    return f"ddpm-{cfg.preset}" + ("" if cfg.timesteps == default else f"-T{cfg.timesteps}")
+    """ddpm-<preset>, plus -T<timesteps> when T is not the preset's (experiments.names)."""
+    return names.ddpm_run_name(cfg.preset, cfg.timesteps)
 
 
 def scaled_levels(levels: tuple[int, ...], timesteps: int) -> list[int]:

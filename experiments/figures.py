@@ -14,15 +14,14 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid
 
+from experiments import names
 from experiments.runs import load_artifact, read_json, read_metrics
 
-DATASET_NAMES = {"svhn": "SVHN", "cifar10": "CIFAR-10", "synthetic": "synthetic stand-in"}
 N_MARKED = 3  # most class-specific latent dimensions marked per class
 
 
 def dataset_name(run_dir: str | Path) -> str:
-    source = read_json(run_dir, "provenance.json")["source"]
-    return DATASET_NAMES.get(source, source)
+    return names.dataset_name(read_json(run_dir, "provenance.json")["source"])
 
 
 def grid(images: torch.Tensor, nrow: int) -> np.ndarray:
@@ -30,8 +29,14 @@ def grid(images: torch.Tensor, nrow: int) -> np.ndarray:
     return make_grid(images, nrow=nrow, padding=1, pad_value=255).permute(1, 2, 0).numpy()
 
 
-def _save(fig: plt.Figure, run_dir: str | Path, name: str) -> Path:
-    path = Path(run_dir) / "figures" / name
+def figures_dir(run_dir: str | Path) -> Path:
+    """Where a run's own figures go: <run>/figures."""
+    return Path(run_dir) / "figures"
+
+
+def _save(fig: plt.Figure, folder: str | Path, name: str) -> Path:
+    """Write `fig` to folder/name (PNG, 110 dpi), close it, and return the path."""
+    path = Path(folder) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -62,7 +67,7 @@ def wall_clock(run_dir: str | Path, label: str) -> Path:
     speed = np.median([r["images_per_s"] for r in m])
     fig.suptitle(f"{label} training wall-clock ({dataset_name(run_dir)}; median {speed:.0f} training images/s)")
     fig.tight_layout()
-    return _save(fig, run_dir, "wall_clock.png")
+    return _save(fig, figures_dir(run_dir), "wall_clock.png")
 
 
 def loss_curves(run_dir: str | Path, keys: dict[str, str], label: str) -> Path:
@@ -74,7 +79,7 @@ def loss_curves(run_dir: str | Path, keys: dict[str, str], label: str) -> Path:
     ax.set(xlabel="epoch", ylabel="loss", title=f"{label} loss ({dataset_name(run_dir)})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
-    return _save(fig, run_dir, "loss.png")
+    return _save(fig, figures_dir(run_dir), "loss.png")
 
 
 def snapshots(run_dir: str | Path, label: str, what: str = "samples") -> Path:
@@ -97,10 +102,11 @@ def snapshots(run_dir: str | Path, label: str, what: str = "samples") -> Path:
         ax.imshow(grid(images, nrow=8))
         ax.set_title(f"epoch {epoch}")
     note = {"reconstructions": " (odd rows: test originals, even rows: reconstructions)",
-            "previews": f" (DDIM, {read_json(run_dir, 'config.json').get('preview_steps')} steps, same noise at every epoch)",
+            "previews": f" (DDIM, {read_json(run_dir, 'config.json').get('preview_steps')} steps, "
+                        "same noise at every epoch)",
             }.get(what, " (same noise at every epoch)")
     fig.suptitle(f"{label} {what} during training, {dataset_name(run_dir)}{note}")
-    return _save(fig, run_dir, f"{what}_over_training.png")
+    return _save(fig, figures_dir(run_dir), f"{what}_over_training.png")
 
 
 def image_grid(run_dir: str | Path, artifact: str, title: str, name: str) -> Path:
@@ -110,7 +116,7 @@ def image_grid(run_dir: str | Path, artifact: str, title: str, name: str) -> Pat
     ax.imshow(grid(images, nrow=nrow))
     ax.axis("off")
     ax.set_title(f"{title} ({dataset_name(run_dir)})")
-    return _save(fig, run_dir, name)
+    return _save(fig, figures_dir(run_dir), name)
 
 
 # --------------------------------------------------------------------------- Problem 1 (VAE)
@@ -138,7 +144,7 @@ def latent_profiles(run_dir: str | Path) -> list[Path]:
     fig.suptitle(f"VAE latent profile per class: mean of E[z|x] over training images ({source}); "
                  f"red: the {N_MARKED} most class-specific dimensions")
     fig.tight_layout()
-    bars = _save(fig, run_dir, "latent_profiles_bars.png")
+    bars = _save(fig, figures_dir(run_dir), "latent_profiles_bars.png")
 
     fig, ax = plt.subplots(figsize=(12, 4))
     lim = np.abs(score).max()
@@ -148,7 +154,7 @@ def latent_profiles(run_dir: str | Path) -> list[Path]:
     ax.set(xlabel="latent dimension", ylabel="class", yticks=range(n_classes))
     fig.colorbar(im, label="(class mean - overall mean) / std")
     ax.set_title(f"class specificity of each latent dimension ({source}); circles: top {N_MARKED} per class")
-    heat = _save(fig, run_dir, "latent_profiles_heatmap.png")
+    heat = _save(fig, figures_dir(run_dir), "latent_profiles_heatmap.png")
     return [bars, heat]
 
 
@@ -168,7 +174,7 @@ def interpolations(run_dir: str | Path) -> Path:
     for ax in (a, b):
         ax.axis("off")
     fig.suptitle(f"VAE latent interpolation, {n} steps ({dataset_name(run_dir)})")
-    return _save(fig, run_dir, "interpolations.png")
+    return _save(fig, figures_dir(run_dir), "interpolations.png")
 
 
 def vae_figures(run_dir: str | Path) -> list[Path]:
@@ -200,7 +206,7 @@ def reconstruction_study(run_dir: str | Path) -> list[Path]:
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.set_title(f"DDPM reconstructions: noised to t', denoised from t' ({source})")
-    grid_path = _save(fig, run_dir, "reconstructions.png")
+    grid_path = _save(fig, figures_dir(run_dir), "reconstructions.png")
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     a.plot(levels, r["mse"], marker="o")
@@ -216,7 +222,7 @@ def reconstruction_study(run_dir: str | Path) -> list[Path]:
     fig.suptitle(f"DDPM reconstruction study, {r['n_evaluated']} test images ({source}); "
                  "t*: label preservation falls below halfway between clean accuracy and chance")
     fig.tight_layout()
-    return [grid_path, _save(fig, run_dir, "reconstruction_curves.png")]
+    return [grid_path, _save(fig, figures_dir(run_dir), "reconstruction_curves.png")]
 
 
 def ddpm_vs_vae(run_dir: str | Path, vae_dir: str | Path | None) -> Path:
@@ -234,14 +240,14 @@ def ddpm_vs_vae(run_dir: str | Path, vae_dir: str | Path | None) -> Path:
         axes[1].text(0.5, 0.5, "no finished VAE run found:\npython -m experiments vae --preset ...",
                      ha="center", va="center", fontsize=12, transform=axes[1].transAxes)
     fig.suptitle("Final samples, DDPM beside VAE")
-    return _save(fig, run_dir, "ddpm_vs_vae.png")
+    return _save(fig, figures_dir(run_dir), "ddpm_vs_vae.png")
 
 
 def probe(run_dir: str | Path) -> Path:
     """2.3(b): linear-probe accuracy of digit class on U-Net bottleneck features vs raw pixels."""
     p = load_artifact(run_dir, "probe.pt")
-    names, acc = list(p["accuracy"]), list(p["accuracy"].values())
-    labels = [n.replace("bottleneck_t", "bottleneck, t=").replace("raw_pixels", "raw pixels") for n in names]
+    keys, acc = list(p["accuracy"]), list(p["accuracy"].values())
+    labels = [k.replace("bottleneck_t", "bottleneck, t=").replace("raw_pixels", "raw pixels") for k in keys]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(labels, acc, color=["tab:blue"] * (len(acc) - 1) + ["tab:gray"])
     for k, v in enumerate(acc):
@@ -249,7 +255,7 @@ def probe(run_dir: str | Path) -> Path:
     ax.axhline(0.1, color="k", ls=":", lw=1)
     ax.set(ylabel="test accuracy", ylim=(0, 1.08),
            title=f"linear probe of digit class ({p['n_train']} train / {p['n_test']} test, {dataset_name(run_dir)})")
-    return _save(fig, run_dir, "probe.png")
+    return _save(fig, figures_dir(run_dir), "probe.png")
 
 
 def ddpm_figures(run_dir: str | Path, vae_dir: str | Path | None = None) -> list[Path]:
@@ -290,30 +296,22 @@ def ddpm_timesteps(run_dirs: list[str | Path], out: str | Path) -> Path:
     c = b.twinx()
     c.plot(Ts, [s["quality_classifier_fid"] for s in rows], marker="s", color="tab:red")
     c.set_ylabel("classifier-FID", color="tab:red")
-    sources = sorted({DATASET_NAMES.get(s["dataset"], s["dataset"]) for s in rows})
+    sources = sorted({names.dataset_name(s["dataset"]) for s in rows})
     fig.suptitle(f"DDPM with T steps, same training budget ({', '.join(sources)})")
     fig.tight_layout()
-    path = Path(out) / "ddpm_timesteps.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, out, "ddpm_timesteps.png")
 
 
 # --------------------------------------------------------------------------- Problem 3 (SimSiam)
 
-# The ablations each question compares; the baseline (stop-gradient, trainable predictor) first.
-SIMSIAM_QUESTIONS = {
-    "q4": ("Q4: with and without stop-gradient", ("baseline", "no-stop-grad")),
-    "q5a": ("Q5(a): with and without the predictor h", ("baseline", "no-predictor")),
-    "q5b": ("Q5(b): projector output d = 4096, batch 4096", ("baseline", "proj-4096", "batch-4096")),
-}
+# Each question's title and the ablations it compares, the baseline first (experiments.names).
+SIMSIAM_QUESTIONS = {q: (title, names.compared(q)) for q, title in names.QUESTIONS.items()}
 
 
 def _simsiam_label(run_dir: str | Path) -> str:
-    """The run's ablation, with its backbone when not the default resnet18 (simsiam.DEFAULT_BACKBONE)."""
+    """The run's ablation, with its backbone when not the default (names.DEFAULT_BACKBONE)."""
     config = read_json(run_dir, "config.json")
-    backbone = "" if config["backbone"] == "resnet18" else f" ({config['backbone']})"
+    backbone = "" if config["backbone"] == names.DEFAULT_BACKBONE else f" ({config['backbone']})"
     return f"{config['ablation']}{backbone}"
 
 
@@ -326,14 +324,6 @@ def _knn_settings(run_dir: str | Path) -> str:
 def _monitored(run_dir: str | Path) -> list[dict]:
     """metrics.jsonl records of the epochs where the kNN and collapse monitors ran."""
     return [m for m in read_metrics(run_dir) if "knn_accuracy" in m]
-
-
-def _save_in(fig: plt.Figure, folder: str | Path, name: str) -> Path:
-    path = Path(folder) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _simsiam_panels(axes: np.ndarray, runs: list[tuple[str, list[dict]]], knn_settings: str) -> None:
@@ -368,7 +358,7 @@ def simsiam_training(run_dir: str | Path) -> Path:
     _simsiam_panels(axes, [(_simsiam_label(run_dir), read_metrics(run_dir))], _knn_settings(run_dir))
     fig.suptitle(f"SimSiam {_simsiam_label(run_dir)} ({dataset_name(run_dir)})")
     fig.tight_layout()
-    return _save(fig, run_dir, "training.png")
+    return _save(fig, figures_dir(run_dir), "training.png")
 
 
 def simsiam_figures(run_dir: str | Path) -> list[Path]:
@@ -394,9 +384,9 @@ def simsiam_comparison(run_dirs: list[str | Path], out: str | Path, question: st
     fig.suptitle(f"SimSiam {title} ({', '.join(sources)})")
     if missing:
         fig.text(0.5, -0.02, "not shown, no finished epoch found: " + ", ".join(
-            f"{a} (python -m experiments simsiam --ablation {a})" for a in missing), ha="center", color="tab:red")
+            f"{a} ({names.command('simsiam', None, ablation=a)})" for a in missing), ha="center", color="tab:red")
     fig.tight_layout()
-    return _save_in(fig, out, f"simsiam_{question}.png")
+    return _save(fig, out, f"simsiam_{question}.png")
 
 
 def simsiam_table(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, list[dict], str]:
@@ -438,7 +428,7 @@ def simsiam_table(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, li
     sources = sorted({r["dataset"] for r in rows}) or ["no runs"]
     ax.set_title(f"SimSiam ablations, kNN accuracy on the test set ({', '.join(sources)})\n"
                  "collapse std x sqrt(d): about 1 for outputs spread over the sphere, 0 at collapse")
-    return _save_in(fig, out, "simsiam_table.png"), rows, markdown
+    return _save(fig, out, "simsiam_table.png"), rows, markdown
 
 
 def simsiam_comparisons(run_dirs: list[str | Path], out: str | Path) -> list[Path]:

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 import q3_solution
 from experiments import augment, data, figures, memory, monitors
+from experiments import names
 from experiments.precision import Precision
 from experiments.runs import Run, checked_overrides, environment, fit, pick_device, read_json, seed_everything
 
@@ -75,8 +76,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 # The assignment's network. On 32x32 inputs its ImageNet stem (7x7 stride-2 conv, max-pool) leaves
 # 8x8 maps in layer1: 0.22 GFLOP per view forward plus backward, against 3.34 for resnet18-cifar,
 # which keeps the five 100-epoch ablations within reach of a free Colab T4 (README, "What it costs").
-DEFAULT_BACKBONE = "resnet18"
-CLI_BACKBONES = ("resnet18", "resnet18-cifar")
+DEFAULT_BACKBONE, CLI_BACKBONES = names.DEFAULT_BACKBONE, names.CLI_BACKBONES
 
 
 # --------------------------------------------------------------------------- configuration
@@ -88,7 +88,7 @@ class SimSiamConfig:
     data_root: str = "data"
     seed: int = 2022               # the starter's
     device: str = "auto"
-    ablation: str = "baseline"     # a name in ABLATIONS; config_for sets the fields it changes
+    ablation: str = names.BASELINE  # a name in ABLATIONS; config_for sets the fields it changes
     backbone: str = DEFAULT_BACKBONE   # a name in BACKBONES
     # Model: the starter's SimSiam.
     dim: int = 2048                # d, projector output (4096 in proj-4096)
@@ -164,7 +164,7 @@ PRESETS = {
 def config_for(preset: str, **overrides) -> SimSiamConfig:
     """The preset's config with `ablation`'s changes (default baseline), then `overrides` (None: unset)."""
     overrides = checked_overrides(PRESETS, preset, overrides, "SimSiam")
-    ablation = overrides.pop("ablation", "baseline")
+    ablation = overrides.pop("ablation", names.BASELINE)
     if ablation not in ABLATIONS:
         raise ValueError(f"unknown ablation {ablation!r}; choose one of {list(ABLATIONS)}")
     base = PRESETS[preset]
@@ -178,8 +178,7 @@ def variants(preset: str) -> list[dict]:
 
 def run_name(cfg: SimSiamConfig) -> str:
     """simsiam-<preset>-<ablation>, plus -<backbone> when it is not the default."""
-    suffix = "" if cfg.backbone == DEFAULT_BACKBONE else f"-{cfg.backbone}"
-    return f"simsiam-{cfg.preset}-{cfg.ablation}{suffix}"
+    return names.simsiam_run_name(cfg.preset, cfg.ablation, cfg.backbone)
 
 
 # --------------------------------------------------------------------------- model and optimisation

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 import vae_solution
 from experiments import data, figures
+from experiments import names
 from experiments.precision import Precision
 from experiments.runs import Run, checked_overrides, environment, fit, pick_device, read_json, seed_everything
 
@@ -66,7 +67,7 @@ def config_for(preset: str, **overrides) -> VAEConfig:
 
 
 def run_name(cfg: VAEConfig) -> str:
-    return f"vae-{cfg.preset}"
+    return names.vae_run_name(cfg.preset)
 
 
 def build_model(cfg: VAEConfig) -> vae_solution.VAE:

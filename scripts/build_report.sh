@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build report/report.pdf from the run folders: bash scripts/build_report.sh [--results DIR] [--run SLOT=FOLDER ...]
 # Installs LaTeX (latexmk and TeX Live from Debian/Ubuntu packages) first when it is missing.
-# Every option is passed to report/build.py (see `python report/build.py --help`).
+# Every option is passed to the report builder (see `python -m report.build --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,4 +11,4 @@ bash scripts/install_latex.sh
 # of Problem 1.3(e, f) also need the project's environment (torch, matplotlib), when present.
 python=python3
 if [ -x .venv/bin/python ]; then python=.venv/bin/python; fi
-exec "$python" report/build.py "$@"
+exec "$python" -m report.build "$@"

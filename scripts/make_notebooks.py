@@ -169,13 +169,13 @@ the figures of questions 4 and 5. It holds no model code.
         code("""# Configuration: 'full' is the starter's recipe (the starter's resnet18, batch 1024, SGD lr 0.03 x batch / 256,
 # cosine, 100 epochs per ablation); 'smoke' is a quick check. DATA: auto | cifar10 | synthetic.
 import torch
-from experiments import figures, simsiam
+from experiments import figures, names, simsiam
 from experiments.runs import device_line
 
 PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
-ABLATIONS = list(simsiam.ABLATIONS)   # baseline, no-stop-grad (Q4), no-predictor (Q5a), proj-4096, batch-4096 (Q5b)
-print("ablations:", ABLATIONS)
+ABLATIONS = list(simsiam.ABLATIONS)   # what each one changes: experiments/names.py
+print("ablations:", names.ablation_help())
 print(device_line())"""),
         code("""# Train every ablation, or resume the one a disconnect interrupted (finished runs are skipped quickly).
 runs = {}
@@ -184,7 +184,7 @@ for name in ABLATIONS:
     runs[name] = simsiam.run(cfg, WORK / "results" / simsiam.run_name(cfg), resume=True)
 OUT = WORK / "results" / f"simsiam-{PRESET}-figures"
 paths = figures.simsiam_comparisons(list(runs.values()), OUT)
-print("dataset used:", figures.dataset_name(runs["baseline"]))"""),
+print("dataset used:", figures.dataset_name(runs[names.BASELINE]))"""),
         md("### Q4: with and without stop-gradient (training loss, kNN accuracy, collapse)"),
         code("""figures.show([OUT / "simsiam_q4.png"])"""),
         md("### Q5 (a): without the predictor (identity)"),

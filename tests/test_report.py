@@ -1,4 +1,4 @@
-"""report/build.py: run discovery, number macros, placeholders, provenance, and the PDF itself.
+"""report/ (python -m report.build): run discovery, number macros, placeholders, provenance, and the PDF itself.
 
 Unit tests run on small fake run folders (the layout of experiments/runs.py). The PDF tests need
 latexmk and pdflatex (Debian: latexmk texlive-latex-base texlive-latex-recommended
@@ -9,7 +9,6 @@ folder is empty or absent, which takes minutes on a CPU); it is skipped when the
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -23,20 +22,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from experiments import names
+from report import build, latex, numbers, runs
 from tests.conftest import ROOT
 
 REPORT = ROOT / "report"
-
-
-def _load_build():
-    spec = importlib.util.spec_from_file_location("report_build", REPORT / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _load_build()
 
 HAVE_LATEX = shutil.which("latexmk") is not None and shutil.which("pdflatex") is not None
 HAVE_PDFTOTEXT = shutil.which("pdftotext") is not None
@@ -199,19 +189,19 @@ def read_values(build_dir: Path) -> dict[str, str]:
 # --------------------------------------------------------------------------- unit tests
 
 def test_escape_makes_text_literal():
-    assert build.escape("vae_solution.py") == r"vae\_solution.py"
-    assert build.escape("50% & #1 $x {a} ~^") == r"50\% \& \#1 \$x \{a\} \~{}\^{}"
-    assert build.escape(r"C:\runs") == r"C:\textbackslash{}runs"
-    assert build.escape("<a|b>") == r"\textless{}a\textbar{}b\textgreater{}"
+    assert latex.escape("vae_solution.py") == r"vae\_solution.py"
+    assert latex.escape("50% & #1 $x {a} ~^") == r"50\% \& \#1 \$x \{a\} \~{}\^{}"
+    assert latex.escape(r"C:\runs") == r"C:\textbackslash{}runs"
+    assert latex.escape("<a|b>") == r"\textless{}a\textbar{}b\textgreater{}"
 
 
 def test_number_formats():
-    assert build.number(-3084.814, ".1f") == "$-$3084.8"
-    assert build.number(2.5, ".2f") == "2.50"
-    assert build.percent(0.8534) == r"85.3\%"
-    assert [build.duration(s) for s in (42.14, 330, 7500)] == ["42.1 s", "5.5 min", "2 h 05 min"]
-    assert build.compare(2.0, 1.0) == "higher than" and build.compare(1.0, 2.0) == "lower than"
-    assert build.compare(1.2, 1.0, tolerance=0.5, same="about") == "about"
+    assert latex.number(-3084.814, ".1f") == "$-$3084.8"
+    assert latex.number(2.5, ".2f") == "2.50"
+    assert latex.percent(0.8534) == r"85.3\%"
+    assert [latex.duration(s) for s in (42.14, 330, 7500)] == ["42.1 s", "5.5 min", "2 h 05 min"]
+    assert latex.compare(2.0, 1.0) == "higher than" and latex.compare(1.0, 2.0) == "lower than"
+    assert latex.compare(1.2, 1.0, tolerance=0.5, same="about") == "about"
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -223,14 +213,18 @@ def test_number_formats():
     ("simsiam-full-unknown", None), ("vae", None), ("figures", None), ("ddpm-full-extra", None),
 ])
 def test_classify_run_names(name, expected):
-    assert build.classify(name) == expected
+    assert runs.classify(name) == expected
 
 
-def test_constants_match_the_experiments():
-    from experiments import ddpm, simsiam
+def test_slots_follow_the_names():
+    assert runs.SLOTS == ("vae", "ddpm", "ddpm-Tlow", "ddpm-Thigh", *(f"simsiam-{a}" for a in names.ABLATION_NAMES))
 
-    assert build.SIMSIAM_ABLATIONS == tuple(simsiam.ABLATIONS)
-    assert build.DEFAULT_TIMESTEPS == {name: cfg.timesteps for name, cfg in ddpm.PRESETS.items()}
+
+def test_the_report_imports_neither_torch_nor_matplotlib():
+    code = ("import sys; from report import build, figures, latex, numbers, runs; "
+            "print(sorted({'torch', 'matplotlib'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_latest_run_of_each_slot_is_selected(tmp_path):
@@ -238,10 +232,10 @@ def test_latest_run_of_each_slot_is_selected(tmp_path):
     new = vae_run(tmp_path, "vae-smoke", mtime=2_000_000)
     (tmp_path / "vae-stray").mkdir()          # no config.json: not a run
     (tmp_path / "notes-full").mkdir()          # not a run name
-    assert build.select_runs(tmp_path, {})["vae"] == new
+    assert runs.select_runs(tmp_path, {})["vae"] == new
     os.utime(old / "summary.json", (3_000_000, 3_000_000))  # the newest file of a folder counts
-    assert build.select_runs(tmp_path, {})["vae"] == old
-    assert build.select_runs(tmp_path, {"vae": new})["vae"] == new  # --run wins
+    assert runs.select_runs(tmp_path, {})["vae"] == old
+    assert runs.select_runs(tmp_path, {"vae": new})["vae"] == new  # --run wins
 
 
 def test_t_study_runs_follow_the_main_runs_preset(tmp_path):
@@ -249,21 +243,21 @@ def test_t_study_runs_follow_the_main_runs_preset(tmp_path):
     low, high = ddpm_run(tmp_path, "ddpm-full-T500", 500), ddpm_run(tmp_path, "ddpm-full-T1500", 1500)
     ddpm_run(tmp_path, "ddpm-full-T700", 700, mtime=5_000_000)   # newer, but not T/2
     ddpm_run(tmp_path, "ddpm-smoke-T25", 25, mtime=5_000_000)    # another preset
-    chosen = build.select_runs(tmp_path, {})
+    chosen = runs.select_runs(tmp_path, {})
     assert (chosen["ddpm-Tlow"], chosen["ddpm-Thigh"]) == (low, high)
     shutil.rmtree(low)
-    assert build.select_runs(tmp_path, {})["ddpm-Tlow"] == tmp_path / "ddpm-full-T700"
+    assert runs.select_runs(tmp_path, {})["ddpm-Tlow"] == tmp_path / "ddpm-full-T700"
 
 
 def test_t_study_without_a_main_run_uses_the_presets_t(tmp_path):
     low = ddpm_run(tmp_path, "ddpm-smoke-T25", 25)
-    chosen = build.select_runs(tmp_path, {})
+    chosen = runs.select_runs(tmp_path, {})
     assert chosen["ddpm"] is None and chosen["ddpm-Tlow"] == low and chosen["ddpm-Thigh"] is None
 
 
 def test_bad_overrides_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown slot"):
-        build.select_runs(tmp_path, {"vea": tmp_path})
+        runs.select_runs(tmp_path, {"vea": tmp_path})
     with pytest.raises(ValueError, match="SLOT=FOLDER"):
         build.parse_overrides(["vae"])
     with pytest.raises(ValueError, match="not a folder"):
@@ -274,18 +268,26 @@ def test_bad_overrides_are_refused(tmp_path):
 def test_alpha_bar_matches_torch():
     config = {"timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
     expected = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
-    torch.testing.assert_close(torch.tensor(build.alpha_bar(config), dtype=torch.float64), expected)
-    assert build.alpha_bar({"timesteps": 1000}) == []
+    torch.testing.assert_close(torch.tensor(numbers.alpha_bar(config), dtype=torch.float64), expected)
+    assert numbers.alpha_bar({"timesteps": 1000}) == []
+    assert numbers.alpha_bar({**config, "beta_schedule": "linear"}) == numbers.alpha_bar(config)
+    with pytest.raises(ValueError, match="unknown beta schedule 'cosine'"):
+        numbers.alpha_bar({**config, "beta_schedule": "cosine"})
+
+
+def test_build_runs_as_a_module():
+    done = subprocess.run([sys.executable, "-m", "report.build", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and "python -m report.build" in done.stdout
 
 
 @pytest.mark.parametrize("T, phrase", [(1000, "falls below 1 at $t="), (50, "stays above 1 up to $t=T$")])
 def test_snr_phrase_follows_the_schedule(T, phrase):
     values = {}
-    run = build.RunFolder("ddpm", Path("ddpm-x"), config={"timesteps": T, "beta_start": 1e-4, "beta_end": 0.02})
-    build.ddpm_numbers(values, run)
+    run = runs.RunFolder("ddpm", Path("ddpm-x"), config={"timesteps": T, "beta_start": 1e-4, "beta_end": 0.02})
+    numbers.ddpm_numbers(values, run)
     assert values["ddpm-snr-phrase"].startswith(phrase)
     abar_T = torch.cumprod(1 - torch.linspace(1e-4, 0.02, T, dtype=torch.float64), 0)[-1]
-    assert values["ddpm-sqrt-abar-T"] == build.number(float(abar_T.sqrt()), ".2g")
+    assert values["ddpm-sqrt-abar-T"] == latex.number(float(abar_T.sqrt()), ".2g")
 
 
 def test_numbers_of_a_complete_set_of_runs(tmp_path):
@@ -352,8 +354,8 @@ def test_unfinished_run_reads_metrics_and_offers_resume(tmp_path):
     build.generate(tmp_path / "results", {}, out)
     v = read_values(out)
     assert v["vae-status"] == "unfinished: epoch 3 of 3" and v["vae-epochs"] == "3"
-    assert v["vae-wall"] == build.duration(metrics_lines(3)[-1]["wall_seconds"])
-    assert v["cmd-vae"] == build.escape(f"python -m experiments vae --preset smoke --out {run} --resume")
+    assert v["vae-wall"] == latex.duration(metrics_lines(3)[-1]["wall_seconds"])
+    assert v["cmd-vae"] == latex.escape(f"python -m experiments vae --preset smoke --out {run} --resume")
     assert "vae-ll-nats" not in v and v["preset"] == "smoke"
     assert r"\textit{(unfinished)}" in (out / "provenance.tex").read_text()
 
@@ -452,6 +454,6 @@ def test_pdf_from_smoke_runs(tmp_path):
     assert_every_question(text)
     assert "Missing:" not in text, "a figure the report includes was not produced by the smoke runs"
     assert "synthetic stand-in" in first and "Synthetic stand-in data" in first
-    for slot in build.SLOTS:
+    for slot in runs.SLOTS:
         assert values[f"{slot}-status"] == "finished", slot
         assert values[f"{slot}-dataset"] == "synthetic stand-in"
