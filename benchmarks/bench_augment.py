@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_augment.py                          # CPU or CUDA (auto), 8192 images
     .venv/bin/python benchmarks/bench_augment.py --device cpu --n-images 4096 --repeats 5
 
-Both make the two views of every image of a synthetic set (experiments.data.synthetic_digits, 32 x 32), one
+Both make the two views of every image of a synthetic set (experiments.synthetic.synthetic_digits, 32 x 32), one
 epoch in random order, batches of --batch images (2 x batch views):
 - starter: `torchvision_pipeline()` per PIL image, two draws per image (q3_misc.TwoCropsTransform), in a
   Dataset that holds the images as torchvision's CIFAR10 does (uint8 HWC, Image.fromarray per item), read by a
@@ -36,7 +36,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import q3_misc  # noqa: E402  (the repository root is not on the path when run as a script)
 from experiments import augment as A  # noqa: E402
-from experiments.data import synthetic_digits  # noqa: E402
+from experiments.synthetic import synthetic_digits  # noqa: E402
 from experiments.runs import synchronize  # noqa: E402
 from benchmarks.common import device_name, keep_freed_memory  # noqa: E402
 

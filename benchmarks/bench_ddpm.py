@@ -20,7 +20,7 @@ The model is the graded `ddpm_solution.Unet(dim, dim_mults=(1, 2, 4, 8))`, rando
 3. Training images/s at `--batch`: baseline `t_sample` + `p_losses` + Adam in fp32 eager; ours
    `Diffusion.loss` under that autocast, channels_last on CUDA, Adam, plus the EMA update, optionally
    compiled. Both start from the same weights and see the same synthetic digits
-   (`experiments.data.synthetic_digits`) and the same seed; the loss at a few steps and the mean
+   (`experiments.synthetic.synthetic_digits`) and the same seed; the loss at a few steps and the mean
    over the timed steps are printed for each, so one can check that the curves agree within noise
    (on CPU they draw the same t and eps and agree to rounding).
 
@@ -44,7 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ddpm_solution as ds  # noqa: E402  (the repository root is not on the path when run as a script)
-from experiments import data  # noqa: E402
+from experiments import data, synthetic  # noqa: E402
 from experiments.diffusion import EMA, Diffusion  # noqa: E402
 from experiments.precision import Precision  # noqa: E402
 from experiments.runs import synchronize  # noqa: E402
@@ -191,7 +191,7 @@ def bench_sampling(model: torch.nn.Module, ours_model: torch.nn.Module, args: ar
 def bench_training(init: dict, args: argparse.Namespace, device: torch.device) -> None:
     """Comparison 3: images/s of the starter's training step and of the harness's, same init and data."""
     n_steps = args.warmup + args.train_steps
-    images, _ = data.synthetic_digits(args.batch * n_steps, seed=args.seed)
+    images, _ = synthetic.synthetic_digits(args.batch * n_steps, seed=args.seed)
     x_all = data.to_float(images).to(device)                                     # (steps * B, 3, 32, 32) in [-1, 1]
     batches = list(x_all.split(args.batch))
     ours_batches = [x.contiguous(memory_format=torch.channels_last) for x in batches] if device.type == "cuda" \

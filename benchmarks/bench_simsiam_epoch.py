@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import q3_misc  # noqa: E402
 import q3_solution  # noqa: E402
-from experiments import augment, data, simsiam  # noqa: E402
+from experiments import augment, simsiam, synthetic  # noqa: E402
 from experiments.precision import Precision  # noqa: E402
 from experiments.runs import environment, synchronize  # noqa: E402
 from benchmarks.bench_augment import PILImages  # noqa: E402  (the starter's per-image dataset)
@@ -89,7 +89,7 @@ def main() -> None:
     print(f"{n} synthetic 32x32 images, batch {batch}, d {args.dim}, pred_dim {args.pred_dim}, resnet18-cifar"
           + ("" if gpu else "  (REDUCED size for CPU)"))
 
-    images, _ = data.synthetic_digits(n, seed=0)  # (N, 3, 32, 32) uint8
+    images, _ = synthetic.synthetic_digits(n, seed=0)  # (N, 3, 32, 32) uint8
     loader = torch.utils.data.DataLoader(
         PILImages(images.permute(0, 2, 3, 1).numpy(), q3_misc.TwoCropsTransform(augment.torchvision_pipeline())),
         batch_size=batch, shuffle=True, drop_last=True, num_workers=args.workers, pin_memory=gpu,

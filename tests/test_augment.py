@@ -19,7 +19,7 @@ from PIL import Image
 from scipy import stats
 
 from experiments import augment as A
-from experiments.data import synthetic_digits
+from experiments.synthetic import synthetic_digits
 
 PLAIN = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # outputs in [0, 1], as after ToTensor
 COLOUR = (200, 100, 50)  # an orange whose jitter never clamps: see test_single_jitter_factor_ranges

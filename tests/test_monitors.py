@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from experiments import classifier, monitors
-from experiments.data import synthetic_digits, to_float
+from experiments.data import to_float
+from experiments.synthetic import synthetic_digits
 
 
 def clustered(centres: torch.Tensor, n: int, spread: float, generator: torch.Generator):
