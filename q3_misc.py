@@ -11,7 +11,8 @@ strips it. Standalone: imports only torch and the standard library; nothing happ
 import os
 import pickle
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import q3_misc  # noqa: E402
-import q3_solution  # noqa: E402
-from experiments import augment, simsiam, synthetic  # noqa: E402
-from experiments.precision import Precision  # noqa: E402
-from experiments.runs import environment, synchronize  # noqa: E402
-from benchmarks.bench_augment import PILImages  # noqa: E402  (the starter's per-image dataset)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
+import q3_misc
+import q3_solution
+from benchmarks.bench_augment import PILImages
+from experiments import augment, simsiam, synthetic
+from experiments.precision import Precision
+from experiments.runs import environment, synchronize
 
 
 def build(device: torch.device, dim: int, pred_dim: int, channels_last: bool):

@@ -211,7 +211,10 @@ def test_single_jitter_factor_ranges(step):
 # --------------------------------------------------------------------------- whole pipeline vs PIL
 
 
-def unnormalise(x: torch.Tensor, config: A.AugmentConfig = A.AugmentConfig()) -> torch.Tensor:
+DEFAULT = A.AugmentConfig()
+
+
+def unnormalise(x: torch.Tensor, config: A.AugmentConfig = DEFAULT) -> torch.Tensor:
     return x * torch.tensor(config.std)[:, None, None] + torch.tensor(config.mean)[:, None, None]
 
 

@@ -108,7 +108,8 @@ def test_run_names_and_variants():
     with pytest.raises(ValueError, match="ablation"):
         ddpm.config_for("full", ablation="baseline")
     full = ddpm.config_for("full")
-    assert (full.batch_size, full.lr, full.timesteps, full.dim, tuple(full.dim_mults)) == (64, 1e-4, 1000, 32, (1, 2, 4, 8))
+    expected = (64, 1e-4, 1000, 32, (1, 2, 4, 8))
+    assert (full.batch_size, full.lr, full.timesteps, full.dim, tuple(full.dim_mults)) == expected
 
 
 def test_cli_rejects_a_bad_timesteps_value(tmp_path, capsys):
@@ -142,6 +143,7 @@ def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tmp_path, monkeypatch)
     monkeypatch.setattr(ddpm.data, "iterate_batches", real)
     ddpm.run(smoke(tmp_path, **fast), tmp_path / "resumed", resume=True)
     assert without_timings(read_metrics(tmp_path / "resumed")) == without_timings(read_metrics(straight))
-    a, b = (torch.load(d / "checkpoint.pt", weights_only=False)["state"]["ema"] for d in (straight, tmp_path / "resumed"))
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=False)["state"]["ema"]
+            for d in (straight, tmp_path / "resumed"))
     assert a["updates"] == b["updates"] == 9
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -212,8 +212,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 @torch.no_grad()
 def test_interpolation_strips_start_at_the_left_original():
     """The figure puts test_endpoints[:, 0] in the left column: frame 0 must decode that image's mean."""
-    from experiments import data
     import vae_solution
+    from experiments import data
     torch.manual_seed(0)
     model = vae_solution.VAE(z_dim=32).eval()
     model.mean.weight.mul_(30)                                         # means far apart,
