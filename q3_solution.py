@@ -13,7 +13,7 @@ Reference: Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2
 Standalone: imports only torch and the standard library, and does nothing at import.
 Everything runs on whatever device the inputs live on.
 """
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_augment.py                          # CPU or CUDA (auto), 8192 images
     .venv/bin/python benchmarks/bench_augment.py --device cpu --n-images 4096 --repeats 5
 
-Both make the two views of every image of a synthetic set (experiments.data.synthetic_digits, 32 x 32), one
+Both make the two views of every image of a synthetic set (experiments.synthetic.synthetic_digits, 32 x 32), one
 epoch in random order, batches of --batch images (2 x batch views):
 - starter: `torchvision_pipeline()` per PIL image, two draws per image (q3_misc.TwoCropsTransform), in a
   Dataset that holds the images as torchvision's CIFAR10 does (uint8 HWC, Image.fromarray per item), read by a
@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import q3_misc  # noqa: E402  (the repository root is not on the path when run as a script)
-from experiments import augment as A  # noqa: E402
-from experiments.data import synthetic_digits  # noqa: E402
-from experiments.runs import synchronize  # noqa: E402
-from benchmarks.common import device_name, keep_freed_memory  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
+import q3_misc
+from benchmarks.common import device_name, keep_freed_memory
+from experiments import augment as A
+from experiments.runs import synchronize
+from experiments.synthetic import synthetic_digits
 
 
 class PILImages(torch.utils.data.Dataset):
@@ -56,7 +56,7 @@ class PILImages(torch.utils.data.Dataset):
 
 def starter_epoch(loader: torch.utils.data.DataLoader) -> int:
     n = 0
-    for x1, x2 in loader:
+    for x1, _x2 in loader:
         n += len(x1)
     return n
 

@@ -11,16 +11,17 @@ The model is the graded `ddpm_solution.Unet(dim, dim_mults=(1, 2, 4, 8))`, rando
    (step indices timesteps-1 .. 0). Baseline: `ddpm_solution.p_sample_loop`, the starter's loop,
    fp32 and eager, which keeps every intermediate image on the host and returns them stacked,
    (timesteps, B, 3, 32, 32). Ours: `experiments.diffusion.Diffusion(1000).sample` under the
-   precision policy's autocast (experiments.precision), the model in channels_last on CUDA and optionally torch.compile'd; it keeps
-   one batch on the device and returns x_0 alone (moved to the host, inside the timing). Both start
-   from the same x_T and draw the same noise from the global RNG, so the two x_0 agree up to
-   rounding (exactly the same arithmetic on CPU, where autocast and channels_last are off).
+   precision policy's autocast (experiments.precision), the model in channels_last on CUDA and
+   optionally torch.compile'd; it keeps one batch on the device and returns x_0 alone (moved to
+   the host, inside the timing). Both start from the same x_T and draw the same noise from the
+   global RNG, so the two x_0 agree up to rounding (exactly the same arithmetic on CPU, where
+   autocast and channels_last are off).
 2. DDIM (eta = 0) over `--ddim-steps` of those steps against ancestral sampling over all of them,
    both the harness's with the same model and settings (the ancestral time is the one of 1).
 3. Training images/s at `--batch`: baseline `t_sample` + `p_losses` + Adam in fp32 eager; ours
    `Diffusion.loss` under that autocast, channels_last on CUDA, Adam, plus the EMA update, optionally
    compiled. Both start from the same weights and see the same synthetic digits
-   (`experiments.data.synthetic_digits`) and the same seed; the loss at a few steps and the mean
+   (`experiments.synthetic.synthetic_digits`) and the same seed; the loss at a few steps and the mean
    over the timed steps are printed for each, so one can check that the curves agree within noise
    (on CPU they draw the same t and eps and agree to rounding).
 
@@ -42,13 +43,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is imported: the ba
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import ddpm_solution as ds  # noqa: E402  (the repository root is not on the path when run as a script)
-from experiments import data  # noqa: E402
-from experiments.diffusion import EMA, Diffusion  # noqa: E402
-from experiments.precision import Precision  # noqa: E402
-from experiments.runs import synchronize  # noqa: E402
-from benchmarks.common import device_name  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
+import ddpm_solution as ds
+from benchmarks.common import device_name
+from experiments import data, synthetic
+from experiments.diffusion import EMA, Diffusion
+from experiments.precision import Precision
+from experiments.runs import synchronize
 
 DIM_MULTS = (1, 2, 4, 8)
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
@@ -85,7 +86,7 @@ def compiled(model: torch.nn.Module, mode: str,
     net = torch.compile(model, mode=mode)
     try:
         probe(net)
-    except Exception as error:  # noqa: BLE001  (inductor and dynamo raise many types; all mean "no compile")
+    except Exception as error:
         torch._dynamo.reset()
         message = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
         print(f"  torch.compile(mode={mode!r}) failed, running eager: {type(error).__name__}: {message}")
@@ -154,8 +155,11 @@ def bench_sampling(model: torch.nn.Module, ours_model: torch.nn.Module, args: ar
 
     print(f"\n1-2. sampling {args.batch} images, {args.timesteps} ancestral steps (indices {start}..0 of T = {ds.T}), "
           f"DDIM {args.ddim_steps} step(s); full size: 64 images, 1000 vs 50 steps")
-    net, label = compiled(ours_model, args.compile,
-                          lambda n: diffusion.sample(n, x_T(), start=max(warm_start, 2), precision=args.precision, progress=False))
+
+    def probe(net: torch.nn.Module) -> torch.Tensor:
+        return diffusion.sample(net, x_T(), start=max(warm_start, 2), precision=args.precision, progress=False)
+
+    net, label = compiled(ours_model, args.compile, probe)
     methods = {
         "baseline: p_sample_loop (fp32, eager, T-stack on host)":
             lambda: ds.p_sample_loop(model, shape, args.timesteps),
@@ -182,7 +186,8 @@ def bench_sampling(model: torch.nn.Module, ours_model: torch.nn.Module, args: ar
            for name, ref in ((b_name, b), (o_name, b), (d_name, o))], "result on host")
     print(f"  baseline result: {tuple(baseline_x.shape)}, ours: {tuple(ours_x.shape)}; "
           f"max |x_0 baseline - x_0 ours| = {(baseline_x[-1] - ours_x).abs().max().item():.1e}"
-          + (f"  ({args.precision} autocast: not expected to match)" if args.amp_active else "  (fp32 both: rounding only)"))
+          + (f"  ({args.precision} autocast: not expected to match)" if args.amp_active
+             else "  (fp32 both: rounding only)"))
     print(f"  => sampling speed-up ours / baseline: {b / o:.2f}x (target on GPU at full size: >= 3x)")
     print(f"  => DDIM {args.ddim_steps} step(s) / ancestral {args.timesteps} steps: {o / d:.2f}x "
           f"(target at full size, 50 vs 1000 steps: >= 15x)")
@@ -191,7 +196,7 @@ def bench_sampling(model: torch.nn.Module, ours_model: torch.nn.Module, args: ar
 def bench_training(init: dict, args: argparse.Namespace, device: torch.device) -> None:
     """Comparison 3: images/s of the starter's training step and of the harness's, same init and data."""
     n_steps = args.warmup + args.train_steps
-    images, _ = data.synthetic_digits(args.batch * n_steps, seed=args.seed)
+    images, _ = synthetic.synthetic_digits(args.batch * n_steps, seed=args.seed)
     x_all = data.to_float(images).to(device)                                     # (steps * B, 3, 32, 32) in [-1, 1]
     batches = list(x_all.split(args.batch))
     ours_batches = [x.contiguous(memory_format=torch.channels_last) for x in batches] if device.type == "cuda" \
@@ -227,7 +232,7 @@ def bench_training(init: dict, args: argparse.Namespace, device: torch.device) -
             step = make_step()
             torch.manual_seed(args.seed)
             step_losses = [step(x) for x in xs[:args.warmup]]            # untimed
-            timed_losses, s = timed(lambda: [step(x) for x in xs[args.warmup:]], device)
+            timed_losses, s = timed(lambda: [step(x) for x in xs[args.warmup:]], device)  # noqa: B023 (called at once)
             losses[name] = torch.stack(step_losses + timed_losses).float().cpu()
             seconds[name].append(s)
     b_name, o_name = methods

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import q3_misc  # noqa: E402
-import q3_solution  # noqa: E402
-from experiments import augment, data, simsiam  # noqa: E402
-from experiments.precision import Precision  # noqa: E402
-from experiments.runs import environment, synchronize  # noqa: E402
-from benchmarks.bench_augment import PILImages  # noqa: E402  (the starter's per-image dataset)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
+import q3_misc
+import q3_solution
+from benchmarks.bench_augment import PILImages
+from experiments import augment, simsiam, synthetic
+from experiments.precision import Precision
+from experiments.runs import environment, synchronize
 
 
 def build(device: torch.device, dim: int, pred_dim: int, channels_last: bool):
@@ -89,7 +89,7 @@ def main() -> None:
     print(f"{n} synthetic 32x32 images, batch {batch}, d {args.dim}, pred_dim {args.pred_dim}, resnet18-cifar"
           + ("" if gpu else "  (REDUCED size for CPU)"))
 
-    images, _ = data.synthetic_digits(n, seed=0)  # (N, 3, 32, 32) uint8
+    images, _ = synthetic.synthetic_digits(n, seed=0)  # (N, 3, 32, 32) uint8
     loader = torch.utils.data.DataLoader(
         PILImages(images.permute(0, 2, 3, 1).numpy(), q3_misc.TwoCropsTransform(augment.torchvision_pipeline())),
         batch_size=batch, shuffle=True, drop_last=True, num_workers=args.workers, pin_memory=gpu,

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import vae_solution as vs  # noqa: E402  (the repository root is not on the path when run as a script)
-from benchmarks.common import device_name, keep_freed_memory  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
+import vae_solution as vs
+from benchmarks.common import device_name, keep_freed_memory
 
 
 def baseline_log_likelihood(model: vs.VAE, x: torch.Tensor, K: int) -> torch.Tensor:
@@ -98,7 +98,8 @@ def main() -> None:
     print(f"device {device} ({device_name(device)}), torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"VAE(z_dim=32) random init, eval; x {args.batch}x3x32x32; K={args.K}, chunk_size={chunk}; "
           f"{args.repeats} timed runs after {args.warmup} warm-up, medians")
-    print(f"{'malloc':<12} {'method':<32} {'wall s':>7} {'min s':>7} {'user s':>7} {'sys s':>7} {'faults':>8} {'speed-up':>8}")
+    print(f"{'malloc':<12} {'method':<32} {'wall s':>7} {'min s':>7} {'user s':>7} {'sys s':>7} "
+          f"{'faults':>8} {'speed-up':>8}")
     rel = 0.0
     for regime in regimes:
         if regime == "keeps freed" and not keep_freed_memory():

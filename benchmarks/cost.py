@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments import ddpm, simsiam, vae  # noqa: E402  (the repository root is not on the path as a script)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
+from experiments import ddpm, simsiam, vae
 
 PEAK_TFLOPS = {"T4": 65, "L4": 121, "A100": 312, "H100": 989}
 TRAIN_IMAGES = {"vae": 73_257, "ddpm": 73_257, "simsiam": 50_000}   # SVHN train, CIFAR-10 train
@@ -209,7 +209,8 @@ def report(utilization: float) -> str:
         f"({', '.join(f'{g} {p}' for g, p in PEAK_TFLOPS.items())} TFLOP/s).",
         table(training, utilization, training=True),
         "Evaluation and sampling of the full presets (forward passes only, same assumption). "
-        "Problem 2.3(a)'s T = 500 and T = 1500 runs repeat the DDPM's training cost and scale its sampling rows by T/1000.",
+        "Problem 2.3(a)'s T = 500 and T = 1500 runs repeat the DDPM's training cost and scale its sampling rows "
+        "by T/1000.",
         table(evaluation_costs(), utilization, training=False),
     ])
 

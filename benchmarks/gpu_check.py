@@ -6,8 +6,9 @@ existing benchmarks' GPU comparisons at short settings. Within 8 minutes on one 
 
 Cells: (problem, precision) for the VAE, the DDPM and SimSiam with the starter's `resnet18` and with
 `resnet18-cifar`, each built by the harness (`experiments.*.build_model` on the full preset's config;
-the smoke preset's with --quick) and trained at the preset's batch with its own step written here (the harness's step functions are
-being reworked), on synthetic digits (`experiments.data.synthetic_digits`) kept on the device:
+the smoke preset's with --quick) and trained at the preset's batch with its own step written here
+(the harness's step functions are being reworked), on synthetic digits
+(`experiments.synthetic.synthetic_digits`) kept on the device:
     vae      recon, nll, kl = model(x); loss = (nll + kl).mean(); Adam
     ddpm     smooth-L1 noise prediction at uniform t (linear betas 1e-4 .. 0.02, T = 1000); Adam
     simsiam  model.loss(p1, p2, z1, z2) on two views, SGD; the views are a batch and its mirror image,
@@ -15,8 +16,8 @@ being reworked), on synthetic digits (`experiments.data.synthetic_digits`) kept 
 Precisions: bf16 autocast (only on compute capability >= 8.0), fp16 autocast with torch.amp.GradScaler,
 fp32. CUDA cells use channels_last and cudnn.benchmark. Each cell runs `--warmup` untimed steps, then
 up to `--steps` timed steps or `--cell-seconds`, whichever ends first; images/s counts the timed
-steps (a SimSiam image is two views), peak memory is torch.cuda.max_memory_allocated since the cell began (model, optimizer, data
-pool and activations). A cell that runs out of memory reads OOM.
+steps (a SimSiam image is two views), peak memory is torch.cuda.max_memory_allocated since the cell
+began (model, optimizer, data pool and activations). A cell that runs out of memory reads OOM.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import device_name  # noqa: E402  (the repository root is not on the path as a script)
-from experiments import data, ddpm, simsiam, vae  # noqa: E402
+from experiments import data, ddpm, simsiam, synthetic, vae  # noqa: E402
 
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PROBLEMS = ("vae", "ddpm", "simsiam-resnet18", "simsiam-resnet18-cifar")
@@ -107,7 +108,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_steps(step: Callable[[], torch.Tensor], device: torch.device, steps: int, seconds: float) -> tuple[int, float, float]:
+def timed_steps(
+    step: Callable[[], torch.Tensor], device: torch.device, steps: int, seconds: float
+) -> tuple[int, float, float]:
     """Run step() up to `steps` times or until `seconds` pass (checked every 5 steps); (steps, seconds, last loss)."""
     synchronize(device)
     t0, done = time.perf_counter(), 0
@@ -163,7 +166,7 @@ def measured_cell(problem: str, precision: str, pool: torch.Tensor, batch: int, 
 
 def training_table(device: torch.device, args) -> str:
     """The markdown table of every (problem, precision) cell."""
-    pool = data.to_float(data.synthetic_digits(args.pool, seed=0)[0]).to(device)   # (pool, 3, 32, 32) in [-1, 1]
+    pool = data.to_float(synthetic.synthetic_digits(args.pool, seed=0)[0]).to(device)   # (pool, 3, 32, 32) in [-1, 1]
     columns = ["batch", "steps", "images/s", "peak MiB", "loss", "note"]
     lines = ["| problem | precision | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
     for problem in args.problems:

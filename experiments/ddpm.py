@@ -74,8 +74,8 @@ PRESETS = {
     # Offline on 2 CPU cores in about a minute: a smaller U-Net, T = 50, a few hundred images.
     "smoke": DDPMConfig(preset="smoke", epochs=2, lr=1e-3, timesteps=50, dim=16, dim_mults=(1, 2, 4),
                         train_size=640, test_size=128, eval_size=64, snapshot_every=1, n_samples=16,
-                        preview_steps=10, n_final_samples=16, recon_size=32, recon_shown=8,
-                        classifier_epochs=5, quality_size=64, probe_train=256, probe_test=128,
+                        preview_steps=10, n_final_samples=16, recon_levels=(100, 500, 1000), recon_size=32,
+                        recon_shown=8, classifier_epochs=3, quality_size=32, probe_train=256, probe_test=128,
                         eval_batch_size=64),
 }
 

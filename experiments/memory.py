@@ -12,7 +12,7 @@ limit short of the machine's memory, and the whole batch is one micro-batch.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything into .venv (once) and run the test suite on CPU, offline.
+# Install everything into .venv (once) and run the whole test suite on CPU, offline, including
+# the end-to-end tests (marker e2e) that a plain `pytest` skips. Extra arguments go to pytest.
 # The report test builds the PDF from smoke runs of every experiment (made on the fly under
 # $A3_SMOKE_RESULTS); it needs LaTeX, installed here from Debian packages when missing. Without
 # them (an offline laptop) that test is skipped, unless A3_REQUIRE_LATEX=1 (CI) makes it an error.
@@ -11,4 +12,5 @@ if ! bash scripts/install_latex.sh; then
     echo "warning: LaTeX unavailable, the report PDF test will be skipped" >&2
 fi
 export A3_SMOKE_RESULTS="${A3_SMOKE_RESULTS:-$(mktemp -d)/smoke-results}"
-exec .venv/bin/python -m pytest "$@"
+# -m "e2e or not e2e": every test, overriding pytest.ini's -m "not e2e" (a later -m in "$@" wins).
+exec .venv/bin/python -m pytest -m "e2e or not e2e" "$@"

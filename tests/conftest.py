@@ -13,6 +13,7 @@ SPEC = Path(__file__).parent / "spec" / "state_dicts.json"  # a copy of shared/s
 def _one_thread():
     # One intra-op thread: on a busy 2-core machine, two spinning OpenMP threads per process
     # were measured 10-30x slower than one; on an idle one, one thread costs well under 2x.
+    # The cores are used instead by one pytest-xdist worker each (pytest.ini: -n auto).
     torch.set_num_threads(1)
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 from scipy import stats
 
 from experiments import augment as A
-from experiments.data import synthetic_digits
+from experiments.synthetic import synthetic_digits
 
 PLAIN = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # outputs in [0, 1], as after ToTensor
 COLOUR = (200, 100, 50)  # an orange whose jitter never clamps: see test_single_jitter_factor_ranges
@@ -211,7 +211,10 @@ def test_single_jitter_factor_ranges(step):
 # --------------------------------------------------------------------------- whole pipeline vs PIL
 
 
-def unnormalise(x: torch.Tensor, config: A.AugmentConfig = A.AugmentConfig()) -> torch.Tensor:
+DEFAULT = A.AugmentConfig()
+
+
+def unnormalise(x: torch.Tensor, config: A.AugmentConfig = DEFAULT) -> torch.Tensor:
     return x * torch.tensor(config.std)[:, None, None] + torch.tensor(config.mean)[:, None, None]
 
 

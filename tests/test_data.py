@@ -1,5 +1,5 @@
-"""experiments.data: the synthetic stand-in, torchvision's real readers on small files in the
-real formats (written here, md5 tables patched to match), source resolution offline, batches."""
+"""experiments.data: torchvision's real readers on small files in the
+real formats (written here, md5 tables patched to match), source resolution offline, the stand-in's cache, batches."""
 
 import hashlib
 import pickle
@@ -12,7 +12,7 @@ import scipy.io
 import torch
 import torchvision
 
-from experiments import data
+from experiments import data, synthetic
 
 SVHN = torchvision.datasets.SVHN
 CIFAR10 = torchvision.datasets.CIFAR10
@@ -214,46 +214,8 @@ def test_unknown_choices_are_rejected(tmp_path, call):
 
 
 # ---------------------------------------------------------------------------------------------
-# The synthetic stand-in
+# The synthetic stand-in's cache (the generator itself: test_synthetic.py)
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def digits() -> tuple[torch.Tensor, torch.Tensor]:
-    return data.synthetic_digits(1000, seed=0)
-
-
-def test_synthetic_shapes_and_balance(digits):
-    images, labels = digits
-    assert images.shape == (1000, 3, 32, 32) and images.dtype == torch.uint8
-    assert labels.shape == (1000,) and labels.dtype == torch.int64
-    assert torch.equal(torch.bincount(labels, minlength=10), torch.full((10,), 100))
-    assert images.min() < 40 and images.max() > 215  # uses the range
-    assert images.float().std(dim=(1, 2, 3)).min() > 5  # no blank image
-
-
-def test_synthetic_is_deterministic(digits):
-    images, labels = data.synthetic_digits(1000, seed=0)
-    assert torch.equal(images, digits[0]) and torch.equal(labels, digits[1])
-    assert not torch.equal(data.synthetic_digits(1000, seed=1)[0], digits[0])
-
-
-def test_synthetic_labels_are_learnable(tmp_path):
-    """Nearest class mean on grey pixels, standardised per image with the digit made bright:
-    about 0.7 measured (chance 0.1)."""
-    train = data.load_split("synthetic", "train", tmp_path, synthetic_size=2000)
-    test = data.load_split("synthetic", "test", tmp_path, synthetic_size=500)
-
-    def features(images: torch.Tensor) -> torch.Tensor:
-        grey = torch.einsum("nchw,c->nhw", data.to_float(images), torch.tensor([0.299, 0.587, 0.114]))
-        grey = (grey - grey.mean((1, 2), keepdim=True)) / grey.std((1, 2), keepdim=True)
-        polarity = grey[:, 8:24, 8:24].mean((1, 2)).sign()  # the centre holds the digit
-        return (grey * polarity[:, None, None]).flatten(1)
-
-    x_train, x_test = features(train.images), features(test.images)
-    means = torch.stack([x_train[train.labels == k].mean(0) for k in range(10)])
-    accuracy = (torch.cdist(x_test, means).argmin(1) == test.labels).float().mean()
-    assert accuracy > 0.4
 
 
 def test_synthetic_splits_and_cache(tmp_path, monkeypatch):
@@ -261,7 +223,7 @@ def test_synthetic_splits_and_cache(tmp_path, monkeypatch):
     test = data.load_split("synthetic", "test", tmp_path, synthetic_size=64, seed=3)
     assert (train.source, train.split, test.split) == ("synthetic", "train", "test")
     assert not torch.equal(train.images, test.images)
-    cache = tmp_path / "synthetic" / f"digits-v{data.SYNTHETIC_VERSION}-train-64-seed3.pt"
+    cache = tmp_path / "synthetic" / f"digits-v{synthetic.VERSION}-train-64-seed3.pt"
     assert cache.is_file()
     assert len(list(cache.parent.iterdir())) == 2  # train and test, no temporary file left behind
 
@@ -272,7 +234,7 @@ def test_synthetic_splits_and_cache(tmp_path, monkeypatch):
 
 def test_corrupt_cache_is_rendered_again(tmp_path):
     first = data.load_split("synthetic", "test", tmp_path, synthetic_size=32)
-    cache = tmp_path / "synthetic" / f"digits-v{data.SYNTHETIC_VERSION}-test-32-seed0.pt"
+    cache = tmp_path / "synthetic" / f"digits-v{synthetic.VERSION}-test-32-seed0.pt"
     cache.write_bytes(cache.read_bytes()[:100])
     again = data.load_split("synthetic", "test", tmp_path, synthetic_size=32)
     assert torch.equal(again.images, first.images)

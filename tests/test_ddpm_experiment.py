@@ -35,6 +35,7 @@ def smoke_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.e2e
 def test_cli_smoke_writes_every_artifact_of_2_2(smoke_run):
     for name in FIGURES:
         path = smoke_run / "figures" / name
@@ -46,6 +47,7 @@ def test_cli_smoke_writes_every_artifact_of_2_2(smoke_run):
     assert config["preset"] == "smoke" and config["timesteps"] == 50 and config["batch_size"] == 64
 
 
+@pytest.mark.e2e
 def test_cli_smoke_metrics_and_summary(smoke_run):
     metrics = read_metrics(smoke_run)
     assert [m["epoch"] for m in metrics] == [1, 2]
@@ -65,6 +67,7 @@ def test_cli_smoke_metrics_and_summary(smoke_run):
     assert s["sample_seconds"] > 0 and s["train_seconds_per_epoch"] > 0
 
 
+@pytest.mark.e2e
 def test_artifact_contents(smoke_run):
     final = torch.load(smoke_run / "artifacts" / "final_samples.pt")
     assert final.shape == (16, 3, 32, 32) and final.dtype == torch.uint8
@@ -75,6 +78,7 @@ def test_artifact_contents(smoke_run):
     assert s1.shape == s2.shape == (16, 3, 32, 32) and not torch.equal(s1, s2)
 
 
+@pytest.mark.e2e
 def test_figures_are_redrawn_from_the_folder_alone(smoke_run):
     for png in (smoke_run / "figures").glob("*.png"):
         png.unlink()
@@ -82,6 +86,7 @@ def test_figures_are_redrawn_from_the_folder_alone(smoke_run):
     assert sorted(p.name for p in paths) == sorted(FIGURES) and all(p.exists() for p in paths)
 
 
+@pytest.mark.e2e
 def test_vae_samples_are_drawn_beside_when_a_vae_run_exists(smoke_run, tmp_path):
     vae_dir = tmp_path / "vae-smoke"
     (vae_dir / "artifacts").mkdir(parents=True)
@@ -90,6 +95,7 @@ def test_vae_samples_are_drawn_beside_when_a_vae_run_exists(smoke_run, tmp_path)
     assert figures.ddpm_vs_vae(smoke_run, vae_dir).exists()
 
 
+@pytest.mark.e2e
 def test_timesteps_study_table(smoke_run, tmp_path):
     """2.3(a): the comparison reads each run's summary (here the same run twice, relabelled)."""
     other = tmp_path / "T100"
@@ -108,7 +114,8 @@ def test_run_names_and_variants():
     with pytest.raises(ValueError, match="ablation"):
         ddpm.config_for("full", ablation="baseline")
     full = ddpm.config_for("full")
-    assert (full.batch_size, full.lr, full.timesteps, full.dim, tuple(full.dim_mults)) == (64, 1e-4, 1000, 32, (1, 2, 4, 8))
+    expected = (64, 1e-4, 1000, 32, (1, 2, 4, 8))
+    assert (full.batch_size, full.lr, full.timesteps, full.dim, tuple(full.dim_mults)) == expected
 
 
 def test_cli_rejects_a_bad_timesteps_value(tmp_path, capsys):
@@ -142,6 +149,7 @@ def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tmp_path, monkeypatch)
     monkeypatch.setattr(ddpm.data, "iterate_batches", real)
     ddpm.run(smoke(tmp_path, **fast), tmp_path / "resumed", resume=True)
     assert without_timings(read_metrics(tmp_path / "resumed")) == without_timings(read_metrics(straight))
-    a, b = (torch.load(d / "checkpoint.pt", weights_only=False)["state"]["ema"] for d in (straight, tmp_path / "resumed"))
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=False)["state"]["ema"]
+            for d in (straight, tmp_path / "resumed"))
     assert a["updates"] == b["updates"] == 9
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -441,7 +441,7 @@ def test_q_sample_marginal_moments():
         assert abs(row.var().item() / var - 1) < 5 * math.sqrt(2 / n)
 
 
-# --------------------------------------------------------------------------- posterior q(x_{t-1} | x_t, x_0) and p_sample
+# ------------------------------------------------------------------------- posterior q(x_{t-1} | x_t, x_0) and p_sample
 
 def grid_posterior(i: int, x0: float, xt: float) -> tuple[float, float]:
     """Mean and variance of q(x_{t-1} | x_t, x_0) ∝ q(x_t | x_{t-1}) q(x_{t-1} | x_0), by Bayes on a grid."""

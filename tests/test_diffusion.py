@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 
 import ddpm_solution as ds
-from experiments.diffusion import EMA, Diffusion, noise
 from experiments.ddpm import scaled_levels, t_star
+from experiments.diffusion import EMA, Diffusion, noise
 
 
 class TinyNet(nn.Module):
@@ -59,7 +59,8 @@ def test_schedule_equals_the_graded_one_at_T_1000(d1000):
 
 def test_other_T_keeps_the_endpoints():
     d = Diffusion(500)
-    assert len(d.betas) == 500 and d.betas[0].item() == pytest.approx(1e-4) and d.betas[-1].item() == pytest.approx(0.02)
+    assert len(d.betas) == 500
+    assert d.betas[0].item() == pytest.approx(1e-4) and d.betas[-1].item() == pytest.approx(0.02)
     assert d.alphas_cumprod_prev[0] == 1 and d.posterior_variance[0] == 0
     with pytest.raises(ValueError, match="timesteps"):
         Diffusion(1)

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from experiments import classifier, monitors
-from experiments.data import synthetic_digits, to_float
+from experiments.data import to_float
+from experiments.synthetic import synthetic_digits
 
 
 def clustered(centres: torch.Tensor, n: int, spread: float, generator: torch.Generator):
@@ -136,7 +137,8 @@ def test_linear_probe_fits_separable_features(optimizer, epochs, lr):
 def test_linear_probe_is_at_chance_on_random_labels_and_deterministic():
     generator = torch.Generator().manual_seed(0)
     x_train, x_test = torch.randn(500, 20, generator=generator), torch.randn(2000, 20, generator=generator)
-    y_train, y_test = torch.randint(0, 10, (500,), generator=generator), torch.randint(0, 10, (2000,), generator=generator)
+    y_train = torch.randint(0, 10, (500,), generator=generator)
+    y_test = torch.randint(0, 10, (2000,), generator=generator)
     runs = [monitors.linear_probe(x_train, y_train, x_test, y_test, epochs=10, lr=1e-2, batch_size=50,
                                   generator=torch.Generator().manual_seed(7)) for _ in range(2)]
     assert runs[0] == runs[1]  # same seed, same result
@@ -179,8 +181,11 @@ def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
 
 def test_frechet_distance_matches_scipy_sqrtm_for_full_covariances():
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(500, 5, generator=generator, dtype=torch.float64) @ torch.randn(5, 5, generator=generator, dtype=torch.float64)
-    b = torch.randn(700, 5, generator=generator, dtype=torch.float64) @ torch.randn(5, 5, generator=generator, dtype=torch.float64) + 0.3
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    a = randn(500, 5) @ randn(5, 5)
+    b = randn(700, 5) @ randn(5, 5) + 0.3
     mu_a, mu_b = a.mean(0).numpy(), b.mean(0).numpy()
     S_a, S_b = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
     expected = np.sum((mu_a - mu_b) ** 2) + np.trace(S_a + S_b - 2 * scipy.linalg.sqrtm(S_a @ S_b).real)

@@ -10,6 +10,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.e2e
 def test_notebook_runs_on_the_smoke_preset(path, tmp_path, monkeypatch):
     monkeypatch.setenv("A3_PRESET", "smoke")
     monkeypatch.setenv("A3_DATA", "synthetic")

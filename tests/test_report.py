@@ -442,6 +442,7 @@ def test_pdf_with_missing_runs_shows_placeholders(tmp_path):
 @pytest.mark.skipif("A3_SMOKE_RESULTS" not in os.environ,
                     reason="set A3_SMOKE_RESULTS to the folder of `python -m experiments all --preset smoke "
                            "--data synthetic --out DIR` (produced there if empty; minutes on a CPU)")
+@pytest.mark.e2e
 def test_pdf_from_smoke_runs(tmp_path):
     results = Path(os.environ["A3_SMOKE_RESULTS"])
     if not results.is_dir() or not any(results.iterdir()):

@@ -53,6 +53,7 @@ def cli_runs(tmp_path_factory, data_root):
 
 
 @pytest.mark.parametrize("name", ABLATIONS)
+@pytest.mark.e2e
 def test_cli_smoke_run_of_each_ablation(cli_runs, name):
     run_dir = cli_runs[name]
     config = json.loads((run_dir / "config.json").read_text())
@@ -89,6 +90,7 @@ def test_cli_smoke_run_of_each_ablation(cli_runs, name):
         assert (run_dir / "figures" / png).stat().st_size > 5_000, png
 
 
+@pytest.mark.e2e
 def test_comparison_figures_and_table_from_the_run_folders(cli_runs, tmp_path):
     dirs = [cli_runs[name] for name in ABLATIONS]
     paths = figures.simsiam_comparisons(dirs, tmp_path)

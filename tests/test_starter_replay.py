@@ -212,7 +212,7 @@ def test_simsiam_notebook_checkpoints_resume_and_linear_evaluation(tmp_path):
     base_encoder = torchvision.models.__dict__[arch]
     model, optimizer, _, _ = pretrain(base_encoder, steps=1, dim=64, pred_dim=16)
     epoch = 0
-    path = str(tmp_path / "checkpoint_{:04d}.pth.tar".format(epoch))
+    path = str(tmp_path / f"checkpoint_{epoch:04d}.pth.tar")
     save_checkpoint({"epoch": epoch + 1, "arch": arch, "state_dict": model.state_dict(),
                      "optimizer": optimizer.state_dict()}, filename=path)
 

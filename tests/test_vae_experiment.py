@@ -41,6 +41,7 @@ def smoke_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.e2e
 def test_cli_smoke_writes_every_artifact_of_1_3(smoke_run):
     for name in FIGURES:
         path = smoke_run / "figures" / name
@@ -52,6 +53,7 @@ def test_cli_smoke_writes_every_artifact_of_1_3(smoke_run):
     assert config["preset"] == "smoke" and config["z_dim"] == 32 and config["batch_size"] == 64
 
 
+@pytest.mark.e2e
 def test_cli_smoke_metrics_and_summary(smoke_run):
     metrics = read_metrics(smoke_run)
     assert [m["epoch"] for m in metrics] == [1, 2]
@@ -68,6 +70,7 @@ def test_cli_smoke_metrics_and_summary(smoke_run):
     assert provenance["source"] == "synthetic" and provenance["device"] == "cpu"
 
 
+@pytest.mark.e2e
 def test_artifact_contents(smoke_run):
     profiles = torch.load(smoke_run / "artifacts" / "latent_profiles.pt")
     assert profiles["class_means"].shape == (10, 32) and int(profiles["counts"].sum()) == 640
@@ -80,6 +83,7 @@ def test_artifact_contents(smoke_run):
     assert s1.shape == s2.shape == (64, 3, 32, 32)
 
 
+@pytest.mark.e2e
 def test_figures_are_redrawn_from_the_folder_alone(smoke_run):
     for png in (smoke_run / "figures").glob("*.png"):
         png.unlink()
@@ -87,6 +91,7 @@ def test_figures_are_redrawn_from_the_folder_alone(smoke_run):
     assert sorted(p.name for p in paths) == sorted(FIGURES) and all(p.exists() for p in paths)
 
 
+@pytest.mark.e2e
 def test_existing_run_is_not_overwritten_without_resume(smoke_run, capsys):
     code = cli.main(["vae", "--preset", "smoke", "--data", "synthetic", "--out", str(smoke_run), "--device", "cpu"])
     assert code == 2 and "--resume" in capsys.readouterr().err
@@ -163,6 +168,7 @@ def test_resume_extends_a_finished_run(tmp_path, reference):
     assert_same_run(tmp_path / "run", reference)
 
 
+@pytest.mark.e2e
 def test_resume_after_kill_9(tmp_path):
     """A real SIGKILL of the CLI at an arbitrary point; the resumed run finishes all epochs, none repeated."""
     out, data_root = tmp_path / "run", tmp_path / "data"
@@ -212,8 +218,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 @torch.no_grad()
 def test_interpolation_strips_start_at_the_left_original():
     """The figure puts test_endpoints[:, 0] in the left column: frame 0 must decode that image's mean."""
-    from experiments import data
     import vae_solution
+    from experiments import data
     torch.manual_seed(0)
     model = vae_solution.VAE(z_dim=32).eval()
     model.mean.weight.mul_(30)                                         # means far apart,

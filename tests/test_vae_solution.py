@@ -341,7 +341,7 @@ def test_training_step_reduces_the_loss(model):
     assert losses[-1] - floor < 0.5 * (losses[0] - floor), (losses[0], losses[-1])
 
 
-# --------------------------------------------------------------------------- device-agnostic, basic ops, no side effects
+# -------------------------------------------------------------------------- device-agnostic, basic ops, no side effects
 
 def test_runs_on_another_device_without_cpu_assumptions(x):
     """On the meta device every tensor must follow the model/input: any CPU-created tensor would fail."""
