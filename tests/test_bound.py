@@ -12,8 +12,17 @@ import torch
 from scipy import stats
 from torch.distributions import Independent, Normal, kl_divergence
 
-from experiments.bound import (denoising_term, discretised_log_prob, normal_kl, prior_term, q_posterior,
-                               reconstruction_term, reverse_variance, strata, variational_bound)
+from experiments.bound import (
+    denoising_term,
+    discretised_log_prob,
+    normal_kl,
+    prior_term,
+    q_posterior,
+    reconstruction_term,
+    reverse_variance,
+    strata,
+    variational_bound,
+)
 from experiments.diffusion import Diffusion
 from tests.test_theory import beta_tilde, linear_schedule, mu_tilde
 

@@ -31,7 +31,9 @@ def test_jsd_approaches_log2_for_disjoint_sets():
 def test_jsd_matches_quadrature_for_two_gaussians_with_the_optimal_discriminator():
     # p1 = N(0, 1), p0 = N(1, 1.5^2); h*(x) = log f1(x) - log f0(x) (3.2), so D = sigmoid(h*) = D*
     p1, p0 = stats.norm(0.0, 1.0), stats.norm(1.0, 1.5)
-    h_star = lambda x: p1.logpdf(x) - p0.logpdf(x)
+
+    def h_star(x):
+        return p1.logpdf(x) - p0.logpdf(x)
 
     def integrand(x: float) -> float:  # 1/2 KL(p1 || m) + 1/2 KL(p0 || m), pointwise
         f1, f0 = p1.pdf(x), p0.pdf(x)

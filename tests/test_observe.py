@@ -40,7 +40,8 @@ class FixedClassifier(torch.nn.Module):
 
 
 def test_digit_patterns_counts_confident_images_and_their_classes():
-    images = torch.cat([torch.full((3, 3, 32, 32), 250, dtype=torch.uint8), torch.zeros(1, 3, 32, 32, dtype=torch.uint8)])
+    bright = torch.full((3, 3, 32, 32), 250, dtype=torch.uint8)
+    images = torch.cat([bright, torch.zeros(1, 3, 32, 32, dtype=torch.uint8)])
     out = observe.digit_patterns(FixedClassifier(), images, "cpu", batch_size=2)
     assert out["confident_fraction"] == pytest.approx(0.75)
     assert out["class_histogram"][3] == 3 and sum(out["class_histogram"]) == 4

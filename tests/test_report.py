@@ -374,7 +374,8 @@ def test_provenance_warns_about_synthetic_data_only_when_used(tmp_path):
     build.generate(tmp_path / "b", {}, tmp_path / "build-b")
     v = read_values(tmp_path / "build-b")
     assert v["simsiam-batch-4096-hardware"] == "Tesla T4 (cuda), fp16, micro-batch 1024"
-    assert v["simsiam-batch-4096-bn-over"].startswith("the 1024 images of each view of a micro-batch (the batch of 4096 ran as 4")
+    assert v["simsiam-batch-4096-bn-over"].startswith(
+        "the 1024 images of each view of a micro-batch (the batch of 4096 ran as 4")
 
 
 def test_rebuild_drops_figures_of_runs_no_longer_found(tmp_path):

@@ -877,8 +877,9 @@ def test_q4_5_stop_gradient_and_predictor_conserve_W_WT_minus_WpT_Wp_and_do_not_
 
 
 def test_q4_3_the_decay_bound_is_strict_for_a_generic_start():
-    """4.3's remark: the statement's ||w(t)|| = e^{-lambda_0 t} ||w(0)|| holds only as "<=": along the coupled flow from a
-    random start, with lambda_0 = the smallest lambda_min(H(t)) met on the way, the norm ends well below the bound."""
+    """4.3's remark: the statement's ||w(t)|| = e^{-lambda_0 t} ||w(0)|| holds only as "<=": along the coupled flow
+    from a random start, with lambda_0 = the smallest lambda_min(H(t)) met on the way, the norm ends well below the
+    bound."""
     _, X, Xp = augmentation_data()
     I = np.eye(N2)
     rng = np.random.default_rng(12)
