@@ -96,7 +96,7 @@ def vae_run(root: Path) -> Path:
     means = torch.randn(10, 32, generator=torch.Generator().manual_seed(0)) + 2 * (torch.arange(32) < 3)
     save(run, "latent_profiles.pt", {"class_means": means, "counts": torch.arange(7000, 7010),
                                      "overall_mean": means.mean(0), "overall_std": torch.linspace(0.5, 1.5, 32)})
-    strips = images(120, 2).view(6, 20, 3, 32, 32)
+    strips = images(132, 2).view(6, 22, 3, 32, 32)  # 6 pairs: 10 test frames, 2 endpoints, 10 prior frames
     save(run, "interpolations.pt", {"test": strips[:, :10], "test_endpoints": strips[:, 10:12],
                                     "prior": strips[:, 12:]})
     return run
