@@ -5,6 +5,7 @@ its title, read from the run's provenance.json. PNGs go to <run>/figures/.
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -18,6 +19,13 @@ from experiments import names
 from experiments.runs import load_artifact, read_json, read_metrics
 
 N_MARKED = 3  # most class-specific latent dimensions marked per class
+MOST_PANELS = 8  # snapshot panels per figure; more snapshots are thinned to every 5k-th epoch
+# Figures are drawn at about the size report.tex prints them (\linewidth, 6.8 in; \fig[0.6\linewidth]
+# ones at 4 in), so that these font sizes, all 7.5 pt or more, are the printed ones
+# (tests/test_figure_fonts.py checks the printed sizes).
+WIDTH = 6.5
+READABLE = plt.rc_context({"font.size": 8, "axes.titlesize": 8.5, "figure.titlesize": 9, "legend.fontsize": 7.5,
+                           "xtick.labelsize": 7.5, "ytick.labelsize": 7.5})
 
 
 def dataset_name(run_dir: str | Path) -> str:
@@ -48,20 +56,29 @@ def _snapshot_epochs(run_dir: str | Path, kind: str) -> list[int]:
     return sorted(int(m.group(1)) for p in folder.glob("epoch_*.pt") if (m := re.match(r"epoch_(\d+)\.pt", p.name)))
 
 
+def _shown(epochs: list[int]) -> list[int]:
+    """At most MOST_PANELS epochs: all when they fit, else the first, every k-th (k a multiple of 5) and the last."""
+    if len(epochs) <= MOST_PANELS:
+        return epochs
+    every = 5 * math.ceil(epochs[-1] / (5 * (MOST_PANELS - 2)))
+    return sorted({epochs[0], epochs[-1], *(e for e in epochs if e % every == 0)})
+
+
 # --------------------------------------------------------------------------- shared by all problems
 
+@READABLE
 def wall_clock(run_dir: str | Path, label: str) -> Path:
     """Training wall-clock: seconds per epoch (training, and with evaluation) and the running total."""
     m = read_metrics(run_dir)
     epochs = [r["epoch"] for r in m]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(WIDTH, 2.4))
     a.bar(epochs, [r["epoch_seconds"] for r in m], color="tab:gray", label="epoch incl. evaluation")
     a.bar(epochs, [r["train_seconds"] for r in m], color="tab:blue", label="training steps")
-    a.set(xlabel="epoch", ylabel="seconds", title="per epoch")
-    a.legend()
+    a.set(xlabel="epoch", ylabel="seconds per epoch")
+    a.legend(loc="lower left", bbox_to_anchor=(0, 1), ncol=2, frameon=False)  # above the bars
     minutes = m[-1]["wall_seconds"] > 120
-    b.plot([0] + epochs, [0] + [r["wall_seconds"] / (60 if minutes else 1) for r in m], marker="o")
-    b.set(xlabel="epoch", ylabel="minutes" if minutes else "seconds", title="cumulative")
+    b.plot([0] + epochs, [0] + [r["wall_seconds"] / (60 if minutes else 1) for r in m], marker="o", ms=3)
+    b.set(xlabel="epoch", ylabel=f"cumulative {'minutes' if minutes else 'seconds'}")
     for ax in (a, b):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     speed = np.median([r["images_per_s"] for r in m])
@@ -70,26 +87,29 @@ def wall_clock(run_dir: str | Path, label: str) -> Path:
     return _save(fig, figures_dir(run_dir), "wall_clock.png")
 
 
+@READABLE
 def loss_curves(run_dir: str | Path, keys: dict[str, str], label: str) -> Path:
-    """Per-epoch curves of the metrics named in `keys` (metric -> legend)."""
+    """Per-epoch curves of the metrics named in `keys` (metric -> legend); printed at 0.55 \\linewidth."""
     m = read_metrics(run_dir)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(3.6, 2.5))
     for key, legend in keys.items():
-        ax.plot([r["epoch"] for r in m], [r[key] for r in m], marker="o", label=legend)
+        ax.plot([r["epoch"] for r in m], [r[key] for r in m], marker="o", ms=3, label=legend)
     ax.set(xlabel="epoch", ylabel="loss", title=f"{label} loss ({dataset_name(run_dir)})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     return _save(fig, figures_dir(run_dir), "loss.png")
 
 
+@READABLE
 def snapshots(run_dir: str | Path, label: str, what: str = "samples") -> Path:
-    """One panel per snapshot epoch of artifacts/<what>/epoch_NNN.pt, titled with the epoch."""
-    epochs = _snapshot_epochs(run_dir, what)
+    """One panel per snapshot epoch of artifacts/<what>/epoch_NNN.pt (at most MOST_PANELS), titled with the epoch."""
+    epochs = _shown(_snapshot_epochs(run_dir, what))
     if not epochs:
         raise FileNotFoundError(f"no snapshots in {Path(run_dir) / 'artifacts' / what}")
-    cols = min(3, len(epochs))
+    cols = min(4 if len(epochs) > 5 else 5, len(epochs))
     rows = -(-len(epochs) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.8 * rows), squeeze=False)
+    side = min(WIDTH / cols, 3.3 / rows)  # inches per panel: the width, and the report's height cap
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols, side * rows + 0.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, epoch in zip(axes.flat, epochs):
@@ -101,21 +121,24 @@ def snapshots(run_dir: str | Path, label: str, what: str = "samples") -> Path:
             images = snap
         ax.imshow(grid(images, nrow=8))
         ax.set_title(f"epoch {epoch}")
-    note = {"reconstructions": " (odd rows: test originals, even rows: reconstructions)",
-            "previews": f" (DDIM, {read_json(run_dir, 'config.json').get('preview_steps')} steps, "
-                        "same noise at every epoch)",
-            }.get(what, " (same noise at every epoch)")
-    fig.suptitle(f"{label} {what} during training, {dataset_name(run_dir)}{note}")
+    note = {"reconstructions": "odd rows: test originals, even rows: reconstructions",
+            "previews": f"DDIM, {read_json(run_dir, 'config.json').get('preview_steps')} steps, "
+                        "same noise at every epoch",
+            }.get(what, "same noise at every epoch")
+    fig.suptitle(f"{label} {what} during training, {dataset_name(run_dir)}\n({note})")
+    fig.tight_layout()
     return _save(fig, figures_dir(run_dir), f"{what}_over_training.png")
 
 
+@READABLE
 def image_grid(run_dir: str | Path, artifact: str, title: str, name: str) -> Path:
+    """A square grid of the images of `artifact`; printed at 0.6 \\linewidth."""
     images = load_artifact(run_dir, artifact)
     nrow = int(np.ceil(np.sqrt(len(images))))
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig, ax = plt.subplots(figsize=(3.6, 3.8))
     ax.imshow(grid(images, nrow=nrow))
     ax.axis("off")
-    ax.set_title(f"{title} ({dataset_name(run_dir)})")
+    ax.set_title(f"{title}\n({dataset_name(run_dir)})")
     return _save(fig, figures_dir(run_dir), name)
 
 
@@ -126,54 +149,67 @@ def class_specificity(profiles: dict) -> torch.Tensor:
     return (profiles["class_means"] - profiles["overall_mean"]) / profiles["overall_std"].clamp_min(1e-8)
 
 
-def latent_profiles(run_dir: str | Path) -> list[Path]:
-    """1.3(e): a bar chart of the mean posterior mean per class, and a heat map of class specificity."""
-    p = load_artifact(run_dir, "latent_profiles.pt")
-    means, score = p["class_means"].numpy(), class_specificity(p).numpy()
-    n_classes, z_dim = means.shape
-    top = np.argsort(-np.abs(score), axis=1)[:, :N_MARKED]
-    source = dataset_name(run_dir)
-
-    fig, axes = plt.subplots(2, 5, figsize=(18, 7), sharey=True)
-    for c, ax in enumerate(axes.flat):
-        colors = np.where(np.isin(np.arange(z_dim), top[c]), "tab:red", "tab:blue")
-        ax.bar(np.arange(z_dim), means[c], color=colors)
+def _profile_bars(run_dir: str | Path, p: dict, score: np.ndarray, top: np.ndarray) -> Path:
+    """1.3(e) bars: the overall mean of E[z|x] (dimensions large for every class), then each class's
+    standardised deviation from it, its N_MARKED most class-specific dimensions in red."""
+    z_dim = score.shape[1]
+    fig = plt.figure(figsize=(WIDTH, 3.7))
+    cells = fig.add_gridspec(3, 5, height_ratios=[0.8, 1, 1])
+    shared = fig.add_subplot(cells[0, :])
+    shared.bar(np.arange(z_dim), p["overall_mean"].numpy(), color="tab:gray")
+    shared.set(xlim=(-0.6, z_dim - 0.4), ylabel="mean of E[z|x]",
+               title="shared by every class: the overall mean of E[z|x] per dimension")
+    for c in range(score.shape[0]):
+        ax = fig.add_subplot(cells[1 + c // 5, c % 5], sharey=fig.axes[1] if c else None)
+        ax.bar(np.arange(z_dim), score[c], color=np.where(np.isin(np.arange(z_dim), top[c]), "tab:red", "tab:blue"))
         ax.axhline(0, color="k", lw=0.5)
-        ax.set_title(f"class {c} (n={int(p['counts'][c])})\npeaks: {', '.join(map(str, top[c]))}", fontsize=10)
-        ax.set_xlabel("latent dimension")
-    fig.suptitle(f"VAE latent profile per class: mean of E[z|x] over training images ({source}); "
-                 f"red: the {N_MARKED} most class-specific dimensions")
-    fig.tight_layout()
-    bars = _save(fig, figures_dir(run_dir), "latent_profiles_bars.png")
+        ax.set_title(f"class {c} (n={int(p['counts'][c])})\npeaks: {', '.join(map(str, top[c]))}", fontsize=7.5)
+        ax.set(xlabel="latent dimension" if c >= 5 else "", ylabel="(class - overall)\n/ std" if c % 5 == 0 else "")
+        ax.label_outer()
+    fig.suptitle(f"VAE latent profile per class, posterior means E[z|x] of training images ({dataset_name(run_dir)})")
+    fig.tight_layout(h_pad=0.3, w_pad=0.3)
+    return _save(fig, figures_dir(run_dir), "latent_profiles_bars.png")
 
-    fig, ax = plt.subplots(figsize=(12, 4))
+
+@READABLE
+def latent_profiles(run_dir: str | Path) -> list[Path]:
+    """1.3(e): per-class bars of class specificity (with the shared overall profile), and a heat map of it."""
+    p = load_artifact(run_dir, "latent_profiles.pt")
+    score = class_specificity(p).numpy()
+    n_classes = score.shape[0]
+    top = np.argsort(-np.abs(score), axis=1)[:, :N_MARKED]
+    bars = _profile_bars(run_dir, p, score, top)
+
+    fig, ax = plt.subplots(figsize=(WIDTH, 2.6))
     lim = np.abs(score).max()
     im = ax.imshow(score, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
     for c in range(n_classes):
-        ax.scatter(top[c], [c] * N_MARKED, marker="o", facecolors="none", edgecolors="k", s=60)
+        ax.scatter(top[c], [c] * N_MARKED, marker="o", facecolors="none", edgecolors="k", s=30)
     ax.set(xlabel="latent dimension", ylabel="class", yticks=range(n_classes))
     fig.colorbar(im, label="(class mean - overall mean) / std")
-    ax.set_title(f"class specificity of each latent dimension ({source}); circles: top {N_MARKED} per class")
+    ax.set_title(f"class specificity of each latent dimension ({dataset_name(run_dir)}); "
+                 f"circles: top {N_MARKED} per class")
     heat = _save(fig, figures_dir(run_dir), "latent_profiles_heatmap.png")
     return [bars, heat]
 
 
+@READABLE
 def interpolations(run_dir: str | Path) -> Path:
-    """1.3(f): strips between pairs of test images (originals at the ends) and between prior draws."""
+    """1.3(f): strips between pairs of test images (originals at the ends) and between prior draws, side by side."""
     it = load_artifact(run_dir, "interpolations.pt")
     P, n = it["test"].shape[:2]
     blank = torch.full_like(it["test_endpoints"][:, :1], 255)
     rows_test = torch.cat([it["test_endpoints"][:, :1], it["test"], it["test_endpoints"][:, 1:]], dim=1)
     rows_prior = torch.cat([blank, it["prior"], blank], dim=1)
-    fig, (a, b) = plt.subplots(2, 1, figsize=(1.0 * (n + 2), 1.05 * 2 * P + 1))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(WIDTH, WIDTH / 2 * P / (n + 2) + 0.9))
     a.imshow(grid(rows_test.reshape(-1, 3, 32, 32), nrow=n + 2))
-    a.set_title("between test images (outer columns: the originals, each beside the decoding of its own posterior "
-                "mean; inner: decoded interpolation)")
+    a.set_title("between test images; outer columns: the originals,\neach beside the decoding of its posterior mean")
     b.imshow(grid(rows_prior.reshape(-1, 3, 32, 32), nrow=n + 2))
-    b.set_title("between two draws from the prior N(0, I)")
+    b.set_title("between two draws from the prior N(0, I)\n")
     for ax in (a, b):
         ax.axis("off")
     fig.suptitle(f"VAE latent interpolation, {n} steps ({dataset_name(run_dir)})")
+    fig.tight_layout()
     return _save(fig, figures_dir(run_dir), "interpolations.png")
 
 
@@ -192,6 +228,7 @@ def vae_figures(run_dir: str | Path) -> list[Path]:
 
 # --------------------------------------------------------------------------- Problem 2 (DDPM)
 
+@READABLE
 def reconstruction_study(run_dir: str | Path) -> list[Path]:
     """2.2(c): test images noised to t' and denoised back, one row per level; distance and
     label preservation against t', with t* marked."""
@@ -199,35 +236,37 @@ def reconstruction_study(run_dir: str | Path) -> list[Path]:
     levels, n = r["levels"], len(r["original"])
     source = dataset_name(run_dir)
     rows = torch.cat([r["original"][None], r["reconstructions"]]).reshape(-1, 3, 32, 32)
-    fig, ax = plt.subplots(figsize=(0.75 * n + 1.2, 0.75 * (len(levels) + 1) + 0.6))
+    side = min(0.33, 3.2 / (len(levels) + 1))  # inches per image, under the report's height cap
+    fig, ax = plt.subplots(figsize=(side * n + 0.8, side * (len(levels) + 1) + 0.5))
     ax.imshow(grid(rows, nrow=n))
     ax.set_yticks([16 + 33 * k for k in range(len(levels) + 1)], ["original"] + [f"t'={t}" for t in levels])
     ax.set_xticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title(f"DDPM reconstructions: noised to t', denoised from t' ({source})")
+    ax.set_title(f"DDPM reconstructions: noised to t',\ndenoised from t' ({source})")
     grid_path = _save(fig, figures_dir(run_dir), "reconstructions.png")
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    a.plot(levels, r["mse"], marker="o")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(WIDTH, 2.6))
+    a.plot(levels, r["mse"], marker="o", ms=3)
     a.set(xlabel="t'", ylabel="MSE to the original ([-1, 1] scale)", title="distance to the original")
-    b.plot(levels, r["label_preserved"], marker="o", label="label preserved (classifier)")
+    b.plot(levels, r["label_preserved"], marker="o", ms=3, label="label preserved (classifier)")
     b.axhline(r["clean_accuracy"], color="tab:green", ls=":", label="classifier on clean originals")
     b.axhline(0.1, color="tab:gray", ls=":", label="chance")
     b.set(xlabel="t'", ylabel="rate", ylim=(0, 1.02), title="label preservation")
     if r["t_star"] is not None:
         for ax in (a, b):
             ax.axvline(r["t_star"], color="tab:red", ls="--", label=f"t* = {r['t_star']:.0f}")
-    b.legend(fontsize=8)
-    fig.suptitle(f"DDPM reconstruction study, {r['n_evaluated']} test images ({source}); "
+    b.legend()
+    fig.suptitle(f"DDPM reconstruction study, {r['n_evaluated']} test images ({source})\n"
                  "t*: label preservation falls below halfway between clean accuracy and chance")
     fig.tight_layout()
     return [grid_path, _save(fig, figures_dir(run_dir), "reconstruction_curves.png")]
 
 
+@READABLE
 def ddpm_vs_vae(run_dir: str | Path, vae_dir: str | Path | None) -> Path:
     """2.2(d): the DDPM's final samples beside the VAE's (when a finished VAE run is given)."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6.4))
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.6))
     for ax in axes:
         ax.axis("off")
     ddpm = load_artifact(run_dir, "final_samples.pt")[:64]
@@ -238,23 +277,28 @@ def ddpm_vs_vae(run_dir: str | Path, vae_dir: str | Path | None) -> Path:
         axes[1].set_title(f"VAE ({dataset_name(vae_dir)})")
     else:
         axes[1].text(0.5, 0.5, "no finished VAE run found:\npython -m experiments vae --preset ...",
-                     ha="center", va="center", fontsize=12, transform=axes[1].transAxes)
+                     ha="center", va="center", fontsize=10, transform=axes[1].transAxes)
     fig.suptitle("Final samples, DDPM beside VAE")
+    fig.tight_layout()
     return _save(fig, figures_dir(run_dir), "ddpm_vs_vae.png")
 
 
+@READABLE
 def probe(run_dir: str | Path) -> Path:
-    """2.3(b): linear-probe accuracy of digit class on U-Net bottleneck features vs raw pixels."""
+    """2.3(b): linear-probe accuracy of digit class on U-Net bottleneck features vs raw pixels;
+    printed at 0.6 \\linewidth."""
     p = load_artifact(run_dir, "probe.pt")
     keys, acc = list(p["accuracy"]), list(p["accuracy"].values())
     labels = [k.replace("bottleneck_t", "bottleneck, t=").replace("raw_pixels", "raw pixels") for k in keys]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(3.9, 2.9))
     ax.bar(labels, acc, color=["tab:blue"] * (len(acc) - 1) + ["tab:gray"])
     for k, v in enumerate(acc):
         ax.text(k, v + 0.01, f"{v:.1%}", ha="center")
     ax.axhline(0.1, color="k", ls=":", lw=1)
-    ax.set(ylabel="test accuracy", ylim=(0, 1.08),
-           title=f"linear probe of digit class ({p['n_train']} train / {p['n_test']} test, {dataset_name(run_dir)})")
+    ax.tick_params(axis="x", labelrotation=30)
+    plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
+    ax.set(ylabel="test accuracy", ylim=(0, 1.08), title=f"linear probe of digit class\n({p['n_train']} train / "
+                                                         f"{p['n_test']} test, {dataset_name(run_dir)})")
     return _save(fig, figures_dir(run_dir), "probe.png")
 
 
@@ -274,30 +318,21 @@ def ddpm_figures(run_dir: str | Path, vae_dir: str | Path | None = None) -> list
     ]
 
 
+@READABLE
 def ddpm_timesteps(run_dirs: list[str | Path], out: str | Path) -> Path:
-    """2.3(a): training time per epoch, sampling time and sample quality for runs with different T."""
-    rows = sorted((read_json(d, "summary.json") | {"dir": d} for d in run_dirs), key=lambda s: s["timesteps"])
-    header = ["T", "epochs", "train s/epoch", "sampling s/image", "classifier-FID (lower is better)",
-              "mean confidence", "t*"]
-    cells = [[str(s["timesteps"]), str(s["epochs"]), f"{s['train_seconds_per_epoch']:.1f}",
-              f"{s['sample_seconds_per_image']:.3f}", f"{s['quality_classifier_fid']:.2f}",
-              f"{s['quality_mean_confidence']:.3f}", "-" if s["t_star"] is None else f"{s['t_star']:.0f}"]
-             for s in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 2.2 + 0.35 * len(rows)),
-                               gridspec_kw={"width_ratios": [3, 2]})
-    a.axis("off")
-    table = a.table(cellText=cells, colLabels=header, loc="center", cellLoc="center")
-    table.auto_set_font_size(False)
-    table.set_fontsize(8)
-    table.scale(1, 1.4)
+    """2.3(a): training time per epoch, sampling time and sample quality against T (their table is the report's)."""
+    rows = sorted((read_json(d, "summary.json") for d in run_dirs), key=lambda s: s["timesteps"])
     Ts = [s["timesteps"] for s in rows]
-    b.plot(Ts, [s["sample_seconds_per_image"] for s in rows], marker="o", color="tab:blue")
-    b.set(xlabel="T", ylabel="sampling seconds / image", xticks=Ts)
-    c = b.twinx()
-    c.plot(Ts, [s["quality_classifier_fid"] for s in rows], marker="s", color="tab:red")
-    c.set_ylabel("classifier-FID", color="tab:red")
+    fig, axes = plt.subplots(1, 3, figsize=(WIDTH, 2.3))
+    for ax, key, label, color in zip(axes, ("train_seconds_per_epoch", "sample_seconds_per_image",
+                                            "quality_classifier_fid"),
+                                     ("training s / epoch", "sampling s / image", "classifier-FID (lower is better)"),
+                                     ("tab:gray", "tab:blue", "tab:red")):
+        ax.plot(Ts, [s[key] for s in rows], marker="o", ms=3, color=color)
+        ax.set(xlabel="T", ylabel=label, xticks=Ts)
     sources = sorted({names.dataset_name(s["dataset"]) for s in rows})
-    fig.suptitle(f"DDPM with T steps, same training budget ({', '.join(sources)})")
+    budget = sorted({s["epochs"] for s in rows})
+    fig.suptitle(f"DDPM with T steps, same training budget ({'/'.join(map(str, budget))} epochs, {', '.join(sources)})")
     fig.tight_layout()
     return _save(fig, out, "ddpm_timesteps.png")
 
@@ -308,11 +343,13 @@ def ddpm_timesteps(run_dirs: list[str | Path], out: str | Path) -> Path:
 SIMSIAM_QUESTIONS = {q: (title, names.compared(q)) for q, title in names.QUESTIONS.items()}
 
 
-def _simsiam_label(run_dir: str | Path) -> str:
-    """The run's ablation, with its backbone when not the default (names.DEFAULT_BACKBONE)."""
+def _simsiam_label(run_dir: str | Path, sizes: bool = False) -> str:
+    """The run's ablation, with its backbone when not the default (names.DEFAULT_BACKBONE) and, with
+    `sizes`, its projector output d and batch size from config.json."""
     config = read_json(run_dir, "config.json")
     backbone = "" if config["backbone"] == names.DEFAULT_BACKBONE else f" ({config['backbone']})"
-    return f"{config['ablation']}{backbone}"
+    size = f": d = {config['dim']}, batch {config['batch_size']}" if sizes else ""
+    return f"{config['ablation']}{backbone}{size}"
 
 
 def _knn_settings(run_dir: str | Path) -> str:
@@ -326,38 +363,39 @@ def _monitored(run_dir: str | Path) -> list[dict]:
     return [m for m in read_metrics(run_dir) if "knn_accuracy" in m]
 
 
-def _simsiam_panels(axes: np.ndarray, runs: list[tuple[str, list[dict]]], knn_settings: str) -> None:
-    """Training loss, kNN accuracy and collapse std against epochs, one line per (label, metrics) run;
-    the collapse panel with each output width's reference 1/sqrt(d), dashed."""
-    loss, knn, collapse = axes
+def _simsiam_panels(fig: plt.Figure, runs: list[tuple[str, list[dict]]], knn_settings: str) -> None:
+    """Training loss, kNN accuracy and collapse std against epochs in three panels of `fig`, one line per
+    (label, metrics) run; the collapse panel with each output width's reference 1/sqrt(d), dashed; one
+    legend below the panels."""
+    loss, knn, collapse = axes = fig.subplots(1, 3)
     references = {}
     for (label, metrics), color in zip(runs, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
         monitored = [m for m in metrics if "knn_accuracy" in m]
         loss.plot([m["epoch"] for m in metrics], [m["loss"] for m in metrics], color=color, label=label)
-        knn.plot([m["epoch"] for m in monitored], [100 * m["knn_accuracy"] for m in monitored], color=color,
-                 label=label)
-        collapse.plot([m["epoch"] for m in monitored], [m["collapse_std"] for m in monitored], color=color,
-                      label=label)
+        knn.plot([m["epoch"] for m in monitored], [100 * m["knn_accuracy"] for m in monitored], color=color)
+        collapse.plot([m["epoch"] for m in monitored], [m["collapse_std"] for m in monitored], color=color)
         if monitored:
             references.setdefault(monitored[-1]["collapse_std_reference"], color)
     for reference, color in references.items():
-        collapse.axhline(reference, color=color, ls="--", lw=1,
-                         label=f"1/sqrt(d), d = {round(reference ** -2)}")
+        collapse.axhline(reference, color=color, ls="--", lw=1, label=f"1/sqrt(d), d = {round(reference ** -2)}")
     loss.set(xlabel="epoch", ylabel="loss, -cos (min -1)", title="training loss")
-    knn.set(xlabel="epoch", ylabel="accuracy (%)", title=f"kNN accuracy ({knn_settings})")
+    knn.set(xlabel="epoch", ylabel="accuracy (%)", title=f"kNN accuracy\n({knn_settings})")
     collapse.set(xlabel="epoch", ylabel="std of z / ||z||", ylim=(0, None),
-                 title="collapse: per-channel std over the test set")
+                 title="collapse: per-channel std\nover the test set")
     for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    fig.tight_layout()
+    handles = [h for ax in (loss, collapse) for h in ax.get_legend_handles_labels()[0]]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=min(3, len(handles)),
+               frameon=False)
 
 
+@READABLE
 def simsiam_training(run_dir: str | Path) -> Path:
     """One run: training loss, kNN accuracy and the collapse indicator against epochs."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-    _simsiam_panels(axes, [(_simsiam_label(run_dir), read_metrics(run_dir))], _knn_settings(run_dir))
+    fig = plt.figure(figsize=(WIDTH, 2.5))
     fig.suptitle(f"SimSiam {_simsiam_label(run_dir)} ({dataset_name(run_dir)})")
-    fig.tight_layout()
+    _simsiam_panels(fig, [(_simsiam_label(run_dir, sizes=True), read_metrics(run_dir))], _knn_settings(run_dir))
     return _save(fig, figures_dir(run_dir), "training.png")
 
 
@@ -366,10 +404,12 @@ def simsiam_figures(run_dir: str | Path) -> list[Path]:
     return [wall_clock(run_dir, f"SimSiam {_simsiam_label(run_dir)}"), simsiam_training(run_dir)]
 
 
+@READABLE
 def simsiam_comparison(run_dirs: list[str | Path], out: str | Path, question: str) -> Path:
     """Q4, Q5(a) or Q5(b) (`question` a key of SIMSIAM_QUESTIONS): loss, kNN accuracy and collapse
     against epochs, the question's ablations beside the baseline, from the run folders given
     (the ones of other ablations are ignored; missing ones are named in the figure). -> out/simsiam_<q>.png
+    The sizes (d, batch) are each run's own, in the legend: the question's title names the full preset's.
     """
     if question not in SIMSIAM_QUESTIONS:
         raise ValueError(f"question must be one of {list(SIMSIAM_QUESTIONS)}, got {question!r}")
@@ -377,18 +417,19 @@ def simsiam_comparison(run_dirs: list[str | Path], out: str | Path, question: st
     ablation = {d: read_json(d, "config.json")["ablation"] for d in run_dirs if read_metrics(d)}
     found = sorted((d for d, a in ablation.items() if a in wanted), key=lambda d: wanted.index(ablation[d]))
     missing = [a for a in wanted if a not in ablation.values()]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    settings = sorted({_knn_settings(d) for d in found})
-    _simsiam_panels(axes, [(_simsiam_label(d), read_metrics(d)) for d in found], "; ".join(settings))
+    fig = plt.figure(figsize=(WIDTH, 2.6))
     sources = sorted({dataset_name(d) for d in found}) or ["no runs"]
-    fig.suptitle(f"SimSiam {title} ({', '.join(sources)})")
+    fig.suptitle(f"SimSiam {title.split(':')[0]} ({', '.join(sources)})")
+    settings = sorted({_knn_settings(d) for d in found})
+    _simsiam_panels(fig, [(_simsiam_label(d, sizes=True), read_metrics(d)) for d in found], "; ".join(settings))
     if missing:
-        fig.text(0.5, -0.02, "not shown, no finished epoch found: " + ", ".join(
-            f"{a} ({names.command('simsiam', None, ablation=a)})" for a in missing), ha="center", color="tab:red")
-    fig.tight_layout()
+        fig.text(0.5, 1.08, "not shown, no finished epoch found: " + ", ".join(
+            f"{a} ({names.command('simsiam', None, ablation=a)})" for a in missing), ha="center", color="tab:red",
+            wrap=True)
     return _save(fig, out, f"simsiam_{question}.png")
 
 
+@READABLE
 def simsiam_table(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, list[dict], str]:
     """Final and best kNN accuracy (and their epochs), collapse and linear probe, one row per run folder
     with at least one monitored epoch, in the order given. -> (out/simsiam_table.png, rows, markdown)."""
@@ -415,12 +456,12 @@ def simsiam_table(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, li
               "-" if r["linear_probe"] is None else f"{r['linear_probe']:.1%}"] for r in rows]
     markdown = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
                          + ["| " + " | ".join(c) + " |" for c in cells])
-    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.35 * max(1, len(rows))))
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.8 + 0.25 * max(1, len(rows))))
     ax.axis("off")
     if cells:
         table = ax.table(cellText=cells, colLabels=header, loc="center", cellLoc="center")
         table.auto_set_font_size(False)
-        table.set_fontsize(9)
+        table.set_fontsize(8)
         table.auto_set_column_width(list(range(len(header))))
         table.scale(1, 1.4)
     else:
