@@ -215,6 +215,22 @@ def report(utilization: float) -> str:
     ])
 
 
+def projected_line(problem: str, cfg, device_name: str | None = None, utilization: float = 0.3) -> str:
+    """One line for a notebook: the run's training FLOPs and the ESTIMATED time on the detected GPU (its
+    name matched against PEAK_TFLOPS), or why there is no estimate. The run prints a measured projection
+    after its first epoch."""
+    if device_name is None:
+        device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    cost = training_cost(problem, cfg, problem)
+    gpu = next((g for g in PEAK_TFLOPS if g in device_name.upper()), None)
+    head = f"{cost.total:.3g} training FLOPs ({cost.epochs} epochs)"
+    if gpu is None:
+        return f"{head}; no estimate for {device_name}: the run prints its measured projection after one epoch"
+    seconds = cost.total / (utilization * PEAK_TFLOPS[gpu] * 1e12)
+    return (f"{head}; on this {gpu}, an ESTIMATED {duration(seconds)} of training at {utilization:.0%} of its "
+            "half-precision peak (small models reach less: read it as a lower bound)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--utilization", type=float, default=0.3,

@@ -35,6 +35,9 @@ if IN_COLAB:
         if not REPO_URL:
             raise SystemExit(f"Set REPO_URL above, or upload this repository to {ROOT}")
         subprocess.run(["git", "clone", "--depth", "1", REPO_URL, str(ROOT)], check=True)
+    elif (ROOT / ".git").exists():              # a clone from an earlier session: take the fixes made since
+        subprocess.run(["git", "-C", str(ROOT), "pull", "--ff-only"], check=False)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "einops"], check=True)  # the one package Colab lacks
 else:
     ROOT = Path.cwd().resolve()
     while not (ROOT / "experiments").exists() and ROOT != ROOT.parent:
@@ -71,6 +74,8 @@ from experiments.runs import device_line
 PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
 cfg = vae.config_for(PRESET, data=DATA, data_root=str(WORK / "data"))
+from benchmarks.cost import projected_line
+print(projected_line("vae", cfg))
 OUT = WORK / "results" / vae.run_name(cfg)
 print(cfg)
 print(device_line())"""),
@@ -120,6 +125,8 @@ from experiments.runs import device_line
 PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
 cfg = ddpm.config_for(PRESET, data=DATA, data_root=str(WORK / "data"))
+from benchmarks.cost import projected_line
+print(projected_line("ddpm", cfg))
 OUT = WORK / "results" / ddpm.run_name(cfg)
 VAE_RUN = WORK / "results" / f"vae-{PRESET}"   # the VAE notebook's run, for the side-by-side of 2.2(d)
 print(cfg)
@@ -176,6 +183,8 @@ PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
 ABLATIONS = list(simsiam.ABLATIONS)   # what each one changes: experiments/names.py
 print("ablations:", names.ablation_help())
+from benchmarks.cost import projected_line
+print("each ablation:", projected_line("simsiam", simsiam.config_for(PRESET, data=DATA)))
 print(device_line())"""),
         code("""# Train every ablation, or resume the one a disconnect interrupted (finished runs are skipped quickly).
 runs = {}
@@ -200,13 +209,23 @@ print(markdown)"""),
     ]
 
 
+REPORT = [
+    md("### The report\n"
+       "Builds `report/report.pdf` from the run folders on Drive (all three problems' latest runs; a missing run shows "
+       "a framed placeholder naming the command that makes it). On Colab this installs LaTeX first (a few minutes)."),
+    code("""BUILD_REPORT = IN_COLAB   # set True to build it elsewhere too (needs latexmk)
+if BUILD_REPORT:
+    subprocess.run(["bash", "scripts/build_report.sh", "--results", str(WORK / "results")], check=True)
+    print("report:", ROOT / "report" / "report.pdf")"""),
+]
+
 NOTEBOOKS = {"1_vae.ipynb": vae, "2_ddpm.ipynb": ddpm, "3_simsiam.ipynb": simsiam}
 
 
 def main() -> None:
     for name, cells in NOTEBOOKS.items():
         nb = nbf.v4.new_notebook()
-        nb.cells = cells()
+        nb.cells = cells() + REPORT
         nb.metadata = METADATA
         nbf.write(nb, ROOT / "notebooks" / name)
         print("wrote", ROOT / "notebooks" / name)

@@ -40,3 +40,12 @@ def test_report_has_every_run_and_evaluation():
                  "final samples: 100 images x 1000 steps"]:
         assert name in text
     assert "30% of each GPU" in text
+
+
+def test_projected_line_names_the_gpu_or_says_why_not():
+    from experiments import vae
+
+    cfg = vae.config_for("full")
+    t4 = cost.projected_line("vae", cfg, device_name="Tesla T4")
+    assert "on this T4, an ESTIMATED" in t4 and "30 epochs" in t4
+    assert "no estimate for CPU" in cost.projected_line("vae", cfg, device_name="CPU")
