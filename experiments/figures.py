@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torchvision.utils import make_grid
 
+from experiments.monitors import best_knn, monitored_epochs
 from experiments.runs import load_artifact, read_json, read_metrics
 
 DATASET_NAMES = {"svhn": "SVHN", "cifar10": "CIFAR-10", "synthetic": "synthetic stand-in"}
@@ -325,7 +326,7 @@ def _knn_settings(run_dir: str | Path) -> str:
 
 def _monitored(run_dir: str | Path) -> list[dict]:
     """metrics.jsonl records of the epochs where the kNN and collapse monitors ran."""
-    return [m for m in read_metrics(run_dir) if "knn_accuracy" in m]
+    return monitored_epochs(read_metrics(run_dir))
 
 
 def _save_in(fig: plt.Figure, folder: str | Path, name: str) -> Path:
@@ -342,7 +343,7 @@ def _simsiam_panels(axes: np.ndarray, runs: list[tuple[str, list[dict]]], knn_se
     loss, knn, collapse = axes
     references = {}
     for (label, metrics), color in zip(runs, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
-        monitored = [m for m in metrics if "knn_accuracy" in m]
+        monitored = monitored_epochs(metrics)
         loss.plot([m["epoch"] for m in metrics], [m["loss"] for m in metrics], color=color, label=label)
         knn.plot([m["epoch"] for m in monitored], [100 * m["knn_accuracy"] for m in monitored], color=color,
                  label=label)
@@ -408,7 +409,7 @@ def simsiam_table(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, li
         if not monitored:
             continue
         config = read_json(d, "config.json")
-        best = max(monitored, key=lambda m: m["knn_accuracy"])
+        best = best_knn(monitored)
         summary_path = Path(d) / "summary.json"
         probe = read_json(d, "summary.json").get("linear_probe_accuracy") if summary_path.exists() else None
         rows.append({

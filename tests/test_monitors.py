@@ -123,20 +123,20 @@ def separable(n: int, generator: torch.Generator):
     return x, (x @ W.T).argmax(dim=1)
 
 
-@pytest.mark.parametrize("optimizer, epochs, lr", [("adam", 10, 1e-2), ("lbfgs", 50, 1.0)])
-def test_linear_probe_fits_separable_features(optimizer, epochs, lr):
+def test_linear_probe_fits_separable_features():
     generator = torch.Generator().manual_seed(0)
     x_train, y_train = separable(2000, generator)
     x_test, y_test = separable(500, generator)
-    result = monitors.linear_probe(x_train, y_train, x_test, y_test, epochs=epochs, lr=lr, batch_size=256,
-                                   generator=torch.Generator().manual_seed(1), optimizer=optimizer)
+    result = monitors.linear_probe(x_train, y_train, x_test, y_test, epochs=10, lr=1e-2, batch_size=256,
+                                   generator=torch.Generator().manual_seed(1))
     assert result.train > 0.95 and result.test > 0.9, result
 
 
 def test_linear_probe_is_at_chance_on_random_labels_and_deterministic():
     generator = torch.Generator().manual_seed(0)
     x_train, x_test = torch.randn(500, 20, generator=generator), torch.randn(2000, 20, generator=generator)
-    y_train, y_test = torch.randint(0, 10, (500,), generator=generator), torch.randint(0, 10, (2000,), generator=generator)
+    y_train = torch.randint(0, 10, (500,), generator=generator)
+    y_test = torch.randint(0, 10, (2000,), generator=generator)
     runs = [monitors.linear_probe(x_train, y_train, x_test, y_test, epochs=10, lr=1e-2, batch_size=50,
                                   generator=torch.Generator().manual_seed(7)) for _ in range(2)]
     assert runs[0] == runs[1]  # same seed, same result
@@ -147,8 +147,8 @@ def test_linear_probe_is_at_chance_on_random_labels_and_deterministic():
 
 def test_linear_probe_and_extract_features_reject_bad_input():
     x, y = torch.randn(20, 4), torch.randint(0, 10, (20,))
-    with pytest.raises(ValueError, match="optimizer"):
-        monitors.linear_probe(x, y, x, y, optimizer="sgd")
+    with pytest.raises(ValueError, match="epochs >= 1"):
+        monitors.linear_probe(x, y, x, y, epochs=0)
     with pytest.raises(ValueError, match="test_labels"):
         monitors.linear_probe(x, y, x, y[:5])
     with pytest.raises(TypeError, match="uint8"):
@@ -179,8 +179,9 @@ def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
 
 def test_frechet_distance_matches_scipy_sqrtm_for_full_covariances():
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(500, 5, generator=generator, dtype=torch.float64) @ torch.randn(5, 5, generator=generator, dtype=torch.float64)
-    b = torch.randn(700, 5, generator=generator, dtype=torch.float64) @ torch.randn(5, 5, generator=generator, dtype=torch.float64) + 0.3
+    randn = lambda *shape: torch.randn(*shape, generator=generator, dtype=torch.float64)  # noqa: E731
+    a = randn(500, 5) @ randn(5, 5)
+    b = randn(700, 5) @ randn(5, 5) + 0.3
     mu_a, mu_b = a.mean(0).numpy(), b.mean(0).numpy()
     S_a, S_b = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
     expected = np.sum((mu_a - mu_b) ** 2) + np.trace(S_a + S_b - 2 * scipy.linalg.sqrtm(S_a @ S_b).real)
