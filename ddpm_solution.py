@@ -467,15 +467,14 @@ def p_losses(denoise_model: NoiseModel, x_start: torch.Tensor, t: torch.Tensor) 
     """Noise-prediction loss of Ho et al. eq. (14) / Algorithm 1 with a smooth L1 (Huber, delta 1) penalty.
 
     eps ~ N(0, I) (drawn first), x_t = q_sample(x_0, t, eps), and the mean over all elements of
-    huber(eps_theta(x_t, t) - eps), huber(r) = r^2 / 2 if |r| < 1 else |r| - 1/2; a scalar.
+    smooth_l1(eps_theta(x_t, t) - eps), smooth_l1(r) = r^2 / 2 if |r| < 1 else |r| - 1/2; a scalar.
     t: (B,) step indices on any device, moved to x_start's (the starter draws them on the CPU).
     """
     t = _steps_on(t, x_start.device)
     noise = torch.randn_like(x_start)
     x_noisy = q_sample(x_start, t, noise)
     predicted_noise = denoise_model(x_noisy, t)
-    r = (predicted_noise - noise).abs()
-    return torch.where(r < 1.0, 0.5 * r ** 2, r - 0.5).mean()
+    return F.smooth_l1_loss(predicted_noise, noise)  # beta = 1, mean over all elements
 
 
 def t_sample(timesteps: int, batch_size: int) -> torch.Tensor:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
-from experiments import ddpm, simsiam, vae
+from experiments import ddpm, runs, simsiam, vae
 
 PEAK_TFLOPS = {"T4": 65, "L4": 121, "A100": 312, "H100": 989}
 TRAIN_IMAGES = {"vae": 73_257, "ddpm": 73_257, "simsiam": 50_000}   # SVHN train, CIFAR-10 train
@@ -131,10 +131,9 @@ def ddpm_sampling_costs(cfg: ddpm.DDPMConfig) -> list[Cost]:
     """The U-Net forwards of a DDPM run outside training (image-steps x FLOPs per forward)."""
     unet = build("ddpm", cfg).eval()
     per_forward = forward_flops_per_image(lambda x: unet(x, torch.zeros(len(x), dtype=torch.long, device="meta")))
-    T = cfg.timesteps
+    T, snapshots = cfg.timesteps, len(runs.snapshot_epochs(cfg.snapshot_every, cfg.epochs))
     forwards = {
-        f"snapshots: {len(ddpm.snapshot_epochs(cfg))} x {cfg.n_samples} images x {T} steps":
-            len(ddpm.snapshot_epochs(cfg)) * cfg.n_samples * T,
+        f"snapshots: {snapshots} x {cfg.n_samples} images x {T} steps": snapshots * cfg.n_samples * T,
         f"DDIM previews: {cfg.epochs // cfg.preview_every if cfg.preview_every else 0} x {cfg.n_samples} images "
         f"x {cfg.preview_steps} steps":
             (cfg.epochs // cfg.preview_every if cfg.preview_every else 0) * cfg.n_samples * cfg.preview_steps,

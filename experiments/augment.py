@@ -346,15 +346,22 @@ def apply(images: torch.Tensor, params: AugmentParams, config: AugmentConfig = A
     B = len(images)
     chunk_size = chunk_size or max(B, 1)
     out = torch.empty(B, 3, config.size, config.size, device=images.device, memory_format=memory_format)
-    mean = torch.tensor(config.mean, device=images.device)[:, None, None]
-    std = torch.tensor(config.std, device=images.device)[:, None, None]
     for lo in range(0, B, chunk_size):
         p = params[lo:lo + chunk_size]
         x = crop_resize_flip(images[lo:lo + chunk_size], p, config.size)
         color_jitter_(x, p.factors, p.order, p.jitter)
         grayscale_(x, p.grayscale)
-        torch.sub(x, mean, out=out[lo:lo + chunk_size]).div_(std)
+        normalize(x, config, out=out[lo:lo + chunk_size])
     return out
+
+
+def normalize(x: torch.Tensor, config: AugmentConfig = AugmentConfig(), *,
+              out: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalize's last step: float (B, 3, H, W) in [0, 1] -> (x - mean) / std per channel (config's mean and std),
+    into `out` when given."""
+    mean = torch.tensor(config.mean, device=x.device)[:, None, None]  # (3, 1, 1)
+    std = torch.tensor(config.std, device=x.device)[:, None, None]
+    return torch.sub(x, mean, out=out).div_(std)
 
 
 class SimSiamAugment(nn.Module):

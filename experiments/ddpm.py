@@ -19,12 +19,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import ddpm_solution
-from experiments import classifier, data, figures, monitors
-from experiments import names
+from experiments import classifier, data, figures, monitors, names, runs
 from experiments.diffusion import EMA, Diffusion, noise
 from experiments.precision import Precision, autocast
-from experiments.runs import (Run, checked_overrides, environment, fit, pick_device, read_json, seed_everything,
-                             synchronize)
+from experiments.runs import Run, checked_overrides, read_json, synchronize
 
 
 @dataclass
@@ -41,6 +39,7 @@ class DDPMConfig:
     timesteps: int = 1000          # T; 500 and 1500 for Problem 2.3(a)
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    beta_schedule: str = "linear"  # a name in experiments.diffusion.SCHEDULES; "linear" is the assignment's
     dim: int = 32
     dim_mults: tuple[int, ...] = (1, 2, 4, 8)
     # Training extras.
@@ -104,41 +103,31 @@ def build_model(cfg: DDPMConfig) -> ddpm_solution.Unet:
     return ddpm_solution.Unet(dim=cfg.dim, channels=3, dim_mults=tuple(cfg.dim_mults))
 
 
-def snapshot_epochs(cfg: DDPMConfig) -> set[int]:
-    return {e for e in range(cfg.snapshot_every, cfg.epochs + 1, cfg.snapshot_every)} | {cfg.epochs}
-
-
 def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str | Path | None = None) -> Path:
     """Train (or resume) a DDPM run in folder `out`, write its artifacts, figures and summary.
 
     vae_run: a finished VAE run folder whose final samples are drawn beside the DDPM's
     (default: the sibling folder vae-<preset>, when it exists)."""
-    device = pick_device(cfg.device)
-    prec = Precision(device, cfg.precision)
     train, test, provenance = data.load_train_test(cfg, "svhn")
-    run_ = Run(out, cfg, resume=resume)
-    run_.write_json("provenance.json", {**provenance, **environment(prec)})
-    seed_everything(cfg.seed)
-    diffusion = Diffusion(cfg.timesteps, cfg.beta_start, cfg.beta_end, device=device)
-    model = build_model(cfg).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    setup = runs.start(cfg, out, provenance, resume=resume)
+    run_, device, prec = setup.run, setup.device, setup.prec
+    diffusion = Diffusion(cfg.timesteps, cfg.beta_start, cfg.beta_end, schedule=cfg.beta_schedule, device=device)
+    layout = torch.channels_last if device.type == "cuda" else torch.preserve_format
+    model = build_model(cfg).to(device, memory_format=layout)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ema = EMA(model, cfg.ema_decay)
     net = torch.compile(model) if cfg.compile else model
     ema_net = torch.compile(ema.model) if cfg.compile else ema.model
-    shuffle = torch.Generator().manual_seed(cfg.seed)
+    shuffle = runs.stream(cfg.seed, "shuffle")
     train_images = train.images.to(device)
     eval_set = fixed_eval_set(test, diffusion, cfg, device)
-    snapshots = snapshot_epochs(cfg)
-    shape = (cfg.n_samples, 3, 32, 32)
 
     def train_epoch(epoch: int) -> dict:
         model.train()
-        total, steps, t0 = torch.zeros((), device=device), 0, time.perf_counter()
+        total = torch.zeros((), device=device)
         batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
-        bar = tqdm(batches, total=len(train) // cfg.batch_size, desc=f"epoch {epoch}", leave=False, unit="batch")
-        for idx in bar:
+        bar, t0 = runs.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
+        for step, idx in enumerate(bar, 1):
             x = data.to_float(train_images[idx.to(device)])
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -148,45 +137,51 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
             prec.step(optimizer)
             ema.update()
             total += loss.detach()
-            steps += 1
-            if steps % 50 == 0:  # a host sync every 50 steps only
-                rate = steps * cfg.batch_size / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{total.item() / steps:.4f}", img_s=f"{rate:.0f}")
-        return {"loss": total.item() / steps, "images": steps * cfg.batch_size}
+            runs.show_rate(bar, step, total, cfg.batch_size, t0)
+        return {"loss": total.item() / step, "images": step * cfg.batch_size}
 
     def after_epoch(epoch: int) -> dict:
-        record = {"test_loss": eval_loss(net, eval_set, prec.name), "test_loss_ema": eval_loss(ema_net, eval_set, prec.name)}
-        if cfg.preview_every and epoch % cfg.preview_every == 0:
-            x_T, _ = noise(shape, cfg.seed + 1, device)
-            preview = diffusion.ddim_sample(ema_net, x_T, n_steps=cfg.preview_steps, precision=prec.name, progress=False)
-            run_.save_artifact(f"previews/epoch_{epoch:03d}.pt", data.to_uint8(preview.cpu()))
-        if epoch in snapshots:
-            x_T, g = noise(shape, cfg.seed + 1, device)  # the same x_T and the same later draws every time
-            synchronize(device)
-            t0 = time.perf_counter()
-            samples = diffusion.sample(ema_net, x_T, generator=g, precision=prec.name)
-            synchronize(device)
-            record["sample_seconds"] = time.perf_counter() - t0
-            run_.save_artifact(f"samples/epoch_{epoch:03d}.pt", data.to_uint8(samples.cpu()))
-        return record
+        return {"test_loss": eval_loss(net, eval_set, prec.name),
+                "test_loss_ema": eval_loss(ema_net, eval_set, prec.name),
+                **snapshots(run_, cfg, epoch, diffusion, ema_net, prec)}
 
-    fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "ema": ema, "precision": prec},
-        generators={"shuffle": shuffle}, train_epoch=train_epoch, after_epoch=after_epoch,
-        desc=f"DDPM T={cfg.timesteps}")
-    summary = run_.dir / "summary.json"
-    if not (summary.exists() and read_json(run_.dir, "summary.json")["epochs"] == cfg.epochs):
-        final_artifacts(run_, cfg, diffusion, ema_net, ema.model, train, test, prec)
+    runs.fit(run_, epochs=cfg.epochs, device=device, generators={"shuffle": shuffle}, train_epoch=train_epoch,
+             state={"model": model, "optimizer": optimizer, "ema": ema, "precision": prec},
+             after_epoch=after_epoch, desc=f"DDPM T={cfg.timesteps}")
+    if not run_.finished():
+        final_artifacts(run_, cfg, diffusion, ema_net, ema.model, train, test, prec)  # written last
     vae_dir = Path(vae_run) if vae_run else run_.dir.parent / f"vae-{cfg.preset}"
     figures.ddpm_figures(run_.dir, vae_dir if (vae_dir / "artifacts" / "final_samples.pt").exists() else None)
     return run_.dir
+
+
+def snapshots(run_: Run, cfg: DDPMConfig, epoch: int, diffusion: Diffusion, ema_net: torch.nn.Module,
+              prec: Precision) -> dict:
+    """The epoch's figures from the same fixed noise every time (the stream "snapshot-noise"): a DDIM preview
+    every `preview_every` epochs, ancestral samples (2.2b) and their sampling time at the snapshot epochs."""
+    shape, record = (cfg.n_samples, 3, 32, 32), {}
+    if cfg.preview_every and epoch % cfg.preview_every == 0:
+        x_T = noise(shape, runs.stream(cfg.seed, "snapshot-noise", prec.device))
+        preview = diffusion.ddim_sample(ema_net, x_T, n_steps=cfg.preview_steps, precision=prec.name, progress=False)
+        run_.save_artifact(f"previews/epoch_{epoch:03d}.pt", data.to_uint8(preview.cpu()))
+    if epoch in runs.snapshot_epochs(cfg.snapshot_every, cfg.epochs):
+        g = runs.stream(cfg.seed, "snapshot-noise", prec.device)  # the same x_T and the same later draws
+        x_T = noise(shape, g)
+        synchronize(prec.device)
+        t0 = time.perf_counter()
+        samples = diffusion.sample(ema_net, x_T, generator=g, precision=prec.name)
+        synchronize(prec.device)
+        record["sample_seconds"] = time.perf_counter() - t0
+        run_.save_artifact(f"samples/epoch_{epoch:03d}.pt", data.to_uint8(samples.cpu()))
+    return record
 
 
 # --------------------------------------------------------------------------- evaluation
 
 def fixed_eval_set(test: data.ImageSet, diffusion: Diffusion, cfg: DDPMConfig, device: torch.device) -> list:
     """Batches of (x_0, t, eps) drawn once from a fixed seed, so test losses compare across epochs."""
-    g = torch.Generator().manual_seed(cfg.seed + 5)
-    images = test.subset(cfg.eval_size, cfg.seed).images
+    g = runs.stream(cfg.seed, "eval-set")
+    images = test.subset(cfg.eval_size, runs.stream_seed(cfg.seed, "eval-set-images")).images
     t = torch.randint(0, diffusion.T, (len(images),), generator=g)
     eps = torch.randn(len(images), 3, 32, 32, generator=g)
     x0 = data.to_float(images)
@@ -209,13 +204,14 @@ def eval_loss(net: torch.nn.Module, eval_set: list, precision: str) -> float:
     return total / n
 
 
-def sample_batches(diffusion: Diffusion, net: torch.nn.Module, n: int, batch: int, seed: int,
-                   device: torch.device, precision: str) -> torch.Tensor:
-    """n ancestral samples as uint8 on the host, `batch` at a time (host memory: the samples only)."""
+def sample_batches(diffusion: Diffusion, net: torch.nn.Module, n: int, batch: int, generator: torch.Generator,
+                   precision: str) -> torch.Tensor:
+    """n ancestral samples as uint8 on the host, `batch` at a time (host memory: the samples only), every
+    draw (each batch's x_T, then its sampler's noise) from `generator`, on the device the samples run on."""
     out = []
-    for k, i in enumerate(range(0, n, batch)):
-        x_T, g = noise((min(batch, n - i), 3, 32, 32), seed + k, device)
-        out.append(data.to_uint8(diffusion.sample(net, x_T, generator=g, precision=precision).cpu()))
+    for i in range(0, n, batch):
+        x_T = noise((min(batch, n - i), 3, 32, 32), generator)
+        out.append(data.to_uint8(diffusion.sample(net, x_T, generator=generator, precision=precision).cpu()))
     return torch.cat(out)
 
 
@@ -237,54 +233,22 @@ def t_star(levels: list[int], preserved: list[float], clean: float, chance: floa
 def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module,
                     ema_model: torch.nn.Module, train: data.ImageSet, test: data.ImageSet,
                     prec: Precision) -> None:
-    """Final samples (2.2d), reconstruction study and t* (2.2c), quality proxy (2.3a), probe (2.3b)."""
-    device = prec.device
-    batch = cfg.eval_batch_size
-    synchronize(device)
-    t0 = time.perf_counter()
-    final = sample_batches(diffusion, ema_net, cfg.n_final_samples, batch, cfg.seed + 2, device, prec.name)
-    synchronize(device)
-    sample_seconds = time.perf_counter() - t0
-    run_.save_artifact("final_samples.pt", final)
-
+    """Final samples (2.2d), reconstruction study and t* (2.2c), quality proxy (2.3a), probe (2.3b);
+    then summary.json, written last."""
+    samples = final_samples(run_, cfg, diffusion, ema_net, prec)
     digits = classifier.train_classifier(train.images, train.labels, epochs=cfg.classifier_epochs,
-                                         device=device, seed=cfg.seed)
-    classifier_accuracy = classifier.accuracy(digits, test.images, test.labels, device=device)
-
-    # 2.2(c): noise fixed test images to t' and denoise them back.
-    recon_set = test.subset(cfg.recon_size, cfg.seed + 1)
-    levels = scaled_levels(cfg.recon_levels, cfg.timesteps)
-    g = torch.Generator(device).manual_seed(cfg.seed + 3)
-    x0 = data.to_float(recon_set.images).to(device)
-    clean = classifier.accuracy(digits, recon_set.images, recon_set.labels, device=device)
-    mse, preserved, shown = [], [], []
-    for level in tqdm(levels, desc="reconstruction study", leave=False):
-        recon = torch.cat([diffusion.reconstruct(ema_net, x0[i:i + batch], [level], generator=g, precision=prec.name)[level]
-                           for i in range(0, len(x0), batch)])
-        recon_u8 = data.to_uint8(recon.cpu())
-        mse.append(((recon.clamp(-1, 1) - x0) ** 2).mean().item())
-        preserved.append(classifier.accuracy(digits, recon_u8, recon_set.labels, device=device))
-        shown.append(recon_u8[:cfg.recon_shown])
-    star = t_star(levels, preserved, clean)
-    run_.save_artifact("reconstructions.pt", {
-        "levels": levels, "original": recon_set.images[:cfg.recon_shown], "reconstructions": torch.stack(shown),
-        "n_evaluated": len(recon_set), "mse": mse, "label_preserved": preserved, "clean_accuracy": clean, "t_star": star})
-
-    # 2.3(a): a sample-quality proxy, the Frechet distance in the digit classifier's feature space.
-    quality = sample_batches(diffusion, ema_net, cfg.quality_size, batch, cfg.seed + 4, device, prec.name)
-    reference = test.subset(cfg.quality_size, cfg.seed + 2).images
-    fid = classifier.classifier_fid(digits, quality, reference, device=device)
-    logits = monitors.extract_features(digits, quality, batch, device, data.to_float)
-    confident = logits.softmax(1).max(1).values.mean().item()  # mean top-class probability of the samples
-
+                                         device=prec.device, seed=runs.stream_seed(cfg.seed, "classifier"))
+    classifier_accuracy = classifier.accuracy(digits, test.images, test.labels, device=prec.device)
+    recon = reconstruction_study(run_, cfg, diffusion, ema_net, digits, test, prec)
+    quality = quality_proxy(cfg, diffusion, ema_net, digits, test, prec)
     probe = bottleneck_probe(ema_model, diffusion, train, test, cfg, prec)
     run_.save_artifact("probe.pt", probe)
-
     metrics = run_.metrics()
     run_.write_json("summary.json", {
         "problem": "ddpm",
         "epochs": cfg.epochs,
         "timesteps": cfg.timesteps,
+        "beta_schedule": cfg.beta_schedule,
         "dataset": read_json(run_.dir, "provenance.json")["source"],
         "final_train_loss": metrics[-1]["loss"],
         "final_test_loss_ema": metrics[-1]["test_loss_ema"],
@@ -292,22 +256,67 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
         "train_images_per_s": statistics.median(m["images_per_s"] for m in metrics),
         "train_wall_seconds": sum(m["train_seconds"] for m in metrics),
         "wall_seconds": metrics[-1]["wall_seconds"],
-        "sample_seconds": sample_seconds,
-        "sample_seconds_per_image": sample_seconds / cfg.n_final_samples,
-        "n_final_samples": cfg.n_final_samples,
+        **samples,
         "classifier_test_accuracy": classifier_accuracy,
-        "recon_levels": levels,
-        "recon_mse": mse,
-        "recon_label_preserved": preserved,
-        "recon_clean_accuracy": clean,
-        "t_star": star,
-        "t_star_rule": "first t' where the label-preservation rate falls below (clean accuracy + 0.1) / 2, "
-                       "linearly interpolated between levels",
-        "quality_classifier_fid": fid,
-        "quality_mean_confidence": confident,
-        "quality_size": cfg.quality_size,
+        **recon,
+        **quality,
         "probe": probe["accuracy"],
     })
+
+
+def final_samples(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module, prec: Precision) -> dict:
+    """2.2(d): `n_final_samples` ancestral samples of the EMA weights, and the time they took."""
+    g = runs.stream(cfg.seed, "final-samples", prec.device)
+    synchronize(prec.device)
+    t0 = time.perf_counter()
+    final = sample_batches(diffusion, ema_net, cfg.n_final_samples, cfg.eval_batch_size, g, prec.name)
+    synchronize(prec.device)
+    seconds = time.perf_counter() - t0
+    run_.save_artifact("final_samples.pt", final)
+    return {"sample_seconds": seconds, "sample_seconds_per_image": seconds / cfg.n_final_samples,
+            "n_final_samples": cfg.n_final_samples}
+
+
+def reconstruction_study(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module,
+                         digits: torch.nn.Module, test: data.ImageSet, prec: Precision) -> dict:
+    """2.2(c): noise fixed test images to t' and denoise them back; the MSE and the label-preservation
+    rate (by the digit classifier) against t', and t*."""
+    device, batch = prec.device, cfg.eval_batch_size
+    recon_set = test.subset(cfg.recon_size, runs.stream_seed(cfg.seed, "reconstruction-images"))
+    levels = scaled_levels(cfg.recon_levels, cfg.timesteps)
+    g = runs.stream(cfg.seed, "reconstruction", device)
+    x0 = data.to_float(recon_set.images).to(device)
+    clean = classifier.accuracy(digits, recon_set.images, recon_set.labels, device=device)
+    mse, preserved, shown = [], [], []
+    for level in tqdm(levels, desc="reconstruction study", leave=False):
+        recon = torch.cat([diffusion.reconstruct(ema_net, x0[i:i + batch], [level], generator=g,
+                                                 precision=prec.name)[level] for i in range(0, len(x0), batch)])
+        recon_u8 = data.to_uint8(recon.cpu())
+        mse.append(((recon.clamp(-1, 1) - x0) ** 2).mean().item())
+        preserved.append(classifier.accuracy(digits, recon_u8, recon_set.labels, device=device))
+        shown.append(recon_u8[:cfg.recon_shown])
+    star = t_star(levels, preserved, clean)
+    run_.save_artifact("reconstructions.pt", {
+        "levels": levels, "original": recon_set.images[:cfg.recon_shown], "reconstructions": torch.stack(shown),
+        "n_evaluated": len(recon_set), "mse": mse, "label_preserved": preserved, "clean_accuracy": clean,
+        "t_star": star})
+    return {"recon_levels": levels, "recon_mse": mse, "recon_label_preserved": preserved,
+            "recon_clean_accuracy": clean, "t_star": star,
+            "t_star_rule": "first t' where the label-preservation rate falls below (clean accuracy + 0.1) / 2, "
+                           "linearly interpolated between levels"}
+
+
+def quality_proxy(cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module, digits: torch.nn.Module,
+                  test: data.ImageSet, prec: Precision) -> dict:
+    """2.3(a): a sample-quality proxy, the Frechet distance in the digit classifier's feature space between
+    `quality_size` samples and as many test images, and the samples' mean top-class probability."""
+    g = runs.stream(cfg.seed, "quality-samples", prec.device)
+    quality = sample_batches(diffusion, ema_net, cfg.quality_size, cfg.eval_batch_size, g, prec.name)
+    reference = test.subset(cfg.quality_size, runs.stream_seed(cfg.seed, "quality-reference")).images
+    fid = classifier.classifier_fid(digits, quality, reference, device=prec.device)
+    logits = monitors.extract_features(digits, quality, cfg.eval_batch_size, prec.device, data.to_float)
+    confident = logits.softmax(1).max(1).values.mean().item()
+    return {"quality_classifier_fid": fid, "quality_mean_confidence": confident, "quality_size": cfg.quality_size}
 
 
 def bottleneck_probe(model: torch.nn.Module, diffusion: Diffusion, train: data.ImageSet, test: data.ImageSet,
@@ -316,8 +325,9 @@ def bottleneck_probe(model: torch.nn.Module, diffusion: Diffusion, train: data.I
     spatially averaged) for inputs noised to step t, against a probe on raw pixels."""
     device, feats = prec.device, {}
     hook = model.mid_block2.register_forward_hook(lambda m, i, o: feats.__setitem__("z", o.float().mean((2, 3))))
-    g = torch.Generator().manual_seed(cfg.seed + 6)
-    train_set, test_set = train.subset(cfg.probe_train, cfg.seed + 3), test.subset(cfg.probe_test, cfg.seed + 3)
+    g = runs.stream(cfg.seed, "probe-noise")
+    images_seed = runs.stream_seed(cfg.seed, "probe-images")
+    train_set, test_set = train.subset(cfg.probe_train, images_seed), test.subset(cfg.probe_test, images_seed)
 
     @torch.no_grad()
     def features(images: torch.Tensor, level: int) -> torch.Tensor:
@@ -337,12 +347,12 @@ def bottleneck_probe(model: torch.nn.Module, diffusion: Diffusion, train: data.I
             accuracy[f"bottleneck_t{level}"] = monitors.linear_probe(
                 features(train_set.images, level), train_set.labels.to(device),
                 features(test_set.images, level), test_set.labels.to(device),
-                generator=torch.Generator().manual_seed(cfg.seed)).test
+                generator=runs.stream(cfg.seed, "probe-order")).test
     finally:
         hook.remove()
     pixels = lambda s: data.to_float(s.images).flatten(1).to(device)  # noqa: E731
     accuracy["raw_pixels"] = monitors.linear_probe(pixels(train_set), train_set.labels.to(device),
                                                    pixels(test_set), test_set.labels.to(device),
-                                                   generator=torch.Generator().manual_seed(cfg.seed)).test
+                                                   generator=runs.stream(cfg.seed, "probe-order")).test
     return {"accuracy": accuracy, "feature_dim": int(model.mid_block2.block2.proj.out_channels),
             "n_train": len(train_set), "n_test": len(test_set)}

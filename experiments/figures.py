@@ -16,6 +16,7 @@ import torch
 from torchvision.utils import make_grid
 
 from experiments import names
+from experiments.monitors import best_knn, monitored_epochs
 from experiments.runs import load_artifact, read_json, read_metrics
 
 N_MARKED = 3  # most class-specific latent dimensions marked per class
@@ -360,7 +361,7 @@ def _knn_settings(run_dir: str | Path) -> str:
 
 def _monitored(run_dir: str | Path) -> list[dict]:
     """metrics.jsonl records of the epochs where the kNN and collapse monitors ran."""
-    return [m for m in read_metrics(run_dir) if "knn_accuracy" in m]
+    return monitored_epochs(read_metrics(run_dir))
 
 
 def _simsiam_panels(fig: plt.Figure, runs: list[tuple[str, list[dict]]], knn_settings: str) -> None:
@@ -370,7 +371,7 @@ def _simsiam_panels(fig: plt.Figure, runs: list[tuple[str, list[dict]]], knn_set
     loss, knn, collapse = axes = fig.subplots(1, 3)
     references = {}
     for (label, metrics), color in zip(runs, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
-        monitored = [m for m in metrics if "knn_accuracy" in m]
+        monitored = monitored_epochs(metrics)
         loss.plot([m["epoch"] for m in metrics], [m["loss"] for m in metrics], color=color, label=label)
         knn.plot([m["epoch"] for m in monitored], [100 * m["knn_accuracy"] for m in monitored], color=color)
         collapse.plot([m["epoch"] for m in monitored], [m["collapse_std"] for m in monitored], color=color)
@@ -439,7 +440,7 @@ def simsiam_table(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, li
         if not monitored:
             continue
         config = read_json(d, "config.json")
-        best = max(monitored, key=lambda m: m["knn_accuracy"])
+        best = best_knn(monitored)
         summary_path = Path(d) / "summary.json"
         probe = read_json(d, "summary.json").get("linear_probe_accuracy") if summary_path.exists() else None
         rows.append({

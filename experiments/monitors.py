@@ -138,6 +138,16 @@ def knn_accuracy(
     return (predictions == test_labels.to(predictions.device)).float().mean().item()
 
 
+def monitored_epochs(metrics: list[dict]) -> list[dict]:
+    """The metrics.jsonl records of the epochs where the kNN and collapse monitors ran."""
+    return [m for m in metrics if "knn_accuracy" in m]
+
+
+def best_knn(metrics: list[dict]) -> dict:
+    """The monitored epoch's record with the highest kNN accuracy (the earliest of ties)."""
+    return max(monitored_epochs(metrics), key=lambda m: m["knn_accuracy"])
+
+
 # --------------------------------------------------------------------------- collapse
 
 @torch.no_grad()
@@ -186,7 +196,6 @@ def linear_probe(
     weight_decay: float = 0.0,
     batch_size: int = 256,
     generator: torch.Generator | None = None,
-    optimizer: str = "adam",
     num_classes: int = 10,
 ) -> ProbeAccuracy:
     """Logistic regression on frozen features; returns its (test, train) accuracy.
@@ -197,27 +206,13 @@ def linear_probe(
 
         L(W, b) = mean_i CE(W x'_i + b, y_i) + (weight_decay / 2) ||W||_F^2
 
-    optimizer "adam": `epochs` passes over shuffled mini-batches of `batch_size` (order drawn
-    from `generator`, a CPU generator, so a seeded generator gives the same result each run);
-    "lbfgs": full-batch L-BFGS with strong-Wolfe line search, at most `epochs` iterations
-    (lr is its initial step, 1 is the usual choice; batch_size and generator are unused).
-    Runs on the device of `train_features`.
+    with Adam, `epochs` passes over shuffled mini-batches of `batch_size` (order drawn from
+    `generator`, a CPU generator: a seeded one gives the same result each run). Runs on train_features' device.
     """
-    _check_features("train_features", train_features)
-    _check_features("test_features", test_features)
-    _check_labels("train_labels", train_labels, len(train_features), num_classes)
-    _check_labels("test_labels", test_labels, len(test_features), num_classes)
-    if test_features.shape[1] != train_features.shape[1]:
-        raise ValueError(f"train and test features must have the same dimension, got "
-                         f"{train_features.shape[1]} and {test_features.shape[1]}")
-    if len(train_features) < 2 or len(test_features) < 1:
-        raise ValueError("linear_probe needs at least 2 train and 1 test examples")
+    _check_probe_inputs(train_features, train_labels, test_features, test_labels, num_classes)
     if epochs < 1 or batch_size < 1 or lr <= 0 or weight_decay < 0:
         raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0, weight_decay >= 0; got epochs={epochs}, "
                          f"batch_size={batch_size}, lr={lr}, weight_decay={weight_decay}")
-    if optimizer not in ("adam", "lbfgs"):
-        raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}")
-
     device = train_features.device
     x_train = train_features.detach().float()
     mean, std = x_train.mean(dim=0), x_train.std(dim=0).clamp_min(1e-6)  # (D,), (D,)
@@ -227,31 +222,15 @@ def linear_probe(
     probe = nn.Linear(x_train.shape[1], num_classes).to(device)
     nn.init.zeros_(probe.weight)
     nn.init.zeros_(probe.bias)
-
-    def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(probe(x), y) + 0.5 * weight_decay * probe.weight.square().sum()
-
+    adam = torch.optim.Adam(probe.parameters(), lr=lr)
     with torch.enable_grad():
-        if optimizer == "adam":
-            adam = torch.optim.Adam(probe.parameters(), lr=lr)
-            for _ in range(epochs):
-                for idx in iterate_batches(len(x_train), batch_size, shuffle=True, drop_last=False,
-                                           generator=generator):
-                    idx = idx.to(device)
-                    adam.zero_grad(set_to_none=True)
-                    objective(x_train[idx], y_train[idx]).backward()
-                    adam.step()
-        else:
-            lbfgs = torch.optim.LBFGS(probe.parameters(), lr=lr, max_iter=epochs, line_search_fn="strong_wolfe")
-
-            def closure() -> torch.Tensor:
-                lbfgs.zero_grad(set_to_none=True)
-                loss = objective(x_train, y_train)
-                loss.backward()
-                return loss
-
-            lbfgs.step(closure)
-
+        for _ in range(epochs):
+            for idx in iterate_batches(len(x_train), batch_size, shuffle=True, drop_last=False, generator=generator):
+                idx = idx.to(device)
+                adam.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(probe(x_train[idx]), y_train[idx])
+                (loss + 0.5 * weight_decay * probe.weight.square().sum()).backward()
+                adam.step()
     with torch.no_grad():
         train_accuracy = (probe(x_train).argmax(dim=1) == y_train).float().mean().item()
         test_accuracy = (probe(x_test).argmax(dim=1) == y_test).float().mean().item()
@@ -264,6 +243,19 @@ def _check_features(name: str, features: torch.Tensor) -> None:
     if not features.is_floating_point() or features.dim() != 2:
         raise ValueError(f"{name} must be a floating-point (N, D) tensor, got {features.dtype} "
                          f"{tuple(features.shape)}")
+
+
+def _check_probe_inputs(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                        test_labels: torch.Tensor, num_classes: int) -> None:
+    _check_features("train_features", train_features)
+    _check_features("test_features", test_features)
+    _check_labels("train_labels", train_labels, len(train_features), num_classes)
+    _check_labels("test_labels", test_labels, len(test_features), num_classes)
+    if test_features.shape[1] != train_features.shape[1]:
+        raise ValueError(f"train and test features must have the same dimension, got "
+                         f"{train_features.shape[1]} and {test_features.shape[1]}")
+    if len(train_features) < 2 or len(test_features) < 1:
+        raise ValueError("linear_probe needs at least 2 train and 1 test examples")
 
 
 def _check_labels(name: str, labels: torch.Tensor, n: int, num_classes: int) -> None:

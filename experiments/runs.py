@@ -18,6 +18,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -103,6 +104,20 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def stream_seed(seed: int, name: str) -> int:
+    """The seed of the run's random stream `name`: 63 bits of sha256("<seed>/<name>"), stable across
+    processes and versions (Python's hash() is salted per process). Distinct names give unrelated
+    streams, so adding a stream never shifts another (the trouble with seed + k offsets)."""
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def stream(seed: int, name: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch.Generator on `device` for one purpose of a run (e.g. "shuffle", "final-samples"),
+    seeded with stream_seed(seed, name): the same name gives the same draws, another name others."""
+    return torch.Generator(device).manual_seed(stream_seed(seed, name))
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
@@ -211,6 +226,11 @@ class Run:
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_json(obj, self.dir / name)
 
+    def finished(self) -> bool:
+        """Whether the final evaluation of this config's epochs is done: summary.json is written last."""
+        path = self.dir / "summary.json"
+        return path.exists() and json.loads(path.read_text())["epochs"] == self.config.epochs
+
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
@@ -239,6 +259,45 @@ def environment(prec: Precision) -> dict[str, str]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return {"device": str(device), "device_name": name, "precision": prec.name, "torch": torch.__version__,
             "python": sys.version.split()[0], "host": platform.node(), "cpu_count": str(os.cpu_count())}
+
+
+# --------------------------------------------------------------------------- the run skeleton
+
+@dataclasses.dataclass
+class Setup:
+    """What every experiment starts from: its run folder, device and precision policy."""
+    run: Run
+    device: torch.device
+    prec: Precision
+
+
+def start(cfg: Any, out: str | Path, provenance: dict, *, resume: bool = False) -> Setup:
+    """Pick the device and precision, create (or reopen) the run folder, write provenance.json
+    (the data's `provenance` and the environment) and seed the global RNGs with cfg.seed."""
+    device = pick_device(cfg.device)
+    prec = Precision(device, cfg.precision)
+    run = Run(out, cfg, resume=resume)
+    run.write_json("provenance.json", {**provenance, **environment(prec)})
+    seed_everything(cfg.seed)
+    return Setup(run, device, prec)
+
+
+def snapshot_epochs(every: int, epochs: int) -> list[int]:
+    """Every `every`-th epoch, and the last."""
+    return sorted(set(range(every, epochs + 1, every)) | {epochs})
+
+
+def progress(batches: Iterable[torch.Tensor], total: int, epoch: int) -> tqdm:
+    """The bar of one training epoch over `total` batches; `show_rate` updates its postfix."""
+    return tqdm(batches, total=total, desc=f"epoch {epoch}", leave=False, unit="batch")
+
+
+def show_rate(bar: tqdm, step: int, loss_sum: torch.Tensor, batch_size: int, t0: float, every: int = 50) -> None:
+    """After `step` steps (1-based) of an epoch begun at t0: every `every` steps only (a host sync),
+    the running mean loss (loss_sum / step) and the images per second in the bar's postfix."""
+    if step % every == 0:
+        rate = step * batch_size / (time.perf_counter() - t0)
+        bar.set_postfix(loss=f"{loss_sum.item() / step:.4g}", img_s=f"{rate:.0f}")
 
 
 # --------------------------------------------------------------------------- the epoch loop

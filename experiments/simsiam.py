@@ -31,13 +31,11 @@ from typing import Callable
 import torch
 import torchvision
 from torch import nn
-from tqdm.auto import tqdm
 
 import q3_solution
-from experiments import augment, data, figures, memory, monitors
-from experiments import names
+from experiments import augment, data, figures, memory, monitors, names, runs
 from experiments.precision import Precision
-from experiments.runs import Run, checked_overrides, environment, fit, pick_device, read_json, seed_everything
+from experiments.runs import Run, checked_overrides, read_json
 
 
 # --------------------------------------------------------------------------- backbones
@@ -279,10 +277,9 @@ def step_bytes_per_image(model: q3_solution.SimSiam, prec: Precision) -> float:
 # --------------------------------------------------------------------------- monitors
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """The un-augmented view: uint8 (B, 3, H, W) -> float32 (x / 255 - mean) / std, CIFAR-10's mean and std."""
-    mean = torch.tensor(augment.CIFAR10_MEAN, device=images.device)[:, None, None]
-    std = torch.tensor(augment.CIFAR10_STD, device=images.device)[:, None, None]
-    x = (images.float() / 255 - mean) / std
+    """The un-augmented view: uint8 (B, 3, H, W) -> float32 (x / 255 - mean) / std, CIFAR-10's mean and std
+    (augment.normalize, as the augmented views)."""
+    x = augment.normalize(images.float() / 255)
     return x.contiguous(memory_format=torch.channels_last) if images.is_cuda else x
 
 
@@ -343,40 +340,36 @@ def evaluate(model: q3_solution.SimSiam, train: data.ImageSet, test: data.ImageS
 
 def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
     """Train (or resume) a SimSiam run in folder `out`; write its metrics, summary and figures."""
-    device = pick_device(cfg.device)
-    prec = Precision(device, cfg.precision)
     train, test, provenance = data.load_train_test(cfg, "cifar10")
-    run_ = Run(out, cfg, resume=resume)
-    seed_everything(cfg.seed)
+    setup = runs.start(cfg, out, provenance, resume=resume)
+    run_, device, prec = setup.run, setup.device, setup.prec
     model = build_model(cfg).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution kernels once
     optimizer = build_optimizer(model, cfg)
-    shuffle = torch.Generator().manual_seed(cfg.seed)
-    views = torch.Generator(device).manual_seed(cfg.seed + 1)  # the augmentations, drawn on the device
+    shuffle = runs.stream(cfg.seed, "shuffle")
+    views = runs.stream(cfg.seed, "views", device)  # the augmentations, drawn on the device
     augmentation = augment.SimSiamAugment(channels_last=device.type == "cuda")
     # uint8 on the device: CIFAR-10's 50,000 training images are 150 MB.
     train_d = replace(train, images=train.images.to(device), labels=train.labels.to(device))
     test_d = replace(test, images=test.images.to(device), labels=test.labels.to(device))
     # After the data and model are resident: what is free then is what the activations may use.
     micro_batch = plan_micro_batch(model, cfg, prec)
-    run_.write_json("provenance.json", {**provenance, **environment(prec), "micro_batch": micro_batch,
+    run_.write_json("provenance.json", {**read_json(run_.dir, "provenance.json"), "micro_batch": micro_batch,
                                         "accumulation_steps": cfg.batch_size // micro_batch})
     steps = len(train) // cfg.batch_size
 
     def train_epoch(epoch: int) -> dict:
         model.train()
-        total, t0 = torch.zeros((), device=device), time.perf_counter()
+        total = torch.zeros((), device=device)
         batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
-        bar = tqdm(batches, total=steps, desc=f"epoch {epoch}", leave=False, unit="batch")
-        for step, idx in enumerate(bar):
-            lrs = set_learning_rates(optimizer, cfg, epoch - 1 + step / steps)
+        bar, t0 = runs.progress(batches, steps, epoch), time.perf_counter()
+        for step, idx in enumerate(bar, 1):
+            lrs = set_learning_rates(optimizer, cfg, epoch - 1 + (step - 1) / steps)
             x1, x2 = augment.two_views(train_d.images[idx.to(device)], augmentation, views)  # (B, 3, 32, 32) each
             total += train_step(model, optimizer, x1, x2, prec, micro_batch)
-            if (step + 1) % 20 == 0:  # a host sync every 20 steps only
-                rate = (step + 1) * cfg.batch_size / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}", img_s=f"{rate:.0f}")
+            runs.show_rate(bar, step, total, cfg.batch_size, t0, every=20)
         return {"loss": total.item() / steps, "lr": lrs[0], "predictor_lr": lrs[1], "images": steps * cfg.batch_size}
 
     def after_epoch(epoch: int) -> dict:
@@ -384,11 +377,10 @@ def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
             return {}
         return evaluate(model, train_d, test_d, cfg, prec.name)
 
-    fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": prec},
-        generators={"shuffle": shuffle, "views": views}, train_epoch=train_epoch, after_epoch=after_epoch,
-        desc=f"SimSiam {cfg.ablation}")
-    summary = run_.dir / "summary.json"
-    if not (summary.exists() and read_json(run_.dir, "summary.json")["epochs"] == cfg.epochs):
+    runs.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": prec},
+             generators={"shuffle": shuffle, "views": views}, train_epoch=train_epoch, after_epoch=after_epoch,
+             desc=f"SimSiam {cfg.ablation}")
+    if not run_.finished():
         write_summary(run_, cfg, model, train_d, test_d, prec.name)  # written last: its presence means done
     figures.simsiam_figures(run_.dir)
     return run_.dir
@@ -398,14 +390,13 @@ def write_summary(run_: Run, cfg: SimSiamConfig, model: q3_solution.SimSiam, tra
                   test: data.ImageSet, precision: str) -> None:
     """summary.json: final and best kNN accuracy and their epochs, the linear probe, timings."""
     metrics = run_.metrics()
-    monitored = [m for m in metrics if "knn_accuracy" in m]
-    best = max(monitored, key=lambda m: m["knn_accuracy"])
+    monitored, best = monitors.monitored_epochs(metrics), monitors.best_knn(metrics)
     probe = None
     if cfg.probe_epochs:
         bank = features(model.encoder, train.images, cfg.eval_batch_size, precision)
         queries = features(model.encoder, test.images, cfg.eval_batch_size, precision)
         probe = monitors.linear_probe(bank, train.labels, queries, test.labels, epochs=cfg.probe_epochs,
-                                      generator=torch.Generator().manual_seed(cfg.seed))
+                                      generator=runs.stream(cfg.seed, "probe-order"))
     run_.write_json("summary.json", {
         "problem": "simsiam",
         "ablation": cfg.ablation,

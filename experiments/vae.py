@@ -16,10 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 import vae_solution
-from experiments import data, figures
-from experiments import names
-from experiments.precision import Precision
-from experiments.runs import Run, checked_overrides, environment, fit, pick_device, read_json, seed_everything
+from experiments import data, figures, names, runs
+from experiments.runs import Run, checked_overrides, read_json
 
 
 @dataclass
@@ -81,36 +79,28 @@ def in_order(images: torch.Tensor, batch_size: int, device: torch.device):
         yield data.to_float(images[idx.to(images.device)]).to(device)
 
 
-def snapshot_epochs(cfg: VAEConfig) -> list[int]:
-    return sorted({e for e in range(cfg.snapshot_every, cfg.epochs + 1, cfg.snapshot_every)} | {cfg.epochs})
-
-
 def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
     """Train (or resume) a VAE run in folder `out`, write its artifacts, figures and summary."""
-    device = pick_device(cfg.device)
-    prec = Precision(device, cfg.precision)
     train, test, provenance = data.load_train_test(cfg, "svhn")
-    run_ = Run(out, cfg, resume=resume)
-    run_.write_json("provenance.json", {**provenance, **environment(prec)})
-    seed_everything(cfg.seed)
+    setup = runs.start(cfg, out, provenance, resume=resume)
+    run_, device, prec = setup.run, setup.device, setup.prec
     model = build_model(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    shuffle = torch.Generator().manual_seed(cfg.seed)
-    fixed = torch.Generator().manual_seed(cfg.seed + 1)  # fixed noise and images for the figures
-    z_fixed = torch.randn(cfg.n_samples, cfg.z_dim, generator=fixed).to(device)
-    recon_idx = torch.randperm(len(test), generator=fixed)[:cfg.n_reconstructions]
-    x_recon = data.to_float(test.images[recon_idx]).to(device)
+    shuffle = runs.stream(cfg.seed, "shuffle")
+    # Fixed latent noise and test images for the snapshots, the same every epoch.
+    z_fixed = torch.randn(cfg.n_samples, cfg.z_dim, generator=runs.stream(cfg.seed, "snapshot-noise")).to(device)
+    recon_idx = torch.randperm(len(test), generator=runs.stream(cfg.seed, "snapshot-images"))
+    x_recon = data.to_float(test.images[recon_idx[:cfg.n_reconstructions]]).to(device)
     train_images = train.images.to(device)   # uint8 on the device: 73257 SVHN images are 225 MB
     test_images = test.images.to(device)
-    snapshots = snapshot_epochs(cfg)
+    snapshots = runs.snapshot_epochs(cfg.snapshot_every, cfg.epochs)
 
     def train_epoch(epoch: int) -> dict:
         model.train()
         sums = torch.zeros(3, device=device)  # loss, nll, kl summed over batches (no per-step sync)
-        steps, t0 = 0, time.perf_counter()
         batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
-        bar = tqdm(batches, total=len(train) // cfg.batch_size, desc=f"epoch {epoch}", leave=False, unit="batch")
-        for idx in bar:
+        bar, t0 = runs.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
+        for step, idx in enumerate(bar, 1):
             x = data.to_float(train_images[idx.to(device)])
             with prec.autocast():
                 _, nll, kl = model(x)
@@ -120,36 +110,47 @@ def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
             prec.backward(loss)
             prec.step(optimizer)
             sums += torch.stack([loss.detach(), nll.detach().mean(), kl.detach().mean()])
-            steps += 1
-            if steps % 50 == 0:  # a host sync every 50 steps only
-                rate = steps * cfg.batch_size / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{sums[0].item() / steps:.1f}", img_s=f"{rate:.0f}")
-        loss, nll, kl = (sums / steps).tolist()
-        return {"loss": loss, "nll": nll, "kl": kl, "images": steps * cfg.batch_size}
+            runs.show_rate(bar, step, sums[0], cfg.batch_size, t0)
+        loss, nll, kl = (sums / step).tolist()
+        return {"loss": loss, "nll": nll, "kl": kl, "images": step * cfg.batch_size}
 
     @torch.no_grad()
     def after_epoch(epoch: int) -> dict:
-        model.eval()
-        totals = torch.zeros(3, device=device)
-        for x in in_order(test_images, cfg.eval_batch_size, device):
-            _, nll, kl = model(x)
-            totals += torch.stack([(nll + kl).sum(), nll.sum(), kl.sum()])
-        test_loss, test_nll, test_kl = (totals / len(test)).tolist()
+        metrics = test_losses(model, test_images, cfg.eval_batch_size, device)
         if epoch in snapshots:
-            samples = model.decode(z_fixed).mode()
-            recon = model.decode(model.encode(x_recon).mode()).mode()  # posterior mean: comparable across epochs
-            run_.save_artifact(f"samples/epoch_{epoch:03d}.pt", data.to_uint8(samples.cpu()))
-            run_.save_artifact(f"reconstructions/epoch_{epoch:03d}.pt",
-                               {"original": data.to_uint8(x_recon.cpu()), "reconstruction": data.to_uint8(recon.cpu())})
-        return {"test_loss": test_loss, "test_nll": test_nll, "test_kl": test_kl}
+            save_snapshot(run_, epoch, model, z_fixed, x_recon)
+        return metrics
 
-    fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": prec},
-        generators={"shuffle": shuffle}, train_epoch=train_epoch, after_epoch=after_epoch, desc="VAE")
-    summary = run_.dir / "summary.json"
-    if not (summary.exists() and read_json(run_.dir, "summary.json")["epochs"] == cfg.epochs):
+    runs.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": prec},
+             generators={"shuffle": shuffle}, train_epoch=train_epoch, after_epoch=after_epoch, desc="VAE")
+    if not run_.finished():
         final_artifacts(run_, cfg, model, train, test, device)  # written last: its presence means done
     figures.vae_figures(run_.dir)
     return run_.dir
+
+
+@torch.no_grad()
+def test_losses(model: vae_solution.VAE, test_images: torch.Tensor, batch_size: int, device: torch.device) -> dict:
+    """Mean negative ELBO over the test set and its two terms, in eval mode."""
+    model.eval()
+    totals = torch.zeros(3, device=device)
+    for x in in_order(test_images, batch_size, device):
+        _, nll, kl = model(x)
+        totals += torch.stack([(nll + kl).sum(), nll.sum(), kl.sum()])
+    test_loss, test_nll, test_kl = (totals / len(test_images)).tolist()
+    return {"test_loss": test_loss, "test_nll": test_nll, "test_kl": test_kl}
+
+
+@torch.no_grad()
+def save_snapshot(run_: runs.Run, epoch: int, model: vae_solution.VAE, z_fixed: torch.Tensor,
+                  x_recon: torch.Tensor) -> None:
+    """Samples from the fixed latent noise and reconstructions of the fixed test images (eval mode)."""
+    model.eval()
+    samples = model.decode(z_fixed).mode()
+    recon = model.decode(model.encode(x_recon).mode()).mode()  # posterior mean: comparable across epochs
+    run_.save_artifact(f"samples/epoch_{epoch:03d}.pt", data.to_uint8(samples.cpu()))
+    run_.save_artifact(f"reconstructions/epoch_{epoch:03d}.pt",
+                       {"original": data.to_uint8(x_recon.cpu()), "reconstruction": data.to_uint8(recon.cpu())})
 
 
 @torch.no_grad()
@@ -157,13 +158,15 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
                     test: data.ImageSet, device: torch.device) -> None:
     """Final samples, latent profiles, interpolations and the test log-likelihood (1.3 d-f)."""
     model.eval()
+    # The graded sampler and log-likelihood draw from the global RNG: seeded from their streams, then restored.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(cfg.seed + 2)
+        torch.manual_seed(runs.stream_seed(cfg.seed, "final-samples"))
         run_.save_artifact("final_samples.pt", data.to_uint8(model.sample(cfg.n_final_samples).cpu()))
-        run_.save_artifact("latent_profiles.pt", latent_profiles(model, train.subset(cfg.profile_size, cfg.seed),
-                                                                 cfg.eval_batch_size, device))
+        profile_set = train.subset(cfg.profile_size, runs.stream_seed(cfg.seed, "profile-images"))
+        run_.save_artifact("latent_profiles.pt", latent_profiles(model, profile_set, cfg.eval_batch_size, device))
         run_.save_artifact("interpolations.pt", interpolations(model, test, cfg, device))
-        ll = test_log_likelihood(model, test.subset(cfg.ll_size, cfg.seed), cfg, device)
+        torch.manual_seed(runs.stream_seed(cfg.seed, "log-likelihood"))
+        ll = test_log_likelihood(model, test.subset(cfg.ll_size, runs.stream_seed(cfg.seed, "ll-images")), cfg, device)
     metrics = run_.metrics()
     dims = 3 * 32 * 32
     run_.write_json("summary.json", {
@@ -197,7 +200,7 @@ def interpolations(model: vae_solution.VAE, test: data.ImageSet, cfg: VAEConfig,
 
     "test": (P, n, 3, 32, 32), frame 0 decoding the posterior mean of test_endpoints[:, 0], frame n - 1
     that of test_endpoints[:, 1]; "prior" likewise from the first draw of each pair to the second."""
-    g = torch.Generator().manual_seed(cfg.seed + 3)
+    g = runs.stream(cfg.seed, "interpolations")
     P, n = cfg.n_interpolation_pairs, cfg.n_interpolation_steps
     idx = torch.randperm(len(test), generator=g)[:2 * P].view(P, 2)
     ends = data.to_float(test.images[idx.flatten()]).to(device)

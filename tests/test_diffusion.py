@@ -101,9 +101,11 @@ def test_ddim_every_step_eta_1_is_the_ancestral_sampler():
     d = Diffusion(1000)  # T = 100 would not reach N(0, I): abar_T = exp(-sum beta) ~ 0.37
     m, s = 0.5, 0.3
     oracle = GaussianOracle(d, m, s)
-    x_T, g = noise((4000, 1, 1, 1), 0, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    x_T = noise((4000, 1, 1, 1), g)
     ancestral = d.sample(oracle, x_T, generator=g, progress=False)
-    _, g = noise((4000, 1, 1, 1), 0, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    noise((4000, 1, 1, 1), g)  # the same state as the ancestral sampler's after x_T
     ddim = d.ddim_sample(oracle, x_T, n_steps=1000, eta=1.0, generator=g, progress=False)
     assert torch.allclose(ddim, ancestral, atol=1e-4)
     for x in (ancestral, ddim):
@@ -115,7 +117,7 @@ def test_ddim_eta_0_is_deterministic_and_converges_to_the_data_distribution():
     std shrinks as the number of steps grows (Gaussian data, exact eps-model)."""
     d = Diffusion(1000)
     oracle = GaussianOracle(d, -0.2, 0.4)
-    x_T, _ = noise((4000, 1, 1, 1), 1, torch.device("cpu"))
+    x_T = noise((4000, 1, 1, 1), torch.Generator().manual_seed(1))
     a = d.ddim_sample(oracle, x_T, n_steps=50, generator=torch.Generator().manual_seed(1), progress=False)
     b = d.ddim_sample(oracle, x_T, n_steps=50, generator=torch.Generator().manual_seed(2), progress=False)
     assert torch.equal(a, b)
@@ -223,3 +225,17 @@ def test_scaled_levels():
     assert scaled_levels((50, 100, 1000), 1000) == [50, 100, 1000]
     assert scaled_levels((50, 100, 1000), 500) == [25, 50, 500]
     assert scaled_levels((1, 100, 300), 50) == [1, 5, 15]
+
+
+def test_cosine_schedule_follows_its_closed_form():
+    """Nichol & Dhariwal (2021, eq. 17): abar_t = f(t) / f(0) wherever no beta is clipped at 0.999."""
+    import math
+    T, s = 1000, 0.008
+    d = Diffusion(T, schedule="cosine")
+    f = lambda t: math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    assert d.schedule == "cosine" and d.betas.dtype == torch.float32 and len(d.betas) == T
+    assert d.betas.max().item() == pytest.approx(0.999) and (d.betas > 0).all()
+    for t in (1, 100, 500, 900):
+        assert d.alphas_cumprod[t - 1].item() == pytest.approx(f(t) / f(0), rel=1e-4)
+    with pytest.raises(ValueError, match="cosine"):
+        Diffusion(T, schedule="quadratic")

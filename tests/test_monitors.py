@@ -124,13 +124,12 @@ def separable(n: int, generator: torch.Generator):
     return x, (x @ W.T).argmax(dim=1)
 
 
-@pytest.mark.parametrize("optimizer, epochs, lr", [("adam", 10, 1e-2), ("lbfgs", 50, 1.0)])
-def test_linear_probe_fits_separable_features(optimizer, epochs, lr):
+def test_linear_probe_fits_separable_features():
     generator = torch.Generator().manual_seed(0)
     x_train, y_train = separable(2000, generator)
     x_test, y_test = separable(500, generator)
-    result = monitors.linear_probe(x_train, y_train, x_test, y_test, epochs=epochs, lr=lr, batch_size=256,
-                                   generator=torch.Generator().manual_seed(1), optimizer=optimizer)
+    result = monitors.linear_probe(x_train, y_train, x_test, y_test, epochs=10, lr=1e-2, batch_size=256,
+                                   generator=torch.Generator().manual_seed(1))
     assert result.train > 0.95 and result.test > 0.9, result
 
 
@@ -149,8 +148,8 @@ def test_linear_probe_is_at_chance_on_random_labels_and_deterministic():
 
 def test_linear_probe_and_extract_features_reject_bad_input():
     x, y = torch.randn(20, 4), torch.randint(0, 10, (20,))
-    with pytest.raises(ValueError, match="optimizer"):
-        monitors.linear_probe(x, y, x, y, optimizer="sgd")
+    with pytest.raises(ValueError, match="epochs >= 1"):
+        monitors.linear_probe(x, y, x, y, epochs=0)
     with pytest.raises(ValueError, match="test_labels"):
         monitors.linear_probe(x, y, x, y[:5])
     with pytest.raises(TypeError, match="uint8"):
