@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn as nn

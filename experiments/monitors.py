@@ -15,7 +15,8 @@ and batch sizes, not by the data set), and without autograd except in the probe'
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,6 @@ from torch import nn
 
 from experiments.data import iterate_batches
 from experiments.precision import autocast
-
 
 # --------------------------------------------------------------------------- features
 

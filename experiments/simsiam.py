@@ -24,9 +24,9 @@ import math
 import statistics
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torchvision
@@ -36,7 +36,6 @@ import q3_solution
 from experiments import augment, data, figures, memory, monitors, names, runs
 from experiments.precision import Precision
 from experiments.runs import Run, checked_overrides, read_json
-
 
 # --------------------------------------------------------------------------- backbones
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from experiments import names
 from report.latex import compare, duration, escape, number, percent
