@@ -9,6 +9,8 @@ each other (same classifier, same number of images).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -71,6 +73,20 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, H, W)
 
 
+def seeded(make: Callable[[], nn.Module], seed: int, device: torch.device) -> nn.Module:
+    """make() initialised from `seed` without touching the caller's global RNG, on `device`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make().to(device)
+
+
+def adam_one_cycle(model: nn.Module, lr: float, total_steps: int) -> tuple[torch.optim.Adam, object]:
+    """Adam with a one-cycle learning-rate schedule peaking at `lr` over `total_steps`; puts model in train mode."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps)
+
+
 def train_classifier(
     images_uint8: torch.Tensor,
     labels: torch.Tensor,
@@ -99,15 +115,10 @@ def train_classifier(
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     device = torch.device(device)
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
-        torch.manual_seed(seed)
-        model = DigitClassifier().to(device)
+    model = seeded(DigitClassifier, seed, device)
     generator = torch.Generator().manual_seed(seed)
     images, targets = images_uint8.to(device), labels.to(device)
-    steps_per_epoch = -(-len(images) // batch_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
-    model.train()
+    optimizer, schedule = adam_one_cycle(model, lr, epochs * -(-len(images) // batch_size))
     for _ in tqdm(range(epochs), desc="digit classifier", unit="epoch", disable=not progress):
         for idx in iterate_batches(len(images), batch_size, shuffle=True, drop_last=False, generator=generator):
             idx = idx.to(device)

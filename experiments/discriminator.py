@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from experiments import classifier
 from experiments.classifier import DigitClassifier, classifier_fid
 from experiments.data import to_float
 from experiments.monitors import extract_features
@@ -115,17 +116,13 @@ def train_discriminator(
     if epochs < 1 or batch_size < 2 or lr <= 0:
         raise ValueError(f"need epochs >= 1, batch_size >= 2, lr > 0; got {epochs}, {batch_size}, {lr}")
     device = torch.device(device)
-    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
-        torch.manual_seed(seed)
-        model = Discriminator().to(device)
+    model = classifier.seeded(Discriminator, seed, device)
     generator = torch.Generator().manual_seed(seed)
     real, fake = real_uint8.to(device), fake_uint8.to(device)
     half = batch_size // 2
     steps = epochs * -(-max(len(real), len(fake)) // half)
     labels = torch.cat([torch.ones(half, 1), torch.zeros(half, 1)]).to(device)  # (2 half, 1): real first
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
-    model.train()
+    optimizer, schedule = classifier.adam_one_cycle(model, lr, steps)
     for _ in range(steps):
         i1 = torch.randint(len(real), (half,), generator=generator).to(device)
         i0 = torch.randint(len(fake), (half,), generator=generator).to(device)
