@@ -6,12 +6,12 @@ existing benchmarks' GPU comparisons at short settings. Within 8 minutes on one 
 
 Cells: (problem, precision) for the VAE, the DDPM and SimSiam with the starter's `resnet18` and with
 `resnet18-cifar`, each built by the harness (`experiments.*.build_model` on the full preset's config;
-the smoke preset's with --quick) and trained at the preset's batch with its own step written here
-(the harness's step functions are being reworked), on synthetic digits
+the smoke preset's with --quick) and trained at the preset's batch with the harness's own step and
+precision (`experiments.precision.Precision`), on synthetic digits
 (`experiments.synthetic.synthetic_digits`) kept on the device:
     vae      recon, nll, kl = model(x); loss = (nll + kl).mean(); Adam
-    ddpm     smooth-L1 noise prediction at uniform t (linear betas 1e-4 .. 0.02, T = 1000); Adam
-    simsiam  model.loss(p1, p2, z1, z2) on two views, SGD; the views are a batch and its mirror image,
+    ddpm     experiments.diffusion.Diffusion(1000).loss (smooth-L1 noise prediction at uniform t); Adam
+    simsiam  experiments.simsiam.train_step, SGD; the views are a batch and its mirror image,
              so the augmentation's cost is left out (benchmarks/bench_simsiam_epoch.py includes it)
 Precisions: bf16 autocast (only on compute capability >= 8.0), fp16 autocast with torch.amp.GradScaler,
 fp32. CUDA cells use channels_last and cudnn.benchmark. Each cell runs `--warmup` untimed steps, then
@@ -30,14 +30,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.common import device_name  # noqa: E402  (the repository root is not on the path as a script)
 from experiments import data, ddpm, simsiam, synthetic, vae  # noqa: E402
+from experiments.diffusion import Diffusion  # noqa: E402
+from experiments.precision import Precision  # noqa: E402
 
-PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+PRECISIONS = ("bf16", "fp16", "fp32")
 PROBLEMS = ("vae", "ddpm", "simsiam-resnet18", "simsiam-resnet18-cifar")
 # The existing benchmarks at settings short enough for the session (argv after the script's name).
 BENCHMARKS = {
@@ -70,35 +71,29 @@ def build(problem: str, preset: str, device: torch.device) -> tuple[torch.nn.Mod
     return model, torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
 
-def loss_fn(problem: str, device: torch.device) -> Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]:
-    """loss(model, x) for images x (B, 3, 32, 32) in [-1, 1], run under autocast; returns a float32 scalar."""
-    if problem == "vae":
-        def loss(model, x):
+def step_fn(problem: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            prec: Precision) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One training step of the harness on images x (B, 3, 32, 32) in [-1, 1]: the VAE's negative ELBO,
+    `Diffusion.loss` (T = 1000, linear betas) or `simsiam.train_step` on a batch and its mirror image;
+    forward passes under prec's autocast, fp16 with its gradient scaler."""
+    if problem.startswith("simsiam"):
+        return lambda x: simsiam.train_step(model, optimizer, x, x.flip(3), prec)
+    diffusion = Diffusion(1000, device=prec.device)
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        if problem == "ddpm":
+            return diffusion.loss(model, x, precision=prec.name)
+        with prec.autocast():
             _, nll, kl = model(x)                                            # (B,), (B,)
-            return (nll.float() + kl.float()).mean()
-    elif problem == "ddpm":
-        abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, device=device), 0)   # (T,)
+        return (nll.float() + kl.float()).mean()
 
-        def loss(model, x):
-            t = torch.randint(0, 1000, (len(x),), device=device)
-            eps = torch.randn_like(x)
-            a = abar[t].view(-1, 1, 1, 1)
-            return F.smooth_l1_loss(model(a.sqrt() * x + (1 - a).sqrt() * eps, t).float(), eps)
-    else:
-        def loss(model, x):
-            p1, p2, z1, z2 = model(x, x.flip(3))                             # (B, d) each
-            return model.loss(p1.float(), p2.float(), z1.float(), z2.float())
-    return loss
-
-
-def train_step(model, optimizer, scaler, loss, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-        value = loss(model, x)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(value).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return value.detach()
+    def step(x: torch.Tensor) -> torch.Tensor:
+        value = loss(x)
+        optimizer.zero_grad(set_to_none=True)
+        prec.backward(value)
+        prec.step(optimizer)
+        return value.detach()
+    return step
 
 
 # --------------------------------------------------------------------------- one cell
@@ -127,16 +122,15 @@ def timed_steps(
 
 def run_cell(problem: str, precision: str, pool: torch.Tensor, batch: int, args) -> dict:
     """Train `problem` in `precision` on random batches of `pool` (N, 3, 32, 32) float; the cell's row."""
-    device, dtype = pool.device, PRECISIONS[precision]
+    device = pool.device
     model, optimizer = build(problem, args.preset, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    loss = loss_fn(problem, device)
+    train = step_fn(problem, model, optimizer, Precision(device, precision))
 
     def step() -> torch.Tensor:
         x = pool[torch.randint(0, len(pool), (batch,), device=device)]
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        return train_step(model, optimizer, scaler, loss, x, dtype)
+        return train(x)
 
     for _ in range(args.warmup):
         step()
@@ -212,7 +206,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="tiny run for tests: the smoke preset's models (smaller DDPM U-Net and SimSiam d), "
                         "batch 2, 1 step a cell, a 16-image pool, no benchmarks")
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=PROBLEMS)
-    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--batch", type=int, default=None, help="default: each full preset's (64, 64, 1024)")
     parser.add_argument("--steps", type=int, default=300, help="timed steps per cell at most")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps per cell first")
