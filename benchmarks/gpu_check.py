@@ -37,6 +37,7 @@ from benchmarks.common import device_name  # noqa: E402  (the repository root is
 from experiments import data, ddpm, simsiam, synthetic, vae  # noqa: E402
 from experiments.diffusion import Diffusion  # noqa: E402
 from experiments.precision import Precision  # noqa: E402
+from experiments.runs import synchronize  # noqa: E402
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 PROBLEMS = ("vae", "ddpm", "simsiam-resnet18", "simsiam-resnet18-cifar")
@@ -97,11 +98,6 @@ def step_fn(problem: str, model: torch.nn.Module, optimizer: torch.optim.Optimiz
 
 
 # --------------------------------------------------------------------------- one cell
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def timed_steps(
     step: Callable[[], torch.Tensor], device: torch.device, steps: int, seconds: float
