@@ -72,3 +72,22 @@ def interpolation_steps(strips_uint8: torch.Tensor) -> dict:
 def middle_frames(strips_uint8: torch.Tensor) -> torch.Tensor:
     """The frames strictly between the two ends of each strip, (P * (n - 2), 3, H, W)."""
     return strips_uint8[:, 1:-1].reshape(-1, *strips_uint8.shape[2:])
+
+
+def observations(classifier: torch.nn.Module, samples: torch.Tensor, reference: torch.Tensor,
+                 device: torch.device | str, *, reconstructions: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 strips: torch.Tensor | None = None) -> dict:
+    """Everything the descriptive questions need, from uint8 image sets: the samples' sharpness against the
+    reference (test) images and their digit patterns beside the reference's own; optionally the sharpness of
+    reconstructions against their originals (original, reconstruction), and interpolation strips (P, n, ...)."""
+    out = {"samples": {"sharpness_ratio": sharpness_ratio(samples, reference),
+                       **digit_patterns(classifier, samples, device)},
+           "reference": digit_patterns(classifier, reference, device)}
+    if reconstructions is not None:
+        original, reconstruction = reconstructions
+        out["reconstructions"] = {"sharpness_ratio": sharpness_ratio(reconstruction, original)}
+    if strips is not None:
+        middle = digit_patterns(classifier, middle_frames(strips), device)
+        out["interpolations"] = {**interpolation_steps(strips), "middle_confident_fraction":
+                                 middle["confident_fraction"]}
+    return out

@@ -58,3 +58,13 @@ def test_interpolation_steps_even_ramp_and_single_jump():
     assert observe.middle_frames(ramp).shape == (16, 3, 8, 8)
     with pytest.raises(ValueError, match="strips"):
         observe.interpolation_steps(ramp[:, :2])
+
+
+def test_observations_gathers_every_statistic():
+    images = textured(8)
+    strips = torch.stack([images[:4], images[4:]])  # (2, 4, 3, 32, 32)
+    out = observe.observations(FixedClassifier(), blurred(images), images, "cpu",
+                               reconstructions=(images, blurred(images)), strips=strips)
+    assert out["samples"]["sharpness_ratio"] < 1 and out["reconstructions"]["sharpness_ratio"] < 1
+    assert set(out["reference"]) >= {"confident_fraction", "class_histogram"}
+    assert set(out["interpolations"]) >= {"mean_step", "evenness", "middle_confident_fraction"}
