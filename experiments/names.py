@@ -1,8 +1,8 @@
 """Every name shared by the experiments, the figures and the report, defined once (standard library only).
 
 The problems, the SimSiam ablations (what each question compares), the backbones, the datasets'
-display names, the run-name grammar with its parser, the command that produces a run, and the DDPM's
-beta schedules. Nothing heavy is imported here, so that report/ can read it without torch.
+display names, the run-name grammar with its parser, the command that produces a run, and the DDPM
+presets' T. Nothing heavy is imported here, so that report/ can read it without torch.
 
 Run names (the folder of a run under results/):
     vae-<preset>
