@@ -23,6 +23,7 @@ from experiments import classifier, data, figures, monitors, names, runs
 from experiments.diffusion import EMA, Diffusion, noise
 from experiments.precision import Precision, autocast
 from experiments.runs import Run, checked_overrides, read_json, synchronize
+from experiments.summaries import DDPMSummary, LevelAccuracy, ProbeResult
 
 
 @dataclass
@@ -215,6 +216,10 @@ def sample_batches(diffusion: Diffusion, net: torch.nn.Module, n: int, batch: in
     return torch.cat(out)
 
 
+T_STAR_RULE = ("first t' where the label-preservation rate falls below (clean accuracy + 0.1) / 2, "
+               "linearly interpolated between levels")
+
+
 def t_star(levels: list[int], preserved: list[float], clean: float, chance: float = 0.1) -> float | None:
     """The rule for t*: the step at which the label-preservation rate first falls below halfway
     between its value on clean images and chance, linearly interpolated between grid levels.
@@ -235,37 +240,46 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
                     prec: Precision) -> None:
     """Final samples (2.2d), reconstruction study and t* (2.2c), quality proxy (2.3a), probe (2.3b);
     then summary.json, written last."""
-    samples = final_samples(run_, cfg, diffusion, ema_net, prec)
+    sample_seconds = final_samples(run_, cfg, diffusion, ema_net, prec)
     digits = classifier.train_classifier(train.images, train.labels, epochs=cfg.classifier_epochs,
                                          device=prec.device, seed=runs.stream_seed(cfg.seed, "classifier"))
     classifier_accuracy = classifier.accuracy(digits, test.images, test.labels, device=prec.device)
     recon = reconstruction_study(run_, cfg, diffusion, ema_net, digits, test, prec)
-    quality = quality_proxy(cfg, diffusion, ema_net, digits, test, prec)
+    fid, confidence = quality_proxy(cfg, diffusion, ema_net, digits, test, prec)
     probe = bottleneck_probe(ema_model, diffusion, train, test, cfg, prec)
-    run_.save_artifact("probe.pt", probe)
     metrics = run_.metrics()
-    run_.write_json("summary.json", {
-        "problem": "ddpm",
-        "epochs": cfg.epochs,
-        "timesteps": cfg.timesteps,
-        "beta_schedule": cfg.beta_schedule,
-        "dataset": read_json(run_.dir, "provenance.json")["source"],
-        "final_train_loss": metrics[-1]["loss"],
-        "final_test_loss_ema": metrics[-1]["test_loss_ema"],
-        "train_seconds_per_epoch": statistics.median(m["train_seconds"] for m in metrics),
-        "train_images_per_s": statistics.median(m["images_per_s"] for m in metrics),
-        "train_wall_seconds": sum(m["train_seconds"] for m in metrics),
-        "wall_seconds": metrics[-1]["wall_seconds"],
-        **samples,
-        "classifier_test_accuracy": classifier_accuracy,
-        **recon,
-        **quality,
-        "probe": probe["accuracy"],
-    })
+    DDPMSummary(
+        epochs=cfg.epochs,
+        timesteps=cfg.timesteps,
+        beta_schedule=cfg.beta_schedule,
+        dataset=read_json(run_.dir, "provenance.json")["source"],
+        final_train_loss=metrics[-1]["loss"],
+        final_test_loss_ema=metrics[-1]["test_loss_ema"],
+        train_seconds_per_epoch=statistics.median(m["train_seconds"] for m in metrics),
+        train_images_per_s=statistics.median(m["images_per_s"] for m in metrics),
+        train_wall_seconds=sum(m["train_seconds"] for m in metrics),
+        wall_seconds=metrics[-1]["wall_seconds"],
+        sample_seconds=sample_seconds,
+        sample_seconds_per_image=sample_seconds / cfg.n_final_samples,
+        n_final_samples=cfg.n_final_samples,
+        classifier_test_accuracy=classifier_accuracy,
+        recon_levels=recon["levels"],
+        recon_mse=recon["mse"],
+        recon_label_preserved=recon["label_preserved"],
+        recon_clean_accuracy=recon["clean_accuracy"],
+        t_star=recon["t_star"],
+        t_star_rule=T_STAR_RULE,
+        quality_classifier_fid=fid,
+        quality_mean_confidence=confidence,
+        quality_size=cfg.quality_size,
+        probe=probe,
+        alpha_bar=diffusion.alphas_cumprod.cpu().tolist(),  # the schedule the report reads (no recomputing)
+    ).write(run_.dir)
 
 
-def final_samples(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module, prec: Precision) -> dict:
-    """2.2(d): `n_final_samples` ancestral samples of the EMA weights, and the time they took."""
+def final_samples(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module,
+                  prec: Precision) -> float:
+    """2.2(d): `n_final_samples` ancestral samples of the EMA weights; returns the seconds they took."""
     g = runs.stream(cfg.seed, "final-samples", prec.device)
     synchronize(prec.device)
     t0 = time.perf_counter()
@@ -273,14 +287,13 @@ def final_samples(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: tor
     synchronize(prec.device)
     seconds = time.perf_counter() - t0
     run_.save_artifact("final_samples.pt", final)
-    return {"sample_seconds": seconds, "sample_seconds_per_image": seconds / cfg.n_final_samples,
-            "n_final_samples": cfg.n_final_samples}
+    return seconds
 
 
 def reconstruction_study(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module,
                          digits: torch.nn.Module, test: data.ImageSet, prec: Precision) -> dict:
     """2.2(c): noise fixed test images to t' and denoise them back; the MSE and the label-preservation
-    rate (by the digit classifier) against t', and t*."""
+    rate (by the digit classifier) against t', and t*; returns what it saves in reconstructions.pt."""
     device, batch = prec.device, cfg.eval_batch_size
     recon_set = test.subset(cfg.recon_size, runs.stream_seed(cfg.seed, "reconstruction-images"))
     levels = scaled_levels(cfg.recon_levels, cfg.timesteps)
@@ -296,31 +309,28 @@ def reconstruction_study(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_n
         preserved.append(classifier.accuracy(digits, recon_u8, recon_set.labels, device=device))
         shown.append(recon_u8[:cfg.recon_shown])
     star = t_star(levels, preserved, clean)
-    run_.save_artifact("reconstructions.pt", {
-        "levels": levels, "original": recon_set.images[:cfg.recon_shown], "reconstructions": torch.stack(shown),
-        "n_evaluated": len(recon_set), "mse": mse, "label_preserved": preserved, "clean_accuracy": clean,
-        "t_star": star})
-    return {"recon_levels": levels, "recon_mse": mse, "recon_label_preserved": preserved,
-            "recon_clean_accuracy": clean, "t_star": star,
-            "t_star_rule": "first t' where the label-preservation rate falls below (clean accuracy + 0.1) / 2, "
-                           "linearly interpolated between levels"}
+    study = {"levels": levels, "original": recon_set.images[:cfg.recon_shown], "reconstructions": torch.stack(shown),
+             "n_evaluated": len(recon_set), "mse": mse, "label_preserved": preserved, "clean_accuracy": clean,
+             "t_star": star}
+    run_.save_artifact("reconstructions.pt", study)
+    return study
 
 
 def quality_proxy(cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module, digits: torch.nn.Module,
-                  test: data.ImageSet, prec: Precision) -> dict:
+                  test: data.ImageSet, prec: Precision) -> tuple[float, float]:
     """2.3(a): a sample-quality proxy, the Frechet distance in the digit classifier's feature space between
-    `quality_size` samples and as many test images, and the samples' mean top-class probability."""
+    `quality_size` samples and as many test images, and the samples' mean top-class probability: (fid, confidence)."""
     g = runs.stream(cfg.seed, "quality-samples", prec.device)
     quality = sample_batches(diffusion, ema_net, cfg.quality_size, cfg.eval_batch_size, g, prec.name)
     reference = test.subset(cfg.quality_size, runs.stream_seed(cfg.seed, "quality-reference")).images
     fid = classifier.classifier_fid(digits, quality, reference, device=prec.device)
     logits = monitors.extract_features(digits, quality, cfg.eval_batch_size, prec.device, data.to_float)
     confident = logits.softmax(1).max(1).values.mean().item()
-    return {"quality_classifier_fid": fid, "quality_mean_confidence": confident, "quality_size": cfg.quality_size}
+    return fid, confident
 
 
 def bottleneck_probe(model: torch.nn.Module, diffusion: Diffusion, train: data.ImageSet, test: data.ImageSet,
-                     cfg: DDPMConfig, prec: Precision) -> dict:
+                     cfg: DDPMConfig, prec: Precision) -> ProbeResult:
     """2.3(b): linear probe of the digit class on the U-Net's bottleneck (output of `mid_block2`,
     spatially averaged) for inputs noised to step t, against a probe on raw pixels."""
     device, feats = prec.device, {}
@@ -341,18 +351,17 @@ def bottleneck_probe(model: torch.nn.Module, diffusion: Diffusion, train: data.I
             out.append(feats["z"])
         return torch.cat(out)
 
-    accuracy = {}
+    levels = []
     try:
         for level in scaled_levels(cfg.probe_levels, cfg.timesteps):
-            accuracy[f"bottleneck_t{level}"] = monitors.linear_probe(
+            levels.append(LevelAccuracy(t=level, accuracy=monitors.linear_probe(
                 features(train_set.images, level), train_set.labels.to(device),
                 features(test_set.images, level), test_set.labels.to(device),
-                generator=runs.stream(cfg.seed, "probe-order")).test
+                generator=runs.stream(cfg.seed, "probe-order")).test))
     finally:
         hook.remove()
     pixels = lambda s: data.to_float(s.images).flatten(1).to(device)  # noqa: E731
-    accuracy["raw_pixels"] = monitors.linear_probe(pixels(train_set), train_set.labels.to(device),
-                                                   pixels(test_set), test_set.labels.to(device),
-                                                   generator=runs.stream(cfg.seed, "probe-order")).test
-    return {"accuracy": accuracy, "feature_dim": int(model.mid_block2.block2.proj.out_channels),
-            "n_train": len(train_set), "n_test": len(test_set)}
+    raw = monitors.linear_probe(pixels(train_set), train_set.labels.to(device), pixels(test_set),
+                                test_set.labels.to(device), generator=runs.stream(cfg.seed, "probe-order")).test
+    return ProbeResult(raw_pixels=raw, levels=levels, feature_dim=int(model.mid_block2.block2.proj.out_channels),
+                       n_train=len(train_set), n_test=len(test_set))

@@ -15,7 +15,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
-from experiments import names
+from experiments import names, summaries
 from experiments.monitors import best_knn, monitored_epochs
 from experiments.runs import load_artifact, read_json, read_metrics
 
@@ -288,9 +288,9 @@ def ddpm_vs_vae(run_dir: str | Path, vae_dir: str | Path | None) -> Path:
 def probe(run_dir: str | Path) -> Path:
     """2.3(b): linear-probe accuracy of digit class on U-Net bottleneck features vs raw pixels;
     printed at 0.6 \\linewidth."""
-    p = load_artifact(run_dir, "probe.pt")
-    keys, acc = list(p["accuracy"]), list(p["accuracy"].values())
-    labels = [k.replace("bottleneck_t", "bottleneck, t=").replace("raw_pixels", "raw pixels") for k in keys]
+    p = summaries.DDPMSummary.read(run_dir).probe
+    acc = [level.accuracy for level in p.levels] + [p.raw_pixels]
+    labels = [f"bottleneck, t={level.t}" for level in p.levels] + ["raw pixels"]
     fig, ax = plt.subplots(figsize=(3.9, 2.9))
     ax.bar(labels, acc, color=["tab:blue"] * (len(acc) - 1) + ["tab:gray"])
     for k, v in enumerate(acc):
@@ -298,8 +298,8 @@ def probe(run_dir: str | Path) -> Path:
     ax.axhline(0.1, color="k", ls=":", lw=1)
     ax.tick_params(axis="x", labelrotation=30)
     plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
-    ax.set(ylabel="test accuracy", ylim=(0, 1.08), title=f"linear probe of digit class\n({p['n_train']} train / "
-                                                         f"{p['n_test']} test, {dataset_name(run_dir)})")
+    ax.set(ylabel="test accuracy", ylim=(0, 1.08), title=f"linear probe of digit class\n({p.n_train} train / "
+                                                         f"{p.n_test} test, {dataset_name(run_dir)})")
     return _save(fig, figures_dir(run_dir), "probe.png")
 
 
@@ -322,17 +322,18 @@ def ddpm_figures(run_dir: str | Path, vae_dir: str | Path | None = None) -> list
 @READABLE
 def ddpm_timesteps(run_dirs: list[str | Path], out: str | Path) -> Path:
     """2.3(a): training time per epoch, sampling time and sample quality against T (their table is the report's)."""
-    rows = sorted((read_json(d, "summary.json") for d in run_dirs), key=lambda s: s["timesteps"])
-    Ts = [s["timesteps"] for s in rows]
+    rows = sorted((summaries.DDPMSummary.read(d) for d in run_dirs), key=lambda s: s.timesteps)
+    Ts = [s.timesteps for s in rows]
     fig, axes = plt.subplots(1, 3, figsize=(WIDTH, 2.3))
-    for ax, key, label, color in zip(axes, ("train_seconds_per_epoch", "sample_seconds_per_image",
-                                            "quality_classifier_fid"),
-                                     ("training s / epoch", "sampling s / image", "classifier-FID (lower is better)"),
-                                     ("tab:gray", "tab:blue", "tab:red")):
-        ax.plot(Ts, [s[key] for s in rows], marker="o", ms=3, color=color)
+    for ax, values, label, color in zip(axes, ([s.train_seconds_per_epoch for s in rows],
+                                               [s.sample_seconds_per_image for s in rows],
+                                               [s.quality_classifier_fid for s in rows]),
+                                        ("training s / epoch", "sampling s / image",
+                                         "classifier-FID (lower is better)"), ("tab:gray", "tab:blue", "tab:red")):
+        ax.plot(Ts, values, marker="o", ms=3, color=color)
         ax.set(xlabel="T", ylabel=label, xticks=Ts)
-    sources = sorted({names.dataset_name(s["dataset"]) for s in rows})
-    budget = sorted({s["epochs"] for s in rows})
+    sources = sorted({names.dataset_name(s.dataset) for s in rows})
+    budget = sorted({s.epochs for s in rows})
     fig.suptitle(f"DDPM with T steps, same training budget ({'/'.join(map(str, budget))} epochs, {', '.join(sources)})")
     fig.tight_layout()
     return _save(fig, out, "ddpm_timesteps.png")
@@ -441,8 +442,8 @@ def simsiam_table(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, li
             continue
         config = read_json(d, "config.json")
         best = best_knn(monitored)
-        summary_path = Path(d) / "summary.json"
-        probe = read_json(d, "summary.json").get("linear_probe_accuracy") if summary_path.exists() else None
+        finished = (Path(d) / summaries.FILE).exists()
+        probe = summaries.SimSiamSummary.read(d).linear_probe_accuracy if finished else None
         rows.append({
             "run": _simsiam_label(d), "dataset": dataset_name(d), "epochs": monitored[-1]["epoch"],
             "batch": config["batch_size"], "d": config["dim"],

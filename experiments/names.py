@@ -1,8 +1,8 @@
 """Every name shared by the experiments, the figures and the report, defined once (standard library only).
 
 The problems, the SimSiam ablations (what each question compares), the backbones, the datasets'
-display names, the run-name grammar with its parser, the command that produces a run, and the DDPM's
-beta schedules. Nothing heavy is imported here, so that report/ can read it without torch.
+display names, the run-name grammar with its parser, the command that produces a run, and the DDPM
+presets' T. Nothing heavy is imported here, so that report/ can read it without torch.
 
 Run names (the folder of a run under results/):
     vae-<preset>
@@ -86,23 +86,6 @@ BACKBONE_HELP = ("resnet18 (default: torchvision's, as the starter) or resnet18-
 # T of experiments/ddpm.py's presets: a DDPM run name carries -T<T> only when T differs from these
 # (tests/test_names.py checks they agree with ddpm.PRESETS).
 DEFAULT_TIMESTEPS = {"full": 1000, "smoke": 50}
-
-
-def linear_betas(beta_start: float, beta_end: float, timesteps: int) -> list[float]:
-    """beta_t linear from beta_start to beta_end, T points, ends included (Ho et al. 2020, Sec. 4)."""
-    if timesteps < 2:
-        raise ValueError(f"a linear schedule needs timesteps >= 2, got {timesteps}")
-    return [beta_start + (beta_end - beta_start) * t / (timesteps - 1) for t in range(timesteps)]
-
-
-BETA_SCHEDULES = {"linear": linear_betas}
-
-
-def betas(schedule: str, beta_start: float, beta_end: float, timesteps: int) -> list[float]:
-    """beta_1..beta_T of the schedule named `schedule` (a run config's beta_schedule), in float64."""
-    if schedule not in BETA_SCHEDULES:
-        raise ValueError(f"unknown beta schedule {schedule!r}; known: {', '.join(BETA_SCHEDULES)}")
-    return BETA_SCHEDULES[schedule](beta_start, beta_end, timesteps)
 
 
 # --------------------------------------------------------------------------- run names

@@ -36,6 +36,7 @@ import q3_solution
 from experiments import augment, data, figures, memory, monitors, names, runs
 from experiments.precision import Precision
 from experiments.runs import Run, checked_overrides, read_json
+from experiments.summaries import SimSiamSummary
 
 # --------------------------------------------------------------------------- backbones
 
@@ -396,27 +397,26 @@ def write_summary(run_: Run, cfg: SimSiamConfig, model: q3_solution.SimSiam, tra
         queries = features(model.encoder, test.images, cfg.eval_batch_size, precision)
         probe = monitors.linear_probe(bank, train.labels, queries, test.labels, epochs=cfg.probe_epochs,
                                       generator=runs.stream(cfg.seed, "probe-order"))
-    run_.write_json("summary.json", {
-        "problem": "simsiam",
-        "ablation": cfg.ablation,
-        "backbone": cfg.backbone,
-        "epochs": cfg.epochs,
-        "dataset": read_json(run_.dir, "provenance.json")["source"],
-        "batch_size": cfg.batch_size,
-        "dim": cfg.dim,
-        "peak_lr": peak_lr(cfg),
-        "final_loss": metrics[-1]["loss"],
-        "final_knn_accuracy": monitored[-1]["knn_accuracy"],
-        "final_knn_epoch": monitored[-1]["epoch"],
-        "best_knn_accuracy": best["knn_accuracy"],
-        "best_knn_epoch": best["epoch"],
-        "knn_k": min(cfg.knn_k, len(train)),
-        "final_collapse_std": monitored[-1]["collapse_std"],
-        "collapse_std_reference": monitored[-1]["collapse_std_reference"],
-        "linear_probe_accuracy": probe.test if probe else None,
-        "linear_probe_train_accuracy": probe.train if probe else None,
-        "train_seconds_per_epoch": statistics.median(m["train_seconds"] for m in metrics),
-        "train_images_per_s": statistics.median(m["images_per_s"] for m in metrics),
-        "train_wall_seconds": sum(m["train_seconds"] for m in metrics),
-        "wall_seconds": metrics[-1]["wall_seconds"],
-    })
+    SimSiamSummary(
+        ablation=cfg.ablation,
+        backbone=cfg.backbone,
+        epochs=cfg.epochs,
+        dataset=read_json(run_.dir, "provenance.json")["source"],
+        batch_size=cfg.batch_size,
+        dim=cfg.dim,
+        peak_lr=peak_lr(cfg),
+        final_loss=metrics[-1]["loss"],
+        final_knn_accuracy=monitored[-1]["knn_accuracy"],
+        final_knn_epoch=monitored[-1]["epoch"],
+        best_knn_accuracy=best["knn_accuracy"],
+        best_knn_epoch=best["epoch"],
+        knn_k=min(cfg.knn_k, len(train)),
+        final_collapse_std=monitored[-1]["collapse_std"],
+        collapse_std_reference=monitored[-1]["collapse_std_reference"],
+        linear_probe_accuracy=probe.test if probe else None,
+        linear_probe_train_accuracy=probe.train if probe else None,
+        train_seconds_per_epoch=statistics.median(m["train_seconds"] for m in metrics),
+        train_images_per_s=statistics.median(m["images_per_s"] for m in metrics),
+        train_wall_seconds=sum(m["train_seconds"] for m in metrics),
+        wall_seconds=metrics[-1]["wall_seconds"],
+    ).write(run_.dir)

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 import vae_solution
 from experiments import data, figures, names, runs
 from experiments.runs import Run, checked_overrides, read_json
+from experiments.summaries import VAESummary
 
 
 @dataclass
@@ -169,22 +170,21 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
         ll = test_log_likelihood(model, test.subset(cfg.ll_size, runs.stream_seed(cfg.seed, "ll-images")), cfg, device)
     metrics = run_.metrics()
     dims = 3 * 32 * 32
-    run_.write_json("summary.json", {
-        "problem": "vae",
-        "epochs": cfg.epochs,
-        "dataset": read_json(run_.dir, "provenance.json")["source"],
-        "test_log_likelihood_nats": ll,
+    VAESummary(
+        epochs=cfg.epochs,
+        dataset=read_json(run_.dir, "provenance.json")["source"],
+        test_log_likelihood_nats=ll,
         # On the model's own scale (pixels in [-1, 1]) ...
-        "test_bits_per_dim": -ll / (dims * math.log(2)),
+        test_bits_per_dim=-ll / (dims * math.log(2)),
         # ... and on the 8-bit scale [0, 256) used in the literature: log p shifts by -D log(127.5).
-        "test_bits_per_dim_8bit": -(ll - dims * math.log(127.5)) / (dims * math.log(2)),
-        "ll_K": cfg.ll_K,
-        "ll_n_images": min(len(test), cfg.ll_size or len(test)),
-        "final_train_loss": metrics[-1]["loss"],
-        "final_test_loss": metrics[-1]["test_loss"],
-        "train_wall_seconds": sum(m["train_seconds"] for m in metrics),
-        "wall_seconds": metrics[-1]["wall_seconds"],
-    })
+        test_bits_per_dim_8bit=-(ll - dims * math.log(127.5)) / (dims * math.log(2)),
+        ll_K=cfg.ll_K,
+        ll_n_images=min(len(test), cfg.ll_size or len(test)),
+        final_train_loss=metrics[-1]["loss"],
+        final_test_loss=metrics[-1]["test_loss"],
+        train_wall_seconds=sum(m["train_seconds"] for m in metrics),
+        wall_seconds=metrics[-1]["wall_seconds"],
+    ).write(run_.dir)
 
 
 def latent_profiles(model: vae_solution.VAE, train: data.ImageSet, batch_size: int, device: torch.device) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import names
+from experiments.summaries import DDPMSummary, ProbeResult, SimSiamSummary, VAESummary
 from report.latex import compare, duration, escape, number, percent
 from report.runs import SLOTS, T_SLOTS, RunFolder, finite, problem_of, resume_command, slot_command
 
@@ -95,10 +96,9 @@ def _snapshot_epochs(run: RunFolder, kind: str) -> str | None:
 
 
 
-def _putter(values: dict[str, str], prefix: str, source: dict) -> Callable[[str, str, Callable[[Any], str]], None]:
-    """put(key, field, format): values[prefix-key] = format(source[field]) when it is there and finite."""
-    def put(key: str, name: str, fmt: Callable[[Any], str]) -> None:
-        v = source.get(name)
+def _putter(values: dict[str, str], prefix: str) -> Callable[[str, Any, Callable[[Any], str]], None]:
+    """put(key, value, format): values[prefix-key] = format(value) when the value is there (not None) and finite."""
+    def put(key: str, v: Any, fmt: Callable[[Any], str]) -> None:
         if v is not None and (finite(v) or not isinstance(v, (int, float))):
             values[f"{prefix}-{key}"] = fmt(v)
     return put
@@ -108,18 +108,17 @@ def _putter(values: dict[str, str], prefix: str, source: dict) -> Callable[[str,
 # --------------------------------------------------------------------------- Problem 1
 
 def vae_numbers(values: dict[str, str], run: RunFolder) -> None:
-    s = dict(run.summary or {})
-    if run.metrics:  # an unfinished run still has its losses
-        s.setdefault("final_train_loss", run.metrics[-1].get("loss"))
-        s.setdefault("final_test_loss", run.metrics[-1].get("test_loss"))
-    put = _putter(values, "vae", s)
-    put("ll-nats", "test_log_likelihood_nats", lambda v: number(v, ".1f"))
-    put("bpd", "test_bits_per_dim", lambda v: number(v, ".3f"))
-    put("bpd-8bit", "test_bits_per_dim_8bit", lambda v: number(v, ".3f"))
-    put("ll-k", "ll_K", str)
-    put("ll-n", "ll_n_images", lambda v: f"{v:,}".replace(",", "\\,"))
-    put("final-train-loss", "final_train_loss", lambda v: number(v, ".1f"))
-    put("final-test-loss", "final_test_loss", lambda v: number(v, ".1f"))
+    last = run.metrics[-1] if run.metrics else {}
+    s = run.summary or VAESummary.partial(  # an unfinished run still has its losses
+        final_train_loss=last.get("loss"), final_test_loss=last.get("test_loss"))
+    put = _putter(values, "vae")
+    put("ll-nats", s.test_log_likelihood_nats, lambda v: number(v, ".1f"))
+    put("bpd", s.test_bits_per_dim, lambda v: number(v, ".3f"))
+    put("bpd-8bit", s.test_bits_per_dim_8bit, lambda v: number(v, ".3f"))
+    put("ll-k", s.ll_K, str)
+    put("ll-n", s.ll_n_images, lambda v: f"{v:,}".replace(",", "\\,"))
+    put("final-train-loss", s.final_train_loss, lambda v: number(v, ".1f"))
+    put("final-test-loss", s.final_test_loss, lambda v: number(v, ".1f"))
     for key, metric in (("test-nll", "test_nll"), ("test-kl", "test_kl")):
         if finite(run.last(metric)):
             values[f"vae-{key}"] = number(run.last(metric), ".1f")
@@ -190,74 +189,70 @@ def vae_artifact_numbers(values: dict[str, str], run: RunFolder | None) -> list 
 
 def ddpm_numbers(values: dict[str, str], run: RunFolder) -> None:
     """Problem 2, one DDPM run (main or T variant): quality, timings, losses, schedule and t*."""
-    s = dict(run.summary or {})
-    if run.metrics:  # an unfinished run still has its losses
-        s.setdefault("final_train_loss", run.metrics[-1].get("loss"))
-        s.setdefault("final_test_loss_ema", run.metrics[-1].get("test_loss_ema"))
+    last = run.metrics[-1] if run.metrics else {}
+    s = run.summary or DDPMSummary.partial(  # an unfinished run still has its losses
+        final_train_loss=last.get("loss"), final_test_loss_ema=last.get("test_loss_ema"))
     p = run.slot
-    put = _putter(values, p, s)
-    put("fid", "quality_classifier_fid", lambda v: number(v, ".2f"))
-    put("confidence", "quality_mean_confidence", lambda v: number(v, ".3f"))
-    put("quality-size", "quality_size", str)
-    put("sample-seconds-per-image", "sample_seconds_per_image", lambda v: number(v, ".3f"))
-    put("sample-seconds", "sample_seconds", duration)
-    put("train-seconds-per-epoch", "train_seconds_per_epoch", duration)
-    put("final-train-loss", "final_train_loss", lambda v: number(v, ".4f"))
-    put("final-test-loss-ema", "final_test_loss_ema", lambda v: number(v, ".4f"))
-    if finite(s.get("timesteps")):
-        values[f"{p}-timesteps"] = str(s["timesteps"])
-    schedule_numbers(values, p, run.config)
-    tstar_numbers(values, p, s, s.get("timesteps") or run.config.get("timesteps"))
+    put = _putter(values, p)
+    put("fid", s.quality_classifier_fid, lambda v: number(v, ".2f"))
+    put("confidence", s.quality_mean_confidence, lambda v: number(v, ".3f"))
+    put("quality-size", s.quality_size, str)
+    put("sample-seconds-per-image", s.sample_seconds_per_image, lambda v: number(v, ".3f"))
+    put("sample-seconds", s.sample_seconds, duration)
+    put("train-seconds-per-epoch", s.train_seconds_per_epoch, duration)
+    put("final-train-loss", s.final_train_loss, lambda v: number(v, ".4f"))
+    put("final-test-loss-ema", s.final_test_loss_ema, lambda v: number(v, ".4f"))
+    put("timesteps", s.timesteps, str)
+    schedule_numbers(values, p, s.alpha_bar or [])
+    if run.finished:  # a finished run's t_star None means "not reached"
+        tstar_numbers(values, p, s.t_star, s.timesteps or run.config.get("timesteps"))
     if p == "ddpm":
         ddpm_main_numbers(values, run, s)
 
 
-def schedule_numbers(values: dict[str, str], p: str, config: dict) -> None:
-    """sqrt(alpha_bar_T) and where the SNR alpha_bar / (1 - alpha_bar) falls below 1, from the run's schedule."""
-    schedule = alpha_bar(config)
-    if not schedule:
+def schedule_numbers(values: dict[str, str], p: str, alpha_bar: list[float]) -> None:
+    """sqrt(alpha_bar_T) and where the SNR alpha_bar / (1 - alpha_bar) falls below 1, from the schedule the
+    run saved (alpha_bar_t, t = 1..T); nothing for a run that saved none."""
+    if not alpha_bar:
         return
-    values[f"{p}-sqrt-abar-T"] = number(math.sqrt(schedule[-1]), ".2g")
-    below = next((t for t, a in enumerate(schedule, 1) if a < 0.5), None)  # SNR abar / (1 - abar) < 1
+    values[f"{p}-sqrt-abar-T"] = number(math.sqrt(alpha_bar[-1]), ".2g")
+    below = next((t for t, a in enumerate(alpha_bar, 1) if a < 0.5), None)  # SNR abar / (1 - abar) < 1
     if below is not None:
         values[f"{p}-snr-one-t"] = str(below)
         values[f"{p}-snr-phrase"] = f"falls below 1 at $t={below}$"
     else:
-        values[f"{p}-snr-phrase"] = (f"stays above 1 up to $t=T$ ($\\bar\\alpha_T={schedule[-1]:.2f}$): "
+        values[f"{p}-snr-phrase"] = (f"stays above 1 up to $t=T$ ($\\bar\\alpha_T={alpha_bar[-1]:.2f}$): "
                                      "with so few steps even $x_T$ keeps most of the signal")
 
 
-def tstar_numbers(values: dict[str, str], p: str, s: dict, T: int | None) -> None:
-    """2.2(c): t*, where label preservation falls below halfway, and its fraction of T."""
-    if "t_star" not in s:
-        return
-    if s["t_star"] is None:
+def tstar_numbers(values: dict[str, str], p: str, t_star: float | None, T: int | None) -> None:
+    """2.2(c): t*, where label preservation falls below halfway (None: never), and its fraction of T."""
+    if t_star is None:
         values[f"{p}-tstar"] = "not reached"
         values[f"{p}-tstar-frac"] = "n/a"
     else:
-        values[f"{p}-tstar"] = number(s["t_star"], ".0f")
+        values[f"{p}-tstar"] = number(t_star, ".0f")
         if T:
-            values[f"{p}-tstar-frac"] = percent(s["t_star"] / T, 0)
+            values[f"{p}-tstar-frac"] = percent(t_star / T, 0)
 
 
-def ddpm_main_numbers(values: dict[str, str], run: RunFolder, s: dict) -> None:
+def ddpm_main_numbers(values: dict[str, str], run: RunFolder, s: DDPMSummary) -> None:
     """The main DDPM run only: classifier, reconstruction study (2.2c), snapshots and the probe (2.3b)."""
-    put = _putter(values, "ddpm", s)
-    put("classifier-acc", "classifier_test_accuracy", percent)
-    put("recon-clean-acc", "recon_clean_accuracy", percent)
-    put("n-final-samples", "n_final_samples", str)
-    if s.get("recon_levels"):
-        values["ddpm-recon-levels"] = ", ".join(map(str, s["recon_levels"]))
-        values["ddpm-recon-first-level"] = str(s["recon_levels"][0])
-        values["ddpm-recon-last-level"] = str(s["recon_levels"][-1])
-    for key, name, fmt in (("recon-mse", "recon_mse", lambda v: number(v, ".3f")),
-                           ("recon-preserved", "recon_label_preserved", percent)):
-        series = s.get(name) or []
+    put = _putter(values, "ddpm")
+    put("classifier-acc", s.classifier_test_accuracy, percent)
+    put("recon-clean-acc", s.recon_clean_accuracy, percent)
+    put("n-final-samples", s.n_final_samples, str)
+    if s.recon_levels:
+        values["ddpm-recon-levels"] = ", ".join(map(str, s.recon_levels))
+        values["ddpm-recon-first-level"] = str(s.recon_levels[0])
+        values["ddpm-recon-last-level"] = str(s.recon_levels[-1])
+    for key, series, fmt in (("recon-mse", s.recon_mse, lambda v: number(v, ".3f")),
+                             ("recon-preserved", s.recon_label_preserved, percent)):
         if series:
             values[f"ddpm-{key}-first"] = fmt(series[0])
             values[f"ddpm-{key}-last"] = fmt(series[-1])
-    if s.get("t_star_rule"):
-        values["ddpm-tstar-rule"] = escape(s["t_star_rule"])
+    if s.t_star_rule:
+        values["ddpm-tstar-rule"] = escape(s.t_star_rule)
     for kind in ("samples", "previews"):
         if (epochs := _snapshot_epochs(run, kind)) is not None:
             values[f"ddpm-{kind}-epochs"] = epochs
@@ -265,37 +260,24 @@ def ddpm_main_numbers(values: dict[str, str], run: RunFolder, s: dict) -> None:
         asked, available = run.config.get(name), run.provenance.get(split)
         if finite(asked) and finite(available):
             values[f"ddpm-{key}"] = f"{min(asked, available):,}".replace(",", "\\,")
-    probe_numbers(values, s.get("probe") or {})
+    if s.probe is not None:
+        probe_numbers(values, s.probe)
 
 
-def probe_numbers(values: dict[str, str], probe: dict) -> None:
+def probe_numbers(values: dict[str, str], probe: ProbeResult) -> None:
     """2.3(b): the linear probe's accuracy at each t, on raw pixels, and the best against raw pixels."""
-    levels = [(int(k.removeprefix("bottleneck_t")), v) for k, v in probe.items() if k.startswith("bottleneck_t")]
-    for k, (level, acc) in enumerate(sorted(levels), 1):
-        values[f"ddpm-probe-t-{k}"] = str(level)
-        values[f"ddpm-probe-acc-{k}"] = percent(acc)
-    if finite(probe.get("raw_pixels")):
-        values["ddpm-probe-raw"] = percent(probe["raw_pixels"])
-    if levels and finite(probe.get("raw_pixels")):
-        best_level, best = max(levels, key=lambda lv: lv[1])
-        values["ddpm-probe-best"] = percent(best)
-        values["ddpm-probe-best-t"] = str(best_level)
-        values["ddpm-probe-best-vs-raw"] = compare(best, probe["raw_pixels"], higher="above", lower="below",
+    levels = sorted(probe.levels, key=lambda level: level.t)
+    for k, level in enumerate(levels, 1):
+        values[f"ddpm-probe-t-{k}"] = str(level.t)
+        values[f"ddpm-probe-acc-{k}"] = percent(level.accuracy)
+    if finite(probe.raw_pixels):
+        values["ddpm-probe-raw"] = percent(probe.raw_pixels)
+    if levels and finite(probe.raw_pixels):
+        best = max(levels, key=lambda level: level.accuracy)
+        values["ddpm-probe-best"] = percent(best.accuracy)
+        values["ddpm-probe-best-t"] = str(best.t)
+        values["ddpm-probe-best-vs-raw"] = compare(best.accuracy, probe.raw_pixels, higher="above", lower="below",
                                                    tolerance=0.005, same="within half a point of")
-
-
-def alpha_bar(config: dict) -> list[float]:
-    """The DDPM's alpha_bar_t, t = 1..T, from a run's saved config: the betas of its beta_schedule
-    (default linear; experiments.names.betas) from beta_start to beta_end, and
-    alpha_bar_t = prod_{s <= t} (1 - beta_s). [] without a schedule; ValueError for an unknown schedule."""
-    T, start, end = config.get("timesteps"), config.get("beta_start"), config.get("beta_end")
-    if not (finite(T) and finite(start) and finite(end)) or T < 2:
-        return []
-    out, running = [], 1.0
-    for beta in names.betas(config.get("beta_schedule", "linear"), start, end, T):
-        running *= 1 - beta
-        out.append(running)
-    return out
 
 
 def tstudy_numbers(values: dict[str, str], runs: dict[str, RunFolder | None]) -> None:
@@ -303,15 +285,14 @@ def tstudy_numbers(values: dict[str, str], runs: dict[str, RunFolder | None]) ->
     low, high = (runs.get(slot) and runs[slot].summary for slot in T_SLOTS)
     if not (low and high):
         return
-    if finite(low.get("sample_seconds_per_image")) and finite(high.get("sample_seconds_per_image")):
-        values["tstudy-sampling-ratio"] = number(high["sample_seconds_per_image"] / low["sample_seconds_per_image"],
-                                                 ".2f")
-    if finite(low.get("train_seconds_per_epoch")) and finite(high.get("train_seconds_per_epoch")):
-        values["tstudy-train-ratio"] = number(high["train_seconds_per_epoch"] / low["train_seconds_per_epoch"], ".2f")
-    if finite(low.get("timesteps")) and finite(high.get("timesteps")):
-        values["tstudy-T-ratio"] = number(high["timesteps"] / low["timesteps"], ".2f")
-    if finite(low.get("quality_classifier_fid")) and finite(high.get("quality_classifier_fid")):
-        values["tstudy-fid-high-vs-low"] = compare(high["quality_classifier_fid"], low["quality_classifier_fid"],
+    if finite(low.sample_seconds_per_image) and finite(high.sample_seconds_per_image):
+        values["tstudy-sampling-ratio"] = number(high.sample_seconds_per_image / low.sample_seconds_per_image, ".2f")
+    if finite(low.train_seconds_per_epoch) and finite(high.train_seconds_per_epoch):
+        values["tstudy-train-ratio"] = number(high.train_seconds_per_epoch / low.train_seconds_per_epoch, ".2f")
+    if finite(low.timesteps) and finite(high.timesteps):
+        values["tstudy-T-ratio"] = number(high.timesteps / low.timesteps, ".2f")
+    if finite(low.quality_classifier_fid) and finite(high.quality_classifier_fid):
+        values["tstudy-fid-high-vs-low"] = compare(high.quality_classifier_fid, low.quality_classifier_fid,
                                                    higher="higher (worse) than", lower="lower (better) than")
 
 
@@ -320,35 +301,36 @@ def tstudy_numbers(values: dict[str, str], runs: dict[str, RunFolder | None]) ->
 
 def simsiam_numbers(values: dict[str, str], run: RunFolder) -> None:
     p = run.slot
-    s = dict(run.summary or {})
-    monitored = [m for m in run.metrics if finite(m.get("knn_accuracy"))]
-    if monitored:  # an unfinished run still has its monitored epochs
-        best = max(monitored, key=lambda m: m["knn_accuracy"])
-        s.setdefault("final_knn_accuracy", monitored[-1]["knn_accuracy"])
-        s.setdefault("final_knn_epoch", monitored[-1]["epoch"])
-        s.setdefault("best_knn_accuracy", best["knn_accuracy"])
-        s.setdefault("best_knn_epoch", best["epoch"])
-        s.setdefault("final_collapse_std", monitored[-1].get("collapse_std"))
-        s.setdefault("collapse_std_reference", monitored[-1].get("collapse_std_reference"))
-    if run.metrics:
-        s.setdefault("final_loss", run.metrics[-1].get("loss"))
-    s.setdefault("batch_size", run.config.get("batch_size"))
-    s.setdefault("dim", run.config.get("dim"))
-    put = _putter(values, p, s)
-    put("final-knn", "final_knn_accuracy", percent)
-    put("final-knn-epoch", "final_knn_epoch", str)
-    put("best-knn", "best_knn_accuracy", percent)
-    put("best-knn-epoch", "best_knn_epoch", str)
-    put("final-loss", "final_loss", lambda v: number(v, ".3f"))
-    put("linear-probe", "linear_probe_accuracy", percent)
-    put("batch", "batch_size", str)
-    put("d", "dim", str)
-    put("peak-lr", "peak_lr", lambda v: number(v, ".3g"))
-    put("knn-k", "knn_k", str)
-    if finite(s.get("final_collapse_std")) and finite(s.get("collapse_std_reference")):
-        ratio = s["final_collapse_std"] / s["collapse_std_reference"]
+    s = run.summary or _simsiam_partial(run)
+    put = _putter(values, p)
+    put("final-knn", s.final_knn_accuracy, percent)
+    put("final-knn-epoch", s.final_knn_epoch, str)
+    put("best-knn", s.best_knn_accuracy, percent)
+    put("best-knn-epoch", s.best_knn_epoch, str)
+    put("final-loss", s.final_loss, lambda v: number(v, ".3f"))
+    put("linear-probe", s.linear_probe_accuracy, percent)
+    put("batch", s.batch_size, str)
+    put("d", s.dim, str)
+    put("peak-lr", s.peak_lr, lambda v: number(v, ".3g"))
+    put("knn-k", s.knn_k, str)
+    if finite(s.final_collapse_std) and finite(s.collapse_std_reference):
+        ratio = s.final_collapse_std / s.collapse_std_reference
         values[f"{p}-collapse-ratio"] = number(ratio, ".2f")
         values[f"{p}-collapse-word"] = "collapsed" if ratio < COLLAPSED_BELOW else "not collapsed"
+
+
+def _simsiam_partial(run: RunFolder) -> SimSiamSummary:
+    """What an unfinished SimSiam run's metrics and config tell: its monitored epochs, last loss, batch and d."""
+    monitored = [m for m in run.metrics if finite(m.get("knn_accuracy"))]
+    known = {}
+    if monitored:
+        best = max(monitored, key=lambda m: m["knn_accuracy"])
+        known = dict(final_knn_accuracy=monitored[-1]["knn_accuracy"], final_knn_epoch=monitored[-1]["epoch"],
+                     best_knn_accuracy=best["knn_accuracy"], best_knn_epoch=best["epoch"],
+                     final_collapse_std=monitored[-1].get("collapse_std"),
+                     collapse_std_reference=monitored[-1].get("collapse_std_reference"))
+    return SimSiamSummary.partial(**known, final_loss=run.metrics[-1].get("loss") if run.metrics else None,
+                                  batch_size=run.config.get("batch_size"), dim=run.config.get("dim"))
 
 
 
@@ -375,8 +357,8 @@ def simsiam_comparisons(values: dict[str, str], runs: dict[str, RunFolder | None
 def _final_knn(run: RunFolder | None) -> float | None:
     if run is None:
         return None
-    if run.summary and finite(run.summary.get("final_knn_accuracy")):
-        return run.summary["final_knn_accuracy"]
+    if run.summary and finite(run.summary.final_knn_accuracy):
+        return run.summary.final_knn_accuracy
     monitored = [m["knn_accuracy"] for m in run.metrics if finite(m.get("knn_accuracy"))]
     return monitored[-1] if monitored else None
 

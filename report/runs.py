@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments import names
+from experiments import names, summaries
+from experiments.summaries import DDPMSummary, SimSiamSummary, VAESummary
 
 SIMSIAM_SLOTS = tuple(f"simsiam-{a}" for a in names.ABLATION_NAMES)
 SIMPLE_SLOTS = ("vae", "ddpm", *SIMSIAM_SLOTS)
 T_SLOTS = ("ddpm-Tlow", "ddpm-Thigh")
 SLOTS = ("vae", "ddpm", *T_SLOTS, *SIMSIAM_SLOTS)
-RUN_FILES = ("config.json", "provenance.json", "metrics.jsonl", "summary.json")
+RUN_FILES = ("config.json", "provenance.json", "metrics.jsonl", summaries.FILE)
 
 
 def problem_of(slot: str) -> str:
@@ -49,7 +50,7 @@ class RunFolder:
     path: Path
     config: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
-    summary: dict | None = None
+    summary: VAESummary | DDPMSummary | SimSiamSummary | None = None   # None: unfinished (or unreadable)
     metrics: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)   # files that could not be read
 
@@ -59,12 +60,12 @@ class RunFolder:
 
     @property
     def dataset(self) -> str | None:
-        source = self.provenance.get("source") or (self.summary or {}).get("dataset")
+        source = self.provenance.get("source") or (self.summary and self.summary.dataset)
         return names.dataset_name(source) if source else None
 
     @property
     def synthetic(self) -> bool:
-        return (self.provenance.get("source") or (self.summary or {}).get("dataset")) == "synthetic"
+        return (self.provenance.get("source") or (self.summary and self.summary.dataset)) == "synthetic"
 
     @property
     def hardware(self) -> str | None:
@@ -87,14 +88,14 @@ class RunFolder:
 
     @property
     def epochs(self) -> int | None:
-        if self.summary and "epochs" in self.summary:
-            return self.summary["epochs"]
+        if self.summary:
+            return self.summary.epochs
         return self.metrics[-1].get("epoch") if self.metrics else None
 
     @property
     def wall_seconds(self) -> float | None:
-        if self.summary and finite(self.summary.get("wall_seconds")):
-            return self.summary["wall_seconds"]
+        if self.summary and finite(self.summary.wall_seconds):
+            return self.summary.wall_seconds
         return self.metrics[-1].get("wall_seconds") if self.metrics else None
 
     def median(self, key: str) -> float | None:
@@ -119,6 +120,18 @@ def _read_json(path: Path, problems: list[str]) -> Any:
 
 
 
+def _read_summary(slot: str, path: Path, problems: list[str]) -> VAESummary | DDPMSummary | SimSiamSummary | None:
+    """The run's summary as its problem's schema; None (and a problem noted) when absent or not readable as one."""
+    if not (path / summaries.FILE).exists():
+        return None
+    try:
+        return summaries.SCHEMAS[problem_of(slot)].read(path)
+    except (OSError, ValueError) as e:  # SummaryError is a ValueError, as is invalid JSON
+        problems.append(f"{summaries.FILE} unreadable ({e})")
+        return None
+
+
+
 def load_run(slot: str, path: str | Path) -> RunFolder:
     """Read one run folder; raises FileNotFoundError when `path` is not a folder."""
     path = Path(path)
@@ -127,7 +140,7 @@ def load_run(slot: str, path: str | Path) -> RunFolder:
     run = RunFolder(slot, path)
     run.config = _read_json(path / "config.json", run.problems) or {}
     run.provenance = _read_json(path / "provenance.json", run.problems) or {}
-    run.summary = _read_json(path / "summary.json", run.problems)
+    run.summary = _read_summary(slot, path, run.problems)
     metrics_path = path / "metrics.jsonl"
     if metrics_path.exists():
         for k, line in enumerate(metrics_path.read_text().splitlines(), 1):

@@ -8,7 +8,9 @@ import torch
 
 from experiments import __main__ as cli
 from experiments import ddpm, figures
+from experiments.diffusion import Diffusion
 from experiments.runs import read_metrics
+from experiments.summaries import DDPMSummary
 
 FIGURES = ["wall_clock.png", "loss.png", "samples_over_training.png", "previews_over_training.png",
            "reconstructions.png", "reconstruction_curves.png", "final_samples.png", "ddpm_vs_vae.png", "probe.png"]
@@ -53,18 +55,22 @@ def test_cli_smoke_metrics_and_summary(smoke_run):
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert {"loss", "test_loss", "test_loss_ema", "sample_seconds", *TIMING_KEYS} <= set(metrics[0])
     assert metrics[-1]["test_loss"] < metrics[0]["test_loss"]  # same fixed test triples: it learned
-    s = json.loads((smoke_run / "summary.json").read_text())
-    assert s["problem"] == "ddpm" and s["dataset"] == "synthetic" and s["timesteps"] == 50
-    levels = s["recon_levels"]
-    assert levels == sorted(levels) and levels[-1] == 50 and len(s["recon_mse"]) == len(levels)
-    assert all(0 <= r <= 1 for r in s["recon_label_preserved"])
+    s = DDPMSummary.read(smoke_run)
+    assert s.dataset == "synthetic" and s.timesteps == 50
+    levels = s.recon_levels
+    assert levels == sorted(levels) and levels[-1] == 50 and len(s.recon_mse) == len(levels)
+    assert all(0 <= r <= 1 for r in s.recon_label_preserved)
     # More noise, further from the original: the last level is further than the first.
-    assert s["recon_mse"][-1] > s["recon_mse"][0]
-    assert s["t_star"] is None or 0 < s["t_star"] <= 50
-    assert math.isfinite(s["quality_classifier_fid"]) and s["quality_classifier_fid"] >= 0
-    assert 0.1 <= s["quality_mean_confidence"] <= 1
-    assert set(s["probe"]) == {"bottleneck_t1", "bottleneck_t5", "bottleneck_t15", "raw_pixels"}
-    assert s["sample_seconds"] > 0 and s["train_seconds_per_epoch"] > 0
+    assert s.recon_mse[-1] > s.recon_mse[0]
+    assert s.t_star is None or 0 < s.t_star <= 50
+    assert math.isfinite(s.quality_classifier_fid) and s.quality_classifier_fid >= 0
+    assert 0.1 <= s.quality_mean_confidence <= 1
+    assert [level.t for level in s.probe.levels] == [1, 5, 15] and 0 <= s.probe.raw_pixels <= 1
+    assert s.sample_seconds > 0 and s.train_seconds_per_epoch > 0
+    # The schedule the run trained with, for the report: alpha_bar_t of its Diffusion, t = 1..T.
+    config = json.loads((smoke_run / "config.json").read_text())
+    diffusion = Diffusion(s.timesteps, config["beta_start"], config["beta_end"], schedule=s.beta_schedule)
+    assert s.alpha_bar == diffusion.alphas_cumprod.tolist()
 
 
 @pytest.mark.e2e
@@ -100,8 +106,7 @@ def test_timesteps_study_table(smoke_run, tmp_path):
     """2.3(a): the comparison reads each run's summary (here the same run twice, relabelled)."""
     other = tmp_path / "T100"
     other.mkdir()
-    s = json.loads((smoke_run / "summary.json").read_text())
-    (other / "summary.json").write_text(json.dumps({**s, "timesteps": 100}))
+    replace(DDPMSummary.read(smoke_run), timesteps=100).write(other)
     path = figures.ddpm_timesteps([smoke_run, other], tmp_path / "out")
     assert path.exists() and path.stat().st_size > 5_000
 

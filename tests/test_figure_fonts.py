@@ -19,6 +19,7 @@ from matplotlib.text import Text
 from PIL import Image
 
 from experiments import figures, names
+from experiments.summaries import DDPMSummary, LevelAccuracy, ProbeResult, SimSiamSummary
 from tests.conftest import ROOT
 
 matplotlib.use("Agg")
@@ -65,14 +66,15 @@ def images(n: int, seed: int) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, 32, 32), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
 
 
-def run_folder(root: Path, name: str, config: dict, metrics: list[dict], summary: dict | None = None) -> Path:
+def run_folder(root: Path, name: str, config: dict, metrics: list[dict],
+               summary: DDPMSummary | SimSiamSummary | None = None) -> Path:
     run = root / name
     (run / "artifacts").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps(config))
     (run / "provenance.json").write_text(json.dumps({"source": "svhn", "n_train": 73257, "n_test": 26032}))
     (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     if summary is not None:
-        (run / "summary.json").write_text(json.dumps(summary))
+        summary.write(run)
     return run
 
 
@@ -103,9 +105,12 @@ def vae_run(root: Path) -> Path:
 
 
 def ddpm_run(root: Path, T: int) -> Path:
-    summary = {"timesteps": T, "epochs": 20, "dataset": "svhn", "train_seconds_per_epoch": 95.0,
-               "sample_seconds_per_image": 0.05 * T / 1000, "quality_classifier_fid": 12.0 * 1000 / T,
-               "quality_mean_confidence": 0.9, "t_star": 0.4 * T}
+    probe = ProbeResult(raw_pixels=0.24, levels=[LevelAccuracy(t=1, accuracy=0.71), LevelAccuracy(t=100, accuracy=0.66),
+                                                 LevelAccuracy(t=300, accuracy=0.52)],
+                        feature_dim=256, n_train=5000, n_test=2000)
+    summary = DDPMSummary.partial(timesteps=T, epochs=20, dataset="svhn", train_seconds_per_epoch=95.0,
+                                  sample_seconds_per_image=0.05 * T / 1000, quality_classifier_fid=12.0 * 1000 / T,
+                                  quality_mean_confidence=0.9, t_star=0.4 * T, probe=probe)
     run = run_folder(root, f"ddpm-T{T}", {"timesteps": T, "preview_steps": 50}, epochs(20), summary)
     for e in range(1, 21):
         save(run, f"previews/epoch_{e:03d}.pt", images(64, e))
@@ -117,8 +122,6 @@ def ddpm_run(root: Path, T: int) -> Path:
         "levels": levels, "original": images(10, 4), "reconstructions": images(110, 5).view(11, 10, 3, 32, 32),
         "n_evaluated": 500, "mse": [t / 1000 for t in levels], "label_preserved": [1 - t / 1100 for t in levels],
         "clean_accuracy": 0.95, "t_star": 500})
-    save(run, "probe.pt", {"accuracy": {"bottleneck_t1": 0.71, "bottleneck_t100": 0.66, "bottleneck_t300": 0.52,
-                                        "raw_pixels": 0.24}, "n_train": 5000, "n_test": 2000})
     return run
 
 
@@ -127,7 +130,7 @@ def simsiam_run(root: Path, ablation: str) -> Path:
     config = {"ablation": ablation, "backbone": names.DEFAULT_BACKBONE, "batch_size": batch, "dim": dim,
               "knn_k": 200, "knn_temperature": 0.1}
     metrics = epochs(200, knn_accuracy=0.8, collapse_std=0.02, collapse_std_reference=dim ** -0.5)
-    return run_folder(root, f"simsiam-{ablation}", config, metrics, {"linear_probe_accuracy": 0.85})
+    return run_folder(root, f"simsiam-{ablation}", config, metrics, SimSiamSummary.partial(linear_probe_accuracy=0.85))
 
 
 @pytest.fixture(scope="module")

@@ -49,10 +49,3 @@ def test_questions_compare_with_the_baseline():
     assert names.compared("q5b") == ("baseline", "proj-4096", "batch-4096")
     with pytest.raises(ValueError, match="question must be one of"):
         names.compared("q9")
-
-
-def test_beta_schedules():
-    betas = names.betas("linear", 1e-4, 0.02, 1000)
-    assert len(betas) == 1000 and betas[0] == 1e-4 and betas[-1] == pytest.approx(0.02, abs=1e-15)
-    with pytest.raises(ValueError, match="unknown beta schedule 'cosine'; known: linear"):
-        names.betas("cosine", 1e-4, 0.02, 1000)

@@ -9,6 +9,7 @@ folder is empty or absent, which takes minutes on a CPU); it is skipped when the
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -23,6 +24,7 @@ import pytest
 import torch
 
 from experiments import names
+from experiments.summaries import DDPMSummary, LevelAccuracy, ProbeResult, SimSiamSummary, VAESummary
 from report import build, latex, numbers, runs
 from tests.conftest import ROOT
 
@@ -74,7 +76,8 @@ def metrics_lines(epochs: int, **extra) -> list[dict]:
             for e in range(1, epochs + 1)]
 
 
-def make_run(results: Path, name: str, *, config: dict, summary: dict | None, metrics: list[dict],
+def make_run(results: Path, name: str, *, config: dict, summary: VAESummary | DDPMSummary | SimSiamSummary | None,
+             metrics: list[dict],
              source: str = "synthetic", device: str = "cuda", device_name: str = "NVIDIA H100 80GB HBM3",
              figures: set[str] = frozenset(), mtime: float | None = None, precision: str = "bf16",
              micro_batch: tuple[int, int] | None = None) -> Path:
@@ -87,7 +90,7 @@ def make_run(results: Path, name: str, *, config: dict, summary: dict | None, me
         **({"micro_batch": micro_batch[0], "accumulation_steps": micro_batch[1]} if micro_batch else {})}))
     (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     if summary is not None:
-        (run / "summary.json").write_text(json.dumps(summary))
+        summary.write(run)
     for figure in figures:
         png(run / "figures" / f"{figure}.png")
     if mtime is not None:
@@ -96,10 +99,9 @@ def make_run(results: Path, name: str, *, config: dict, summary: dict | None, me
     return run
 
 
-VAE_SUMMARY = {"problem": "vae", "epochs": 3, "dataset": "synthetic", "test_log_likelihood_nats": -3084.81,
-               "test_bits_per_dim": 1.4487, "test_bits_per_dim_8bit": 8.4431, "ll_K": 100, "ll_n_images": 26032,
-               "final_train_loss": 3155.05, "final_test_loss": 3110.82, "train_wall_seconds": 90.0,
-               "wall_seconds": 126.0}
+VAE_SUMMARY = VAESummary(epochs=3, dataset="synthetic", test_log_likelihood_nats=-3084.81, test_bits_per_dim=1.4487,
+                         test_bits_per_dim_8bit=8.4431, ll_K=100, ll_n_images=26032, final_train_loss=3155.05,
+                         final_test_loss=3110.82, train_wall_seconds=90.0, wall_seconds=126.0)
 
 
 def vae_run(results: Path, name: str = "vae-full", *, artifacts: bool = False, **kw) -> Path:
@@ -121,15 +123,23 @@ def vae_run(results: Path, name: str = "vae-full", *, artifacts: bool = False, *
     return run
 
 
-def ddpm_summary(T: int, fid: float, sample_s: float, t_star: float | None = 312.4) -> dict:
-    return {"problem": "ddpm", "epochs": 2, "timesteps": T, "dataset": "synthetic", "final_train_loss": 0.031,
-            "final_test_loss_ema": 0.029, "train_seconds_per_epoch": 60.0, "train_images_per_s": 1200.0,
-            "train_wall_seconds": 120.0, "wall_seconds": 150.0, "sample_seconds": 100 * sample_s,
-            "sample_seconds_per_image": sample_s, "n_final_samples": 100, "classifier_test_accuracy": 0.953,
-            "recon_levels": [50, 500, 1000], "recon_mse": [0.01, 0.2, 0.5], "recon_label_preserved": [0.94, 0.4, 0.1],
-            "recon_clean_accuracy": 0.95, "t_star": t_star, "t_star_rule": "first t' where the rate falls below half",
-            "quality_classifier_fid": fid, "quality_mean_confidence": 0.812, "quality_size": 1000,
-            "probe": {"bottleneck_t1": 0.71, "bottleneck_t100": 0.66, "bottleneck_t300": 0.52, "raw_pixels": 0.24}}
+def linear_alpha_bar(T: int) -> list[float]:
+    """alpha_bar_t, t = 1..T, of the linear schedule from 1e-4 to 0.02 (float64: an oracle independent of the run)."""
+    return torch.cumprod(1 - torch.linspace(1e-4, 0.02, T, dtype=torch.float64), 0).tolist()
+
+
+def ddpm_summary(T: int, fid: float, sample_s: float, t_star: float | None = 312.4) -> DDPMSummary:
+    probe = ProbeResult(raw_pixels=0.24, levels=[LevelAccuracy(t=t, accuracy=a) for t, a in ((1, 0.71), (100, 0.66),
+                                                                                           (300, 0.52))],
+                        feature_dim=256, n_train=5000, n_test=2000)
+    return DDPMSummary(
+        epochs=2, timesteps=T, beta_schedule="linear", dataset="synthetic", final_train_loss=0.031,
+        final_test_loss_ema=0.029, train_seconds_per_epoch=60.0, train_images_per_s=1200.0, train_wall_seconds=120.0,
+        wall_seconds=150.0, sample_seconds=100 * sample_s, sample_seconds_per_image=sample_s, n_final_samples=100,
+        classifier_test_accuracy=0.953, recon_levels=[50, 500, 1000], recon_mse=[0.01, 0.2, 0.5],
+        recon_label_preserved=[0.94, 0.4, 0.1], recon_clean_accuracy=0.95, t_star=t_star,
+        t_star_rule="first t' where the rate falls below half", quality_classifier_fid=fid,
+        quality_mean_confidence=0.812, quality_size=1000, probe=probe, alpha_bar=linear_alpha_bar(T))
 
 
 def ddpm_run(results: Path, name: str, T: int, *, fid: float = 12.5, sample_s: float = 0.5, **kw) -> Path:
@@ -154,13 +164,12 @@ def simsiam_run(results: Path, ablation: str, *, knn: float, collapse: float = 0
               "knn_k": 200, "knn_temperature": 0.1, "warmup_epochs": 1 if ablation == "batch-4096" else 0}
     metrics = [dict(m, knn_accuracy=knn - 0.1 * (3 - m["epoch"]), collapse_std=collapse,
                     collapse_std_reference=dim ** -0.5) for m in metrics_lines(3)]
-    summary = {"problem": "simsiam", "ablation": ablation, "backbone": "resnet18", "epochs": 3,
-               "dataset": "synthetic", "batch_size": batch, "dim": dim, "peak_lr": 0.03 * batch / 256,
-               "final_loss": metrics[-1]["loss"], "final_knn_accuracy": knn, "final_knn_epoch": 3,
-               "best_knn_accuracy": knn, "best_knn_epoch": 3, "knn_k": 200, "final_collapse_std": collapse,
-               "collapse_std_reference": dim ** -0.5, "linear_probe_accuracy": knn + 0.05,
-               "train_seconds_per_epoch": 31.0, "train_images_per_s": 1500.0, "train_wall_seconds": 96.0,
-               "wall_seconds": 126.0}
+    summary = SimSiamSummary(
+        ablation=ablation, backbone="resnet18", epochs=3, dataset="synthetic", batch_size=batch, dim=dim,
+        peak_lr=0.03 * batch / 256, final_loss=metrics[-1]["loss"], final_knn_accuracy=knn, final_knn_epoch=3,
+        best_knn_accuracy=knn, best_knn_epoch=3, knn_k=200, final_collapse_std=collapse,
+        collapse_std_reference=dim ** -0.5, linear_probe_accuracy=knn + 0.05, linear_probe_train_accuracy=None,
+        train_seconds_per_epoch=31.0, train_images_per_s=1500.0, train_wall_seconds=96.0, wall_seconds=126.0)
     return make_run(results, f"simsiam-{preset}-{ablation}", config=config, summary=summary, metrics=metrics, **kw)
 
 
@@ -265,29 +274,28 @@ def test_bad_overrides_are_refused(tmp_path):
     assert build.parse_overrides([f"vae={tmp_path}"]) == {"vae": tmp_path}
 
 
-def test_alpha_bar_matches_torch():
-    config = {"timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
-    expected = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
-    torch.testing.assert_close(torch.tensor(numbers.alpha_bar(config), dtype=torch.float64), expected)
-    assert numbers.alpha_bar({"timesteps": 1000}) == []
-    assert numbers.alpha_bar({**config, "beta_schedule": "linear"}) == numbers.alpha_bar(config)
-    with pytest.raises(ValueError, match="unknown beta schedule 'cosine'"):
-        numbers.alpha_bar({**config, "beta_schedule": "cosine"})
-
-
 def test_build_runs_as_a_module():
     done = subprocess.run([sys.executable, "-m", "report.build", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and "python -m report.build" in done.stdout
 
 
 @pytest.mark.parametrize("T, phrase", [(1000, "falls below 1 at $t="), (50, "stays above 1 up to $t=T$")])
-def test_snr_phrase_follows_the_schedule(T, phrase):
+def test_snr_phrase_follows_the_saved_schedule(T, phrase):
     values = {}
-    run = runs.RunFolder("ddpm", Path("ddpm-x"), config={"timesteps": T, "beta_start": 1e-4, "beta_end": 0.02})
+    run = runs.RunFolder("ddpm", Path("ddpm-x"), config={"timesteps": T}, summary=ddpm_summary(T, 12.5, 0.5))
     numbers.ddpm_numbers(values, run)
     assert values["ddpm-snr-phrase"].startswith(phrase)
-    abar_T = torch.cumprod(1 - torch.linspace(1e-4, 0.02, T, dtype=torch.float64), 0)[-1]
-    assert values["ddpm-sqrt-abar-T"] == latex.number(float(abar_T.sqrt()), ".2g")
+    assert values["ddpm-sqrt-abar-T"] == latex.number(linear_alpha_bar(T)[-1] ** 0.5, ".2g")
+
+
+def test_the_schedule_is_never_recomputed():
+    """A summary without the schedule (written before it was recorded) leaves its numbers to placeholders."""
+    values = {}
+    summary = dataclasses.replace(ddpm_summary(1000, 12.5, 0.5), alpha_bar=None)
+    config = {"timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
+    numbers.ddpm_numbers(values, runs.RunFolder("ddpm", Path("ddpm-x"), config=config, summary=summary))
+    assert not {"ddpm-sqrt-abar-T", "ddpm-snr-one-t", "ddpm-snr-phrase"} & set(values)
+    assert values["ddpm-fid"] == "12.50"
 
 
 def test_numbers_of_a_complete_set_of_runs(tmp_path):

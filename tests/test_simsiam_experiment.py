@@ -14,6 +14,7 @@ from experiments import __main__ as cli
 from experiments import augment, data, figures, monitors, simsiam
 from experiments.precision import Precision
 from experiments.runs import NonFiniteLossError, read_metrics
+from experiments.summaries import SimSiamSummary
 
 ABLATIONS = ["baseline", "no-stop-grad", "no-predictor", "proj-4096", "batch-4096"]
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s"}
@@ -80,12 +81,12 @@ def test_cli_smoke_run_of_each_ablation(cli_runs, name):
     assert ("predictor.0.weight" in model) == (name != "no-predictor")
     assert model["encoder.fc.6.weight"].shape == (config["dim"], 512)  # resnet18's 512 features -> d
     assert model["encoder.conv1.weight"].shape == (64, 3, 7, 7)  # the starter's resnet18 stem
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["dataset"] == "synthetic" and summary["ablation"] == name and summary["epochs"] == 2
-    assert summary["final_knn_accuracy"] == metrics[-1]["knn_accuracy"]
-    assert summary["best_knn_accuracy"] == max(m["knn_accuracy"] for m in metrics)
-    assert summary["knn_k"] == smoke.train_size  # k = 200 clipped to the memory bank
-    assert 0 <= summary["linear_probe_accuracy"] <= 1
+    summary = SimSiamSummary.read(run_dir)
+    assert summary.dataset == "synthetic" and summary.ablation == name and summary.epochs == 2
+    assert summary.final_knn_accuracy == metrics[-1]["knn_accuracy"]
+    assert summary.best_knn_accuracy == max(m["knn_accuracy"] for m in metrics)
+    assert summary.knn_k == smoke.train_size  # k = 200 clipped to the memory bank
+    assert 0 <= summary.linear_probe_accuracy <= 1
     for png in ("wall_clock.png", "training.png"):
         assert (run_dir / "figures" / png).stat().st_size > 5_000, png
 
@@ -99,9 +100,9 @@ def test_comparison_figures_and_table_from_the_run_folders(cli_runs, tmp_path):
     assert all(p.stat().st_size > 5_000 for p in paths)
     _, rows, markdown = figures.simsiam_table(dirs, tmp_path)
     assert [r["run"] for r in rows] == ABLATIONS
-    baseline = json.loads((cli_runs["baseline"] / "summary.json").read_text())
-    assert rows[0]["final_knn"] == baseline["final_knn_accuracy"]
-    assert rows[0]["linear_probe"] == baseline["linear_probe_accuracy"]
+    baseline = SimSiamSummary.read(cli_runs["baseline"])
+    assert rows[0]["final_knn"] == baseline.final_knn_accuracy
+    assert rows[0]["linear_probe"] == baseline.linear_probe_accuracy
     assert len(markdown.splitlines()) == 2 + len(ABLATIONS) and "proj-4096" in markdown
     # A question whose ablations are not all there is drawn with what there is.
     assert figures.simsiam_comparison([cli_runs["baseline"]], tmp_path / "partial", "q5b").exists()
@@ -275,14 +276,13 @@ def reference(tmp_path_factory, data_root):
     """An uninterrupted 3-epoch run to compare resumed runs against."""
     tmp = tmp_path_factory.mktemp("ref")
     run_dir = simsiam.run(tiny(data_root, epochs=3), tmp / "run")
-    return read_metrics(run_dir), json.loads((run_dir / "summary.json").read_text())
+    return read_metrics(run_dir), SimSiamSummary.read(run_dir)
 
 
 def assert_same_run(run_dir, reference):
     metrics, summary = reference
     assert without_timings(read_metrics(run_dir)) == without_timings(metrics)
-    got = json.loads((run_dir / "summary.json").read_text())
-    assert got["linear_probe_accuracy"] == summary["linear_probe_accuracy"]
+    assert SimSiamSummary.read(run_dir).linear_probe_accuracy == summary.linear_probe_accuracy
 
 
 def test_resume_after_ctrl_c_mid_epoch_matches_an_uninterrupted_run(tmp_path, data_root, reference, monkeypatch):
@@ -318,7 +318,7 @@ def test_resume_refuses_a_different_config_and_extends_a_finished_run(tmp_path, 
     simsiam.run(replace(cfg, epochs=2), tmp_path / "run", resume=True)
     metrics = read_metrics(tmp_path / "run")
     assert [m["epoch"] for m in metrics] == [1, 2] and metrics[0] == first[0]
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs"] == 2
+    assert SimSiamSummary.read(tmp_path / "run").epochs == 2
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_root, monkeypatch):

@@ -14,6 +14,7 @@ import torch
 from experiments import __main__ as cli
 from experiments import figures, vae
 from experiments.runs import NonFiniteLossError, read_metrics
+from experiments.summaries import VAESummary
 from tests.conftest import ROOT
 
 FIGURES = ["wall_clock.png", "loss.png", "samples_over_training.png", "reconstructions_over_training.png",
@@ -60,12 +61,12 @@ def test_cli_smoke_metrics_and_summary(smoke_run):
     assert {"loss", "nll", "kl", "test_loss", *TIMING_KEYS} <= set(metrics[0])
     assert metrics[-1]["loss"] < metrics[0]["loss"]  # it learned something
     assert metrics[-1]["wall_seconds"] == pytest.approx(sum(m["epoch_seconds"] for m in metrics))
-    summary = json.loads((smoke_run / "summary.json").read_text())
-    ll = summary["test_log_likelihood_nats"]
-    assert math.isfinite(ll) and summary["ll_K"] == 100 and summary["dataset"] == "synthetic"
-    assert summary["test_bits_per_dim"] == pytest.approx(-ll / (3072 * math.log(2)))
+    summary = VAESummary.read(smoke_run)
+    ll = summary.test_log_likelihood_nats
+    assert math.isfinite(ll) and summary.ll_K == 100 and summary.dataset == "synthetic"
+    assert summary.test_bits_per_dim == pytest.approx(-ll / (3072 * math.log(2)))
     # The importance-sampled log-likelihood bounds the ELBO from above (on different images, loosely).
-    assert ll > -summary["final_test_loss"] - 50
+    assert ll > -summary.final_test_loss - 50
     provenance = json.loads((smoke_run / "provenance.json").read_text())
     assert provenance["source"] == "synthetic" and provenance["device"] == "cpu"
 
@@ -111,14 +112,13 @@ def reference(tmp_path_factory):
     """An uninterrupted 3-epoch run to compare resumed runs against."""
     tmp = tmp_path_factory.mktemp("ref")
     run_dir = vae.run(smoke(tmp, epochs=3), tmp / "run")
-    return read_metrics(run_dir), json.loads((run_dir / "summary.json").read_text())
+    return read_metrics(run_dir), VAESummary.read(run_dir)
 
 
 def assert_same_run(run_dir, reference):
     metrics, summary = reference
     assert without_timings(read_metrics(run_dir)) == without_timings(metrics)
-    got = json.loads((run_dir / "summary.json").read_text())
-    assert got["test_log_likelihood_nats"] == summary["test_log_likelihood_nats"]
+    assert VAESummary.read(run_dir).test_log_likelihood_nats == summary.test_log_likelihood_nats
 
 
 def test_resume_after_ctrl_c_mid_epoch_matches_an_uninterrupted_run(tmp_path, reference, monkeypatch):

@@ -1,0 +1,191 @@
+"""The final numbers of a run, its summary.json: one schema per problem, the one place a summary key is spelled.
+
+A driver (experiments.vae, .ddpm, .simsiam) builds its problem's dataclass with keyword arguments and
+writes it last (its presence means the run is done); figures and the report read it back with `read`
+and use attributes. Reading validates: a missing or unknown key is an error naming the file and the key.
+Fields with a default may be absent from a file (summaries written before the field existed).
+Standard library only: the report imports it without torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+FILE = "summary.json"
+
+
+class SummaryError(ValueError):
+    """A summary.json that does not match its schema."""
+
+
+class Schema:
+    """from_dict / to_dict / read / write for the dataclasses below. NESTED: field -> parser of its JSON value."""
+
+    NESTED: ClassVar[dict[str, Callable[[Any, str], Any]]] = {}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = FILE):
+        """Validate the keys of `d` (read from `where`, named in errors) and build the dataclass."""
+        if not isinstance(d, dict):
+            raise SummaryError(f"{where}: expected a JSON object for {cls.__name__}, got {type(d).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        required = [n for n, f in known.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        for key in d:
+            if key not in known:
+                raise SummaryError(f"{where}: unknown key {key!r} for {cls.__name__} (fields: {', '.join(known)})")
+        for key in required:
+            if key not in d:
+                raise SummaryError(f"{where}: missing key {key!r} of {cls.__name__}; it was written by an older "
+                                   "version: delete it and rerun the run's command to redo the final evaluation")
+        return cls(**{k: cls.NESTED[k](v, f"{where}: {k}") if k in cls.NESTED and v is not None else v
+                      for k, v in d.items()})
+
+    @classmethod
+    def partial(cls, **known: Any):
+        """Every field None but those given: what an unfinished run's metrics tell (the report's fallback)."""
+        unknown = {f.name: None for f in fields(cls) if f.default is dataclasses.MISSING and f.name not in known}
+        return cls(**unknown, **known)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def write(self, run_dir: str | Path) -> Path:
+        """Write run_dir/summary.json atomically: a temporary file, synced, renamed over it."""
+        path = Path(run_dir) / FILE
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w") as f:
+            f.write(self.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def read(cls, run_dir: str | Path):
+        """run_dir/summary.json as this schema; SummaryError when it is another problem's or does not match."""
+        path = Path(run_dir) / FILE
+        d = json.loads(path.read_text())
+        problem = d.get("problem") if isinstance(d, dict) else None
+        expected = next(f.default for f in fields(cls) if f.name == "problem")
+        if problem != expected:
+            raise SummaryError(f"{path}: key 'problem' is {problem!r}, expected {expected!r} for {cls.__name__}")
+        return cls.from_dict(d, str(path))
+
+
+# --------------------------------------------------------------------------- Problem 1
+
+@dataclass(kw_only=True)
+class VAESummary(Schema):
+    problem: str = "vae"
+    epochs: int                       # epochs trained
+    dataset: str                      # data source: "svhn" or "synthetic"
+    test_log_likelihood_nats: float   # mean K-sample importance-weighted log p(x) over test images, nats
+    test_bits_per_dim: float          # -log p(x) / (D ln 2), pixels in [-1, 1] (the model's scale), bits
+    test_bits_per_dim_8bit: float     # the same on the 8-bit scale [0, 256) of the literature, bits
+    ll_K: int                         # importance samples per image
+    ll_n_images: int                  # test images in the log-likelihood
+    final_train_loss: float           # last epoch's mean training loss (negative ELBO), nats per image
+    final_test_loss: float            # last epoch's test loss (negative ELBO), nats per image
+    train_wall_seconds: float         # seconds in training steps, all epochs
+    wall_seconds: float               # seconds from the start to the last epoch's end, evaluation included
+
+
+# --------------------------------------------------------------------------- Problem 2
+
+@dataclass(kw_only=True)
+class LevelAccuracy(Schema):
+    t: int                            # noise step the probe's inputs were noised to (1..T)
+    accuracy: float                   # test accuracy of the linear probe, fraction in [0, 1]
+
+
+@dataclass(kw_only=True)
+class ProbeResult(Schema):
+    raw_pixels: float                 # test accuracy of the probe on raw pixels, fraction in [0, 1]
+    levels: list[LevelAccuracy]       # the probe on the U-Net bottleneck, one entry per noise step, t ascending
+    feature_dim: int                  # width of the bottleneck features
+    n_train: int                      # images the probe was fit on
+    n_test: int                       # images it was tested on
+
+    NESTED: ClassVar = {"levels": lambda v, where: [LevelAccuracy.from_dict(x, f"{where}[{i}]")
+                                                    for i, x in enumerate(v)]}
+
+
+@dataclass(kw_only=True)
+class DDPMSummary(Schema):
+    problem: str = "ddpm"
+    epochs: int                       # epochs trained
+    timesteps: int                    # T, steps of the forward process
+    beta_schedule: str                # name in experiments.diffusion.SCHEDULES
+    dataset: str                      # data source: "svhn" or "synthetic"
+    final_train_loss: float           # last epoch's mean training loss (smooth L1 on eps)
+    final_test_loss_ema: float        # last epoch's test loss of the EMA weights (smooth L1 on eps)
+    train_seconds_per_epoch: float    # median seconds of training steps per epoch
+    train_images_per_s: float         # median training throughput, images per second
+    train_wall_seconds: float         # seconds in training steps, all epochs
+    wall_seconds: float               # seconds from the start to the last epoch's end, evaluation included
+    sample_seconds: float             # seconds to draw the final samples (ancestral, EMA weights)
+    sample_seconds_per_image: float   # the same per image
+    n_final_samples: int              # final samples drawn
+    classifier_test_accuracy: float   # the digit classifier's test accuracy, fraction
+    recon_levels: list[int]           # noise steps t' of the reconstruction study, ascending
+    recon_mse: list[float]            # per level: MSE of the reconstruction, pixels in [-1, 1]
+    recon_label_preserved: list[float]  # per level: fraction of reconstructions the classifier labels as the original
+    recon_clean_accuracy: float       # the classifier's accuracy on the study's clean images, fraction
+    t_star: float | None              # step where label preservation falls below t_star_rule's threshold; None: never
+    t_star_rule: str                  # the rule for t_star, in words
+    quality_classifier_fid: float     # Frechet distance in the classifier's feature space, samples vs test images
+    quality_mean_confidence: float    # the samples' mean top-class probability
+    quality_size: int                 # samples (and test images) in the quality proxy
+    probe: ProbeResult                # 2.3(b): the linear probe of the digit class
+    alpha_bar: list[float] | None = None  # the run's schedule, alpha_bar_t for t = 1..T (float32 values)
+
+    NESTED: ClassVar = {"probe": ProbeResult.from_dict}
+
+
+# --------------------------------------------------------------------------- Problem 3
+
+@dataclass(kw_only=True)
+class SimSiamSummary(Schema):
+    problem: str = "simsiam"
+    ablation: str                     # name in experiments.names.ABLATION_NAMES
+    backbone: str                     # name in experiments.names.BACKBONES
+    epochs: int                       # epochs trained
+    dataset: str                      # data source: "cifar10" or "synthetic"
+    batch_size: int                   # images per optimiser step
+    dim: int                          # projector output dimension d
+    peak_lr: float                    # learning rate after warm-up (base_lr x batch / 256)
+    final_loss: float                 # last epoch's mean training loss (negative cosine similarity)
+    final_knn_accuracy: float         # kNN test accuracy at the last monitored epoch, fraction
+    final_knn_epoch: int              # that epoch
+    best_knn_accuracy: float          # best kNN test accuracy over monitored epochs, fraction
+    best_knn_epoch: int               # its epoch
+    knn_k: int                        # neighbours of the kNN monitor (clipped to the memory bank)
+    final_collapse_std: float         # std of the l2-normalised outputs per dimension, last monitored epoch
+    collapse_std_reference: float     # that std for outputs spread uniformly over the sphere, 1 / sqrt(d)
+    linear_probe_accuracy: float | None        # linear probe test accuracy on frozen features; None: no probe
+    linear_probe_train_accuracy: float | None  # its training accuracy; None: no probe
+    train_seconds_per_epoch: float    # median seconds of training steps per epoch
+    train_images_per_s: float         # median training throughput, images per second
+    train_wall_seconds: float         # seconds in training steps, all epochs
+    wall_seconds: float               # seconds from the start to the last epoch's end, evaluation included
+
+
+SCHEMAS: dict[str, type[Schema]] = {"vae": VAESummary, "ddpm": DDPMSummary, "simsiam": SimSiamSummary}
+
+
+def read(run_dir: str | Path) -> VAESummary | DDPMSummary | SimSiamSummary:
+    """run_dir/summary.json as its problem's schema (by its key 'problem'); SummaryError when it does not match."""
+    path = Path(run_dir) / FILE
+    problem = json.loads(path.read_text()).get("problem")
+    if problem not in SCHEMAS:
+        raise SummaryError(f"{path}: key 'problem' is {problem!r}, expected one of {list(SCHEMAS)}")
+    return SCHEMAS[problem].read(run_dir)

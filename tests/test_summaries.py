@@ -1,0 +1,51 @@
+"""experiments.summaries: the schema of summary.json round-trips, and reading names the file and key it rejects."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments import summaries
+from experiments.summaries import DDPMSummary, LevelAccuracy, ProbeResult, SimSiamSummary, SummaryError, VAESummary
+
+
+def test_round_trip_with_the_nested_probe(tmp_path):
+    probe = ProbeResult(raw_pixels=0.2, levels=[LevelAccuracy(t=5, accuracy=0.6), LevelAccuracy(t=50, accuracy=0.4)],
+                        feature_dim=8, n_train=64, n_test=32)
+    written = DDPMSummary.partial(epochs=2, timesteps=50, probe=probe, alpha_bar=[0.9, 0.8])
+    written.write(tmp_path)
+    read = summaries.read(tmp_path)
+    assert read == written and isinstance(read.probe.levels[0], LevelAccuracy)
+    assert json.loads((tmp_path / summaries.FILE).read_text())["probe"]["levels"][1] == {"t": 50, "accuracy": 0.4}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("ll_K"), "missing key 'll_K'"),
+    (lambda d: d.update(bottleneck_t5=0.5), "unknown key 'bottleneck_t5'"),
+])
+def test_a_missing_or_unknown_key_names_the_file_and_the_key(tmp_path, change, message):
+    d = VAESummary.partial(epochs=1).to_dict()
+    change(d)
+    (tmp_path / summaries.FILE).write_text(json.dumps(d))
+    with pytest.raises(SummaryError, match=f"{tmp_path / summaries.FILE}: {message}"):
+        VAESummary.read(tmp_path)
+
+
+def test_an_old_probe_with_numbers_in_its_keys_is_rejected(tmp_path):
+    d = DDPMSummary.partial().to_dict() | {"probe": {"bottleneck_t5": 0.5, "raw_pixels": 0.2}}
+    (tmp_path / summaries.FILE).write_text(json.dumps(d))
+    with pytest.raises(SummaryError, match="probe: unknown key 'bottleneck_t5'"):
+        summaries.read(tmp_path)
+
+
+def test_a_summary_without_the_schedule_reads_with_none(tmp_path):
+    d = DDPMSummary.partial().to_dict()
+    del d["alpha_bar"]
+    (tmp_path / summaries.FILE).write_text(json.dumps(d))
+    assert DDPMSummary.read(tmp_path).alpha_bar is None
+
+
+def test_another_problems_summary_is_refused(tmp_path):
+    SimSiamSummary.partial().write(tmp_path)
+    with pytest.raises(SummaryError, match="key 'problem' is 'simsiam', expected 'ddpm'"):
+        DDPMSummary.read(tmp_path)
