@@ -13,7 +13,7 @@ from torch import nn
 from experiments import __main__ as cli
 from experiments import augment, data, figures, monitors, simsiam
 from experiments.precision import Precision
-from experiments.runs import NonFiniteLossError, read_metrics
+from experiments.runs import NonFiniteLossError, read_checkpoint, read_metrics
 
 ABLATIONS = ["baseline", "no-stop-grad", "no-predictor", "proj-4096", "batch-4096"]
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s"}
@@ -76,7 +76,7 @@ def test_cli_smoke_run_of_each_ablation(cli_runs, name):
         # the lr of the epoch's last step, set per step
         assert (m["lr"], m["predictor_lr"]) == pytest.approx(simsiam.learning_rates(cfg, m["epoch"] - 1 / steps))
 
-    model = torch.load(run_dir / "checkpoint.pt", weights_only=False)["state"]["model"]
+    model = read_checkpoint(run_dir / "checkpoint.pt")["state"]["model"]
     assert ("predictor.0.weight" in model) == (name != "no-predictor")
     assert model["encoder.fc.6.weight"].shape == (config["dim"], 512)  # resnet18's 512 features -> d
     assert model["encoder.conv1.weight"].shape == (64, 3, 7, 7)  # the starter's resnet18 stem
@@ -333,5 +333,5 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
     monkeypatch.setattr(simsiam, "train_step", nan_in_epoch_2)
     with pytest.raises(NonFiniteLossError, match="epoch 2"):
         simsiam.run(tiny(data_root, epochs=3), tmp_path / "run")
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    assert read_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
     assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1]

@@ -13,7 +13,7 @@ import torch
 
 from experiments import __main__ as cli
 from experiments import figures, vae
-from experiments.runs import NonFiniteLossError, read_metrics
+from experiments.runs import NonFiniteLossError, read_checkpoint, read_metrics
 from tests.conftest import ROOT
 
 FIGURES = ["wall_clock.png", "loss.png", "samples_over_training.png", "reconstructions_over_training.png",
@@ -209,7 +209,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     monkeypatch.setattr(vae, "build_model", poisoned)
     with pytest.raises(NonFiniteLossError, match="epoch 2"):
         vae.run(cfg, tmp_path / "run")
-    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    checkpoint = read_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert checkpoint["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in checkpoint["state"]["model"].values() if v.is_floating_point())
     assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1]
