@@ -348,7 +348,8 @@ class Run:
                 previous = read_checkpoint(self.previous_path)
             except CheckpointError as also:
                 raise CheckpointError(f"{damaged}; {also}: delete both to restart this run from scratch") from None
-            tqdm.write(f"warning: {damaged}; falling back to {self.previous_path} (epoch {previous['epoch']})")
+            tqdm.write(f"warning: {damaged}; falling back to {self.previous_path} (epoch {previous['epoch']})",
+                       file=sys.stderr)
             return previous
 
     def _resume_checks(self) -> list[dict]:
@@ -372,7 +373,8 @@ class Run:
         on_disk = read_metrics(self.dir)
         if on_disk[:len(history)] != history:
             tqdm.write(f"warning: {self.metrics_path} does not match the checkpoint (deleted or changed: "
-                       f"{len(on_disk)} lines for {len(history)} epochs); rewritten from the checkpoint's copy")
+                       f"{len(on_disk)} lines for {len(history)} epochs); rewritten from the checkpoint's copy",
+                       file=sys.stderr)
         return list(history)
 
     def _move_aside(self, names: Iterable[str], why: str) -> None:
@@ -385,7 +387,8 @@ class Run:
         aside.mkdir()
         for p in present:
             os.replace(p, aside / p.name)
-        tqdm.write(f"{self.dir} {why}: moved its earlier {', '.join(p.name for p in present)} into {aside}")
+        tqdm.write(f"{self.dir} {why}: moved its earlier {', '.join(p.name for p in present)} into {aside}",
+                   file=sys.stderr)
 
     # metrics -----------------------------------------------------------------
     def log(self, record: dict) -> None:
@@ -401,7 +404,8 @@ class Run:
                 raise disk_full(e, self.metrics_path) from None
             raise
         if read_metrics(self.dir) != self.history:
-            tqdm.write(f"warning: {self.metrics_path} was changed or deleted during the run; rewritten")
+            tqdm.write(f"warning: {self.metrics_path} was changed or deleted during the run; rewritten",
+                       file=sys.stderr)
             self.restore_metrics()
 
     def metrics(self) -> list[dict]:
@@ -446,7 +450,7 @@ class Run:
         try:
             summary = read_json(self.dir, "summary.json")
         except ValueError as e:
-            tqdm.write(f"warning: {e}; the final evaluation is redone")
+            tqdm.write(f"warning: {e}; the final evaluation is redone", file=sys.stderr)
             return False
         return summary.get("epochs") == self.config.epochs
 
