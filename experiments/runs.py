@@ -278,7 +278,7 @@ def check_config(cfg: Any) -> None:
 
 def same_config(old: dict, new: dict) -> dict:
     """The fields, outside RESUMABLE_CHANGES, whose values differ: {name: (old, new)}."""
-    new = json.loads(json.dumps(new))  # as saved: tuples become lists
+    old, new = json.loads(json.dumps(old)), json.loads(json.dumps(new))  # as in config.json: tuples become lists
     return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
             if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)}
 
@@ -359,7 +359,7 @@ class Run:
         if self.config.epochs < self.epoch:
             raise ValueError(f"--epochs {self.config.epochs} is below the {self.epoch} epochs {self.dir} has done; "
                              f"resume with --epochs {self.epoch} or more, or start a new run with another --out")
-        new = json.loads(json.dumps(dataclasses.asdict(self.config)))
+        saved, new = json.loads(json.dumps(saved)), json.loads(json.dumps(dataclasses.asdict(self.config)))
         self.changes = {k: [saved[k], new[k]] for k in sorted(RESUMABLE_CHANGES & set(saved) & set(new))
                         if saved[k] != new[k]}
         missing = [n for n in self.checkpoint.get("artifacts", []) if not (self.artifacts / n).exists()]
