@@ -271,6 +271,22 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatc
     assert not list((tmp_path / "run").glob(".*.tmp"))
 
 
+def test_a_full_disk_during_an_artifact_keeps_the_old_one(tmp_path, monkeypatch):
+    run = runs.Run(tmp_path / "run", tiny(tmp_path / "data"))
+    run.save_artifact("samples/epoch_001.pt", torch.arange(3))
+
+    def full(obj, f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(DiskFullError, match="the disk is full .* while writing .*epoch_001.pt; the file keeps"):
+        run.save_artifact("samples/epoch_001.pt", torch.zeros(3))
+    monkeypatch.undo()
+    assert torch.equal(torch.load(run.artifacts / "samples" / "epoch_001.pt"), torch.arange(3))
+    assert [p.name for p in (run.artifacts / "samples").iterdir()] == ["epoch_001.pt"]
+
+
 def test_a_full_disk_during_a_figure_keeps_the_old_figure(tmp_path):
     path = tmp_path / "figures" / "loss.png"
     fig = plt.figure()
