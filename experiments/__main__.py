@@ -9,11 +9,13 @@ SimSiam ablations), each in its own folder under --out (default results/).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
-from experiments import data, ddpm, names, precision, simsiam, vae
-from experiments.runs import NonFiniteLossError
+from experiments import data, ddpm, names, precision, runs, simsiam, vae
+from experiments.lock import RunLockedError
+from experiments.runs import CheckpointError, DiskFullError, NonFiniteLossError
 
 PROBLEMS = {"vae": vae, "ddpm": ddpm, "simsiam": simsiam}
 
@@ -31,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's number of epochs")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="override the learning rate (SimSiam: base_lr, scaled by batch/256); a resume may "
+                             "change it, e.g. to get past a divergence (recorded in provenance.json)")
     parser.add_argument("--precision", choices=precision.CHOICES, default=None,
                         help="auto (default): bf16 on GPUs of compute capability >= 8.0, fp16 with gradient "
                              "scaling on 7.x (T4), fp32 otherwise")
@@ -49,11 +54,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_problem(name: str, args: argparse.Namespace, out: Path | None, **variant) -> Path:
     """One run of problem `name`; `variant` holds problem-specific options (e.g. timesteps)."""
     module = PROBLEMS[name]
-    cfg = module.config_for(args.preset, data=args.data, data_root=args.data_root, device=args.device,
-                            epochs=args.epochs, seed=args.seed, precision=args.precision, **variant)
-    run_dir = module.run(cfg, out or Path("results") / module.run_name(cfg), resume=args.resume)
+    lr = {runs.lr_field(module.PRESETS[args.preset]): args.lr}
+    cfg = module.config_for(args.preset, seed=args.seed, epochs=args.epochs, data=args.data,
+                            data_root=args.data_root, device=args.device, precision=args.precision, **lr, **variant)
+    out = out or Path("results") / module.run_name(cfg)
+    try:
+        run_dir = module.run(cfg, out, resume=args.resume)
+    except NonFiniteLossError as e:
+        lower = getattr(cfg, runs.lr_field(cfg)) / 10
+        raise NonFiniteLossError(f"{e}\nTo resume with a 10x lower learning rate:\n  "
+                                 f"{resume_command(name, args, out, variant, lower)}") from None
     print(f"{name}: run folder {run_dir} (figures in {run_dir / 'figures'}, numbers in {run_dir / 'summary.json'})")
     return run_dir
+
+
+def resume_command(name: str, args: argparse.Namespace, out: Path, variant: dict, lr: float) -> str:
+    """The command line that resumes run `out` of problem `name` with learning rate `lr`."""
+    words = ["python", "-m", "experiments", name, "--preset", args.preset, "--data", args.data, "--out", str(out)]
+    given = {k: getattr(args, k) for k in ("data_root", "device", "epochs", "seed", "precision")}
+    for option, value in {**given, **variant}.items():
+        if value is not None:
+            words += [f"--{option.replace('_', '-')}", str(value)]
+    return shlex.join([*words, "--resume", "--lr", f"{lr:.3g}"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             given = {k: v for k, v in options.items() if v is not None}
             run_problem(args.problem, args, Path(args.out) if args.out else None, **given)
-    except (NonFiniteLossError, data.DatasetError, FileExistsError, ValueError) as e:
+    except (NonFiniteLossError, data.DatasetError, FileExistsError, ValueError, RunLockedError, CheckpointError,
+            DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -38,7 +38,7 @@ from torchvision.datasets.utils import check_integrity
 from tqdm import tqdm
 
 from experiments import synthetic
-from experiments.runs import atomic_save
+from experiments.runs import atomic_save, writable_folder
 from experiments.synthetic import synthetic_digits  # also reachable as data.synthetic_digits
 
 REAL_DATASETS = ("svhn", "cifar10")
@@ -291,6 +291,9 @@ def load_train_test(cfg, real: str) -> tuple[ImageSet, ImageSet, dict]:
     cfg: any experiment config with data, data_root, seed, train_size, test_size, batch_size;
     real: the problem's real dataset ("svhn" or "cifar10"). The provenance dict (for the run's
     provenance.json) names the source actually used and the split sizes."""
+    root = Path(cfg.data_root)
+    if cfg.data == "synthetic" or not root.is_dir():  # the stand-in is cached there, a real set downloaded there
+        writable_folder(root, "--data-root")
     source, provenance = resolve_source(cfg.data, real, cfg.data_root)
     train = load_split(source, "train", cfg.data_root, seed=cfg.seed).subset(cfg.train_size, cfg.seed)
     test = load_split(source, "test", cfg.data_root, seed=cfg.seed).subset(cfg.test_size, cfg.seed)

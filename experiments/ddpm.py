@@ -68,6 +68,15 @@ class DDPMConfig:
     probe_test: int = 2000
     eval_batch_size: int = 500
 
+    def __post_init__(self) -> None:
+        runs.check_config(self)
+        # The schedule is 8 float32 tensors of length T (cheap); sampling is T U-Net passes, about 10x the
+        # assignment's T = 1000 at the bound.
+        if isinstance(self.timesteps, bool) or not isinstance(self.timesteps, int) \
+                or not 1 <= self.timesteps <= runs.MAX_TIMESTEPS:
+            raise ValueError(f"--timesteps must be an integer T in [1, {runs.MAX_TIMESTEPS:,}] (sampling takes T "
+                             f"U-Net passes; the assignment uses 1000), got {self.timesteps!r}")
+
 
 PRESETS = {
     "full": DDPMConfig(),
@@ -104,6 +113,7 @@ def build_model(cfg: DDPMConfig) -> ddpm_solution.Unet:
     return ddpm_solution.Unet(dim=cfg.dim, channels=3, dim_mults=tuple(cfg.dim_mults))
 
 
+@runs.locked
 def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str | Path | None = None) -> Path:
     """Train (or resume) a DDPM run in folder `out`, write its artifacts, figures and summary.
 
@@ -148,7 +158,7 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
 
     runs.fit(run_, epochs=cfg.epochs, device=device, generators={"shuffle": shuffle}, train_epoch=train_epoch,
              state={"model": model, "optimizer": optimizer, "ema": ema, "precision": prec},
-             after_epoch=after_epoch, desc=f"DDPM T={cfg.timesteps}")
+             after_epoch=after_epoch, desc=f"DDPM T={cfg.timesteps}", lr=cfg.lr)
     if not run_.finished():
         final_artifacts(run_, cfg, diffusion, ema_net, ema.model, train, test, prec)  # written last
     vae_dir = Path(vae_run) if vae_run else run_.dir.parent / f"vae-{cfg.preset}"

@@ -83,7 +83,8 @@ class Diffusion:
 
     @staticmethod
     def _at(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return a.to(t.device)[t].view(-1, 1, 1, 1)  # (B,) -> (B, 1, 1, 1)
+        # gather, not a[t]: an index outside [0, T) raises instead of a negative one wrapping around.
+        return a.to(t.device).gather(0, t.long()).view(-1, 1, 1, 1)  # (B,) -> (B, 1, 1, 1)
 
     # ------------------------------------------------------------------ training
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

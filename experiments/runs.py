@@ -4,7 +4,8 @@ A run folder holds
     config.json       the resolved config (a dataclass, saved whole)
     provenance.json   which dataset was actually used, on what device, with which versions
     metrics.jsonl     one JSON object per finished epoch, appended and fsync'ed
-    checkpoint.pt     model, optimizer, RNG states and epoch, written atomically (temp + rename)
+    checkpoint.pt     model, optimizer, RNG states, epoch, config, metrics so far: checksummed, written
+                      atomically (temp + rename); checkpoint.prev.pt is the one before it
     artifacts/        tensors the figures are drawn from (samples, reconstructions, ...)
     figures/          PNGs, redrawn from the folder alone
     summary.json      final numbers (e.g. the test log-likelihood)
@@ -14,11 +15,20 @@ its artifacts are all on disk, so an interruption anywhere (Ctrl-C, a Colab disc
 kill -9) loses at most the epoch in progress, and `--resume` redoes exactly that epoch from
 the same RNG state: on CPU with the same seed a resumed run ends with the same numbers as an
 uninterrupted one.
+
+Nothing is silently wrong: a run holds its folder's lock (experiments.lock) from start to figures;
+a damaged checkpoint (checksum) falls back to checkpoint.prev.pt; outputs of an earlier run in a
+folder started afresh are moved aside into previous-<timestamp>/; a resume checks the config, the
+epochs and the metrics and artifacts against the checkpoint; weights that are not finite are never
+checkpointed; a full disk keeps the old files. Each refusal is one message that states the fix.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
+import functools
 import hashlib
+import io
 import json
 import math
 import os
@@ -35,22 +45,41 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from experiments.lock import RunLock
 from experiments.precision import Precision, policy
 
 CHECKPOINT = "checkpoint.pt"
-# Config fields a resumed run may change: how long to train and where, not what is trained.
-# The precision and micro-batch follow the device a run resumes on (recorded in provenance.json).
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "data_root", "precision", "micro_batch"})
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the checkpoint before the latest, a fallback when that is damaged
+CHECKPOINT_FORMAT = "experiments.runs/2"    # {"format", "sha256", "payload": torch.save bytes of the state}
+# Config fields a resumed run may change: how long to train, where, and the learning rate (to get past a
+# divergence), not what is trained. The precision and micro-batch follow the device a run resumes on.
+# Changes are recorded in provenance.json ("resume_changes").
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "data_root", "precision", "micro_batch", "lr", "base_lr"})
+# What a run writes; moved aside into previous-<timestamp>/ when a run starts afresh in a used folder.
+OUTPUTS = ("summary.json", "metrics.jsonl", "artifacts", "figures", "config.json", "provenance.json",
+           PREVIOUS_CHECKPOINT)
+MAX_SEED = 2 ** 32 - 1  # numpy's limit
 
 
 class NonFiniteLossError(RuntimeError):
-    """A training epoch produced a NaN/inf loss; the last good checkpoint is kept."""
+    """A training epoch produced a NaN/inf loss or weights; the last good checkpoint is kept."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is damaged: truncated, overwritten, or its checksum does not match."""
+
+
+class DiskFullError(OSError):
+    """The disk filled up during a write; the file keeps its previous content."""
 
 
 # --------------------------------------------------------------------------- atomic files
 
-def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Call write(file) on a temp file beside `path`, fsync it, then rename it over `path`."""
+def atomic_write_bytes(path: Path, write: Callable[[Any], None], *, keep: Path | None = None) -> None:
+    """Call write(file) on a temp file beside `path`, fsync it, then rename it over `path` (first
+    renaming the old `path` to `keep`, when given). A full disk raises DiskFullError naming `path`,
+    which keeps its old content."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -58,10 +87,30 @@ def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if keep is not None and path.exists():
+            os.replace(path, keep)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise disk_full(e, path) from None
         raise
+
+
+def is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(error: BaseException, path: Path) -> DiskFullError:
+    return DiskFullError(f"the disk is full ({os.strerror(error.errno)}) while writing {path}; the file keeps its "
+                         "previous content and the run its last checkpoint: free some space, then rerun with --resume")
+
+
+def save_figure(fig: Any, path: str | Path, **savefig_kwargs) -> None:
+    """fig.savefig to `path` atomically (temp + rename), its format from the suffix: a kill or a full
+    disk never leaves a half-written PNG."""
+    path = Path(path)
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", **savefig_kwargs))
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -70,6 +119,51 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 def atomic_write_json(obj: Any, path: Path) -> None:
     atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n"))
+
+
+def write_checkpoint(f: Any, state: dict) -> None:
+    """torch.save `state` as bytes, then those bytes with their sha256 (read_checkpoint verifies it)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    torch.save({"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, f)
+
+
+def read_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict:
+    """The state write_checkpoint saved in `path`; CheckpointError (one line, no traceback) when the
+    file is truncated, not a checkpoint, or its checksum does not match."""
+    try:
+        outer = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a damaged zip or pickle raises anything
+        reason = (str(e).splitlines() or [""])[0][:120]
+        raise CheckpointError(f"{path} is damaged: not a readable checkpoint ({type(e).__name__}: {reason})") from None
+    if isinstance(outer, dict) and "epoch" in outer and "state" in outer:
+        return outer  # written before checksums (format 1): loaded unverified
+    if not isinstance(outer, dict) or outer.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint of this package (no {CHECKPOINT_FORMAT!r} header)")
+    if hashlib.sha256(outer["payload"]).hexdigest() != outer["sha256"]:
+        raise CheckpointError(f"{path} is damaged: its checksum does not match its content")
+    return torch.load(io.BytesIO(outer["payload"]), map_location=map_location, weights_only=False)
+
+
+def non_finite(state: Any, prefix: str = "") -> list[str]:
+    """Names of the floating-point tensors in a (nested) state dict holding a NaN or inf."""
+    if isinstance(state, torch.Tensor):
+        return [prefix] if state.is_floating_point() and not bool(torch.isfinite(state).all()) else []
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, list | tuple) else []
+    return [name for k, v in items for name in non_finite(v, f"{prefix}.{k}" if prefix else str(k))]
+
+
+def writable_folder(folder: str | Path, what: str) -> Path:
+    """`folder`, created if needed, after checking that a file can be written in it (ValueError otherwise)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what} {folder} is not a writable folder ({e.strerror or e}); choose another") from None
+    return folder
 
 
 # --------------------------------------------------------------------------- devices and RNG
@@ -158,11 +252,55 @@ def checked_overrides(presets: dict[str, Any], preset: str, overrides: dict[str,
     return overrides
 
 
+MAX_TIMESTEPS = 10_000
+
+
+def lr_field(cfg: Any) -> str:
+    """The config field --lr sets: base_lr (SimSiam, scaled by the batch size) or lr."""
+    return "base_lr" if hasattr(cfg, "base_lr") else "lr"
+
+
+def check_config(cfg: Any) -> None:
+    """Refuse values no run can use, before any work: the seed first, then epochs, device and learning rate."""
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be an integer in [0, {MAX_SEED}], got {cfg.seed!r}")
+    if isinstance(cfg.epochs, bool) or not isinstance(cfg.epochs, int) or cfg.epochs < 1:
+        raise ValueError(f"--epochs must be an integer of at least 1, got {cfg.epochs!r}")
+    if cfg.device != "auto":
+        try:
+            torch.device(cfg.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"--device {cfg.device!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    lr = getattr(cfg, lr_field(cfg))
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"--lr must be a positive number, got {lr!r}")
+
+
+def same_config(old: dict, new: dict) -> dict:
+    """The fields, outside RESUMABLE_CHANGES, whose values differ: {name: (old, new)}."""
+    old, new = json.loads(json.dumps(old)), json.loads(json.dumps(new))  # as in config.json: tuples become lists
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+            if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)}
+
+
+def locked(run_function: Callable[..., Path]) -> Callable[..., Path]:
+    """Decorate a driver's run(cfg, out, ...): checks that `out` is writable, then holds its RunLock for the
+    whole run (training, final evaluation, figures); a second process on the folder is refused."""
+    @functools.wraps(run_function)
+    def run(cfg: Any, out: str | Path, *args, **kwargs) -> Path:
+        with RunLock(writable_folder(out, "--out")):
+            return run_function(cfg, out, *args, **kwargs)
+    return run
+
+
 # --------------------------------------------------------------------------- the run folder
 
 class Run:
-    """A run folder (see the module docstring). Creating one with resume=False refuses to
-    overwrite a folder that already holds a checkpoint; resume=True checks the saved config."""
+    """A run folder (see the module docstring), opened by a process that holds its lock (`locked`).
+
+    resume=False refuses a folder that holds a checkpoint, and moves the outputs of an earlier run
+    without one aside; resume=True loads the checkpoint (falling back to the previous one when the latest
+    is damaged) and checks the config, the epochs, the metrics and the artifacts against it."""
 
     def __init__(self, directory: str | Path, config: Any, *, resume: bool = False):
         self.dir = Path(directory)
@@ -170,55 +308,129 @@ class Run:
         self.artifacts = self.dir / "artifacts"
         self.figures = self.dir / "figures"
         self.checkpoint_path = self.dir / CHECKPOINT
+        self.previous_path = self.dir / PREVIOUS_CHECKPOINT
         self.metrics_path = self.dir / "metrics.jsonl"
-        saved = self.dir / "config.json"
-        if self.checkpoint_path.exists() and not resume:
+        self.changes: dict[str, list] = {}   # resumable fields changed by this resume: {name: [old, new]}
+        remove_temp_files(self.dir)          # left by a kill during a write; we hold the lock
+        if not resume and (self.checkpoint_path.exists() or self.previous_path.exists()):
             raise FileExistsError(
                 f"{self.dir} already holds a run (found {self.checkpoint_path}). "
                 "Pass --resume (resume=True) to continue it, or choose another --out folder.")
-        if resume and saved.exists():
-            self._check_same_config(json.loads(saved.read_text()))
+        if resume and (self.dir / "config.json").exists():
+            self._check_config(read_json(self.dir, "config.json"), "config.json")
+        self.checkpoint = self._load() if resume else None
+        self.epoch = self.checkpoint["epoch"] if self.checkpoint else 0
+        self.history: list[dict] = self._resume_checks() if self.checkpoint else []
+        if not self.checkpoint:
+            self._move_aside(OUTPUTS, "held outputs of an earlier run without its checkpoint")
+        elif self.epoch < config.epochs:
+            self._move_aside(["summary.json"], f"is extended from {self.epoch} to {config.epochs} epochs")
         self.artifacts.mkdir(parents=True, exist_ok=True)
         self.figures.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(dataclasses.asdict(config), saved)
+        atomic_write_json(dataclasses.asdict(config), self.dir / "config.json")
 
-    def _check_same_config(self, old: dict) -> None:
-        new = json.loads(json.dumps(dataclasses.asdict(self.config)))  # as saved: tuples become lists
-        diff = {k: (old.get(k), new.get(k)) for k in set(old) | set(new)
-                if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)}
+    def _check_config(self, old: dict, source: str) -> None:
+        diff = same_config(old, dataclasses.asdict(self.config))
         if diff:
-            listing = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
-            raise ValueError(f"cannot resume {self.dir} with a different config ({listing}); "
+            listing = ", ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"cannot resume {self.dir} with a different config ({listing}, from {source}); "
                              "resume with the same options, or start a new run with another --out")
+
+    def _load(self) -> dict | None:
+        """The latest intact checkpoint: checkpoint.pt, else checkpoint.prev.pt (with a message), else None."""
+        try:
+            return read_checkpoint(self.checkpoint_path) if self.checkpoint_path.exists() else None
+        except CheckpointError as damaged:
+            if not self.previous_path.exists():
+                raise CheckpointError(f"{damaged}, and there is no {PREVIOUS_CHECKPOINT} to fall back on: delete "
+                                      f"{self.checkpoint_path} to restart this run from scratch") from None
+            try:
+                previous = read_checkpoint(self.previous_path)
+            except CheckpointError as also:
+                raise CheckpointError(f"{damaged}; {also}: delete both to restart this run from scratch") from None
+            tqdm.write(f"warning: {damaged}; falling back to {self.previous_path} (epoch {previous['epoch']})",
+                       file=sys.stderr)
+            return previous
+
+    def _resume_checks(self) -> list[dict]:
+        """Check the config, epochs, metrics and artifacts against the checkpoint; the metrics up to its epoch."""
+        saved = self.checkpoint.get("config", {})
+        self._check_config(saved, CHECKPOINT)
+        if self.config.epochs < self.epoch:
+            raise ValueError(f"--epochs {self.config.epochs} is below the {self.epoch} epochs {self.dir} has done; "
+                             f"resume with --epochs {self.epoch} or more, or start a new run with another --out")
+        saved, new = json.loads(json.dumps(saved)), json.loads(json.dumps(dataclasses.asdict(self.config)))
+        self.changes = {k: [saved[k], new[k]] for k in sorted(RESUMABLE_CHANGES & set(saved) & set(new))
+                        if saved[k] != new[k]}
+        missing = [n for n in self.checkpoint.get("artifacts", []) if not (self.artifacts / n).exists()]
+        if missing:
+            raise ValueError(f"artifacts of {self.dir} written up to epoch {self.epoch} are missing "
+                             f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); they cannot be "
+                             "remade without retraining: restore them, or start a new run with another --out")
+        history = self.checkpoint.get("metrics")
+        if history is None:  # a format-1 checkpoint: the metrics file is all there is
+            return [m for m in read_metrics(self.dir) if m["epoch"] <= self.epoch]
+        on_disk = read_metrics(self.dir)
+        if on_disk[:len(history)] != history:
+            tqdm.write(f"warning: {self.metrics_path} does not match the checkpoint (deleted or changed: "
+                       f"{len(on_disk)} lines for {len(history)} epochs); rewritten from the checkpoint's copy",
+                       file=sys.stderr)
+        return list(history)
+
+    def _move_aside(self, names: Iterable[str], why: str) -> None:
+        """Move earlier outputs into previous-<timestamp>/, with a message; nothing when there are none."""
+        present = [self.dir / n for n in names if (self.dir / n).exists()]
+        if not any(p.is_file() and p.name not in ("config.json", "provenance.json") or p.is_dir() and any(p.iterdir())
+                   for p in present):
+            return
+        aside = self.dir / time.strftime("previous-%Y%m%d-%H%M%S")
+        aside.mkdir()
+        for p in present:
+            os.replace(p, aside / p.name)
+        tqdm.write(f"{self.dir} {why}: moved its earlier {', '.join(p.name for p in present)} into {aside}",
+                   file=sys.stderr)
 
     # metrics -----------------------------------------------------------------
     def log(self, record: dict) -> None:
-        """Append one JSON line and fsync it."""
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """Append one JSON line and fsync it; a file changed behind the run's back is rewritten from memory."""
+        self.history.append(json.loads(json.dumps(record)))
+        try:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            if is_disk_full(e):
+                raise disk_full(e, self.metrics_path) from None
+            raise
+        if read_metrics(self.dir) != self.history:
+            tqdm.write(f"warning: {self.metrics_path} was changed or deleted during the run; rewritten",
+                       file=sys.stderr)
+            self.restore_metrics()
 
     def metrics(self) -> list[dict]:
         return read_metrics(self.dir)
 
-    def truncate_metrics(self, last_epoch: int) -> None:
-        """Drop lines of epochs after `last_epoch` (written before an interruption hit the checkpoint)."""
-        kept = [m for m in self.metrics() if m["epoch"] <= last_epoch]
-        atomic_write_bytes(self.metrics_path, lambda f: f.write("".join(json.dumps(m) + "\n" for m in kept).encode()))
+    def restore_metrics(self) -> None:
+        """Make metrics.jsonl hold exactly the epochs of the checkpoint (and those logged since)."""
+        lines = "".join(json.dumps(m) + "\n" for m in self.history)
+        if not self.metrics_path.exists() or self.metrics_path.read_text() != lines:
+            atomic_write_bytes(self.metrics_path, lambda f: f.write(lines.encode()))
 
     # checkpoints ---------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:
-        atomic_save(state, self.checkpoint_path)
+        """Write `state` (checksummed), the previous checkpoint kept as checkpoint.prev.pt."""
+        atomic_write_bytes(self.checkpoint_path, lambda f: write_checkpoint(f, state), keep=self.previous_path)
+        self.checkpoint, self.epoch = state, state["epoch"]
 
     def load_checkpoint(self, map_location: torch.device | str = "cpu") -> dict | None:
-        if not self.checkpoint_path.exists():
-            return None
-        try:
-            return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
-        except Exception as e:  # a checkpoint is only ever replaced atomically, so this is outside damage
-            raise RuntimeError(f"checkpoint {self.checkpoint_path} is unreadable ({e}); delete it to restart "
-                               "this run from scratch, or point --out at another folder") from e
+        """The checkpoint this run resumed from (or last saved), verified when it was read."""
+        return self.checkpoint
+
+    def artifact_names(self) -> list[str]:
+        """Every file under artifacts/, relative to it (recorded in each checkpoint; a resume checks them)."""
+        return sorted(str(p.relative_to(self.artifacts)) for p in self.artifacts.rglob("*")
+                      if p.is_file() and not p.name.endswith(".tmp"))
 
     # artifacts and summary --------------------------------------------------------
     def save_artifact(self, name: str, obj: Any) -> None:
@@ -228,23 +440,58 @@ class Run:
         atomic_write_json(obj, self.dir / name)
 
     def finished(self) -> bool:
-        """Whether the final evaluation of this config's epochs is done: summary.json is written last."""
+        """Whether the final evaluation of this config is done: summary.json (written last) exists and
+        belongs to the checkpoint, whose epoch and config are this run's."""
         path = self.dir / "summary.json"
-        return path.exists() and json.loads(path.read_text())["epochs"] == self.config.epochs
+        if not path.exists() or not self.checkpoint or self.epoch != self.config.epochs:
+            return False
+        if same_config(self.checkpoint.get("config", {}), dataclasses.asdict(self.config)):
+            return False
+        try:
+            summary = read_json(self.dir, "summary.json")
+        except ValueError as e:
+            tqdm.write(f"warning: {e}; the final evaluation is redone", file=sys.stderr)
+            return False
+        return summary.get("epochs") == self.config.epochs
+
+
+def remove_temp_files(directory: Path) -> None:
+    """Delete the temp files (.<name>.*.tmp) a kill during an atomic write leaves behind."""
+    if directory.is_dir():
+        for p in directory.rglob(".*.tmp"):
+            p.unlink(missing_ok=True)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of metrics.jsonl; a half-written last line (a crash mid-write) is dropped with a warning,
+    any other line that is not JSON raises ValueError naming the file and line."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if number < len(lines):
+                raise ValueError(f"{path}, line {number}, is not valid JSON ({e}); delete that line or the run "
+                                 "folder") from None
+            print(f"warning: dropped the half-written last line {number} of {path}", file=sys.stderr)
+    return records
 
 
 def read_json(run_dir: str | Path, name: str) -> dict:
     path = Path(run_dir) / name
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: is {run_dir} a finished run folder?")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); delete it (it is rewritten by a rerun with --resume)"
+                         ) from None
 
 
 def load_artifact(run_dir: str | Path, name: str) -> Any:
@@ -278,9 +525,23 @@ def start(cfg: Any, out: str | Path, provenance: dict, *, resume: bool = False) 
     device = pick_device(cfg.device)
     prec = Precision(device, cfg.precision)
     run = Run(out, cfg, resume=resume)
-    run.write_json("provenance.json", {**provenance, **environment(prec)})
+    changes = _recorded_changes(run)
+    run.write_json("provenance.json", {**provenance, **environment(prec), "resume_changes": changes})
     seed_everything(cfg.seed)
     return Setup(run, device, prec)
+
+
+def _recorded_changes(run: Run) -> list[dict]:
+    """provenance.json's list of config changes made by resumes, with this resume's appended (and printed)."""
+    try:
+        changes = read_json(run.dir, "provenance.json").get("resume_changes", []) if run.checkpoint else []
+    except (FileNotFoundError, ValueError):
+        changes = []
+    if run.changes:
+        listing = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in run.changes.items())
+        tqdm.write(f"resuming {run.dir} after epoch {run.epoch} with changes: {listing} (in provenance.json)")
+        changes = [*changes, {"after_epoch": run.epoch, "changes": run.changes}]
+    return changes
 
 
 def snapshot_epochs(every: int, epochs: int) -> list[int]:
@@ -321,26 +582,16 @@ def duration(seconds: float) -> str:
 
 def fit(run: Run, *, epochs: int, device: torch.device, state: dict[str, Any],
         generators: dict[str, torch.Generator], train_epoch: Callable[[int], dict],
-        after_epoch: Callable[[int], dict], desc: str) -> list[dict]:
+        after_epoch: Callable[[int], dict], desc: str, lr: float | None = None) -> list[dict]:
     """Train epochs (last checkpointed epoch + 1) .. `epochs`, checkpointing after each.
 
     state: named objects with state_dict/load_state_dict (model, optimizer, EMA, ...), saved whole.
     train_epoch(epoch) -> {"loss": ..., "images": n, other means}; after_epoch(epoch) -> extra
-    metrics (evaluation, snapshots). Returns all metrics records of the run.
+    metrics (evaluation, snapshots). lr: the optimizer's learning rate, set after loading a checkpoint
+    (a resume may change it). Returns all metrics records of the run.
     """
-    start = 0
-    checkpoint = run.load_checkpoint()  # on CPU: RNG states must stay CPU tensors
-    if checkpoint is not None:
-        for name, obj in state.items():
-            obj.load_state_dict(checkpoint["state"][name])
-        set_rng_state(checkpoint["rng"], generators)
-        start = checkpoint["epoch"]
-        run.truncate_metrics(start)
-        tqdm.write(f"resuming {run.dir} after epoch {start}")
-    elif run.metrics_path.exists():
-        run.truncate_metrics(0)  # metrics of an epoch that never reached a checkpoint
-    previous = run.metrics()
-    wall = previous[-1]["wall_seconds"] if previous else 0.0
+    start = resume_state(run, state, generators, lr)
+    wall = run.history[-1]["wall_seconds"] if run.history else 0.0
     bar = tqdm(range(start + 1, epochs + 1), desc=desc, initial=start, total=epochs, unit="epoch")
     for epoch in bar:
         synchronize(device)
@@ -348,10 +599,7 @@ def fit(run: Run, *, epochs: int, device: torch.device, state: dict[str, Any],
         stats = train_epoch(epoch)
         synchronize(device)
         train_seconds = time.perf_counter() - t0
-        if not math.isfinite(stats["loss"]):
-            kept = f"{run.checkpoint_path} (epoch {epoch - 1}) is kept" if epoch > 1 else "no checkpoint exists yet"
-            raise NonFiniteLossError(f"epoch {epoch}: training loss is {stats['loss']}; stopped, {kept}. "
-                                     "Lower the learning rate and resume, or inspect the data.")
+        check_finite(run, epoch, stats["loss"], state)
         extra = after_epoch(epoch)
         synchronize(device)
         epoch_seconds = time.perf_counter() - t0
@@ -365,5 +613,37 @@ def fit(run: Run, *, epochs: int, device: torch.device, state: dict[str, Any],
             tqdm.write(projection(epoch_seconds, epochs, epoch, device))
         bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_s']:.0f}")
         run.save_checkpoint({"epoch": epoch, "state": {n: o.state_dict() for n, o in state.items()},
-                             "rng": rng_state(generators), "config": dataclasses.asdict(run.config)})
+                             "rng": rng_state(generators), "config": dataclasses.asdict(run.config),
+                             "metrics": list(run.history), "artifacts": run.artifact_names()})
     return run.metrics()
+
+
+def resume_state(run: Run, state: dict[str, Any], generators: dict[str, torch.Generator],
+                 lr: float | None) -> int:
+    """Load the run's checkpoint into `state` and the RNGs, make metrics.jsonl match it; the epoch it ended."""
+    checkpoint = run.load_checkpoint()
+    if checkpoint is not None:
+        for name, obj in state.items():
+            obj.load_state_dict(checkpoint["state"][name])
+        set_rng_state(checkpoint["rng"], generators)
+        if lr is not None and "optimizer" in state:
+            for group in state["optimizer"].param_groups:
+                group["lr"] = lr
+        tqdm.write(f"resuming {run.dir} after epoch {run.epoch}")
+    run.restore_metrics()  # drops lines of an epoch that never reached its checkpoint
+    return run.epoch
+
+
+def check_finite(run: Run, epoch: int, loss: float, state: dict[str, Any]) -> None:
+    """Raise NonFiniteLossError when the epoch's loss, or any weight or optimizer state, is NaN or inf:
+    such a state is never checkpointed, the last good checkpoint is kept."""
+    bad = [] if math.isfinite(loss) else [f"the training loss is {loss}"]
+    names = non_finite({n: o.state_dict() for n, o in state.items()})
+    if names:
+        bad.append(f"{len(names)} tensors are not finite ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")
+    if bad:
+        kept = f"{run.checkpoint_path} (epoch {run.epoch}) is kept" if run.epoch else "no checkpoint exists yet"
+        field = lr_field(run.config)
+        raise NonFiniteLossError(f"epoch {epoch}: {' and '.join(bad)}; stopped, {kept}. Resume with a lower "
+                                 f"learning rate (--lr, now {field} = {getattr(run.config, field)}), "
+                                 "or inspect the data.")

@@ -122,6 +122,7 @@ class SimSiamConfig:
     eval_batch_size: int = 1024
 
     def __post_init__(self) -> None:
+        runs.check_config(self)  # seed and epochs first: the messages below assume them sound
         if self.ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {list(ABLATIONS)}, got {self.ablation!r}")
         if self.backbone not in BACKBONES:
@@ -146,7 +147,8 @@ ABLATIONS: dict[str, Callable[[SimSiamConfig], dict]] = {
     "no-predictor": lambda c: {"mlp_mode": "no_pred_mlp"},
     "proj-4096": lambda c: {"dim": 2 * c.dim},                        # 2048 -> 4096 (smoke: 256 -> 512)
     "batch-4096": lambda c: {"batch_size": 4 * c.batch_size,          # 1024 -> 4096 (smoke: 32 -> 128)
-                             "warmup_epochs": max(1, c.epochs // 10)},  # 10 of 100 epochs (smoke: 1 of 2)
+                             # 10 of 100 epochs (smoke: 1 of 2); none in a 1-epoch run
+                             "warmup_epochs": min(max(1, c.epochs // 10), c.epochs - 1)},
 }
 
 PRESETS = {
@@ -166,7 +168,8 @@ def config_for(preset: str, **overrides) -> SimSiamConfig:
     if ablation not in ABLATIONS:
         raise ValueError(f"unknown ablation {ablation!r}; choose one of {list(ABLATIONS)}")
     base = PRESETS[preset]
-    return replace(base, ablation=ablation, **{**ABLATIONS[ablation](base), **overrides})
+    sized = replace(base, epochs=overrides.get("epochs", base.epochs))  # the ablation's warm-up follows --epochs
+    return replace(base, ablation=ablation, **{**ABLATIONS[ablation](sized), **overrides})
 
 
 def variants(preset: str) -> list[dict]:
@@ -338,6 +341,7 @@ def evaluate(model: q3_solution.SimSiam, train: data.ImageSet, test: data.ImageS
 
 # --------------------------------------------------------------------------- the run
 
+@runs.locked
 def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
     """Train (or resume) a SimSiam run in folder `out`; write its metrics, summary and figures."""
     train, test, provenance = data.load_train_test(cfg, "cifar10")

@@ -51,6 +51,9 @@ class VAEConfig:
     ll_chunk: int | None = None    # decodes per batch in log_likelihood (bounds memory); None: 4096 on GPU, 256 on CPU
     eval_batch_size: int = 256
 
+    def __post_init__(self) -> None:
+        runs.check_config(self)
+
 
 PRESETS = {
     "full": VAEConfig(),
@@ -80,6 +83,7 @@ def in_order(images: torch.Tensor, batch_size: int, device: torch.device):
         yield data.to_float(images[idx.to(images.device)]).to(device)
 
 
+@runs.locked
 def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
     """Train (or resume) a VAE run in folder `out`, write its artifacts, figures and summary."""
     train, test, provenance = data.load_train_test(cfg, "svhn")
@@ -123,7 +127,7 @@ def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
         return metrics
 
     runs.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": prec},
-             generators={"shuffle": shuffle}, train_epoch=train_epoch, after_epoch=after_epoch, desc="VAE")
+             generators={"shuffle": shuffle}, train_epoch=train_epoch, after_epoch=after_epoch, desc="VAE", lr=cfg.lr)
     if not run_.finished():
         final_artifacts(run_, cfg, model, train, test, device)  # written last: its presence means done
     figures.vae_figures(run_.dir)

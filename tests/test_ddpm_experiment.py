@@ -9,7 +9,7 @@ import torch
 from experiments import __main__ as cli
 from experiments import ddpm, figures
 from experiments.diffusion import Diffusion
-from experiments.runs import read_metrics
+from experiments.runs import read_checkpoint, read_metrics
 from experiments.summaries import DDPMSummary
 
 FIGURES = ["wall_clock.png", "loss.png", "samples_over_training.png", "previews_over_training.png",
@@ -154,7 +154,7 @@ def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tmp_path, monkeypatch)
     monkeypatch.setattr(ddpm.data, "iterate_batches", real)
     ddpm.run(smoke(tmp_path, **fast), tmp_path / "resumed", resume=True)
     assert without_timings(read_metrics(tmp_path / "resumed")) == without_timings(read_metrics(straight))
-    a, b = (torch.load(d / "checkpoint.pt", weights_only=False)["state"]["ema"]
+    a, b = (read_checkpoint(d / "checkpoint.pt")["state"]["ema"]
             for d in (straight, tmp_path / "resumed"))
     assert a["updates"] == b["updates"] == 9
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

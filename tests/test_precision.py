@@ -12,7 +12,7 @@ import torch
 from experiments import __main__ as cli
 from experiments import ddpm, simsiam, vae
 from experiments.precision import Precision, autocast, policy
-from experiments.runs import read_metrics
+from experiments.runs import read_checkpoint, read_metrics
 
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s", "sample_seconds"}
 
@@ -119,7 +119,7 @@ def test_fp16_training_is_finite_and_resumes_exactly(tmp_path, monkeypatch, prob
     metrics = read_metrics(straight)
     assert all(math.isfinite(m["loss"]) for m in metrics)
     assert json.loads((straight / "provenance.json").read_text())["precision"] == "fp16"
-    saved = torch.load(straight / "checkpoint.pt", weights_only=False)["state"]["precision"]
+    saved = read_checkpoint(straight / "checkpoint.pt")["state"]["precision"]
     assert saved["name"] == "fp16" and saved["scaler"]["scale"] > 0  # the scaler's state is checkpointed
 
     calls = {"n": 0}
