@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from experiments import summaries
 from experiments.lock import RunLock
 from experiments.precision import Precision, policy
 
@@ -442,17 +443,17 @@ class Run:
     def finished(self) -> bool:
         """Whether the final evaluation of this config is done: summary.json (written last) exists and
         belongs to the checkpoint, whose epoch and config are this run's."""
-        path = self.dir / "summary.json"
+        path = self.dir / summaries.FILE
         if not path.exists() or not self.checkpoint or self.epoch != self.config.epochs:
             return False
         if same_config(self.checkpoint.get("config", {}), dataclasses.asdict(self.config)):
             return False
         try:
-            summary = read_json(self.dir, "summary.json")
+            summary = summaries.read(self.dir)
         except ValueError as e:
             tqdm.write(f"warning: {e}; the final evaluation is redone", file=sys.stderr)
             return False
-        return summary.get("epochs") == self.config.epochs
+        return summary.epochs == self.config.epochs
 
 
 def remove_temp_files(directory: Path) -> None:
