@@ -87,6 +87,14 @@ def adam_one_cycle(model: nn.Module, lr: float, total_steps: int) -> tuple[torch
     return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps)
 
 
+def step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, schedule: object) -> None:
+    """One optimiser step on `loss`, then one step of the learning-rate schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+
+
 def train_classifier(
     images_uint8: torch.Tensor,
     labels: torch.Tensor,
@@ -125,11 +133,7 @@ def train_classifier(
             x = to_float(images[idx])  # (B, 3, 32, 32) in [-1, 1]
             if augment_shift:
                 x = random_shift(x, max_shift, generator)
-            loss = F.cross_entropy(model(x), targets[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+            step(F.cross_entropy(model(x), targets[idx]), optimizer, schedule)
     return model.eval()
 
 

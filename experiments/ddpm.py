@@ -27,12 +27,7 @@ from experiments.summaries import DDPMSummary, LevelAccuracy, ProbeResult
 
 
 @dataclass
-class DDPMConfig:
-    preset: str = "full"
-    data: str = "auto"             # auto | svhn | synthetic (see experiments.data)
-    data_root: str = "data"
-    seed: int = 0
-    device: str = "auto"
+class DDPMConfig(runs.RunConfig):
     # Assignment hyperparameters.
     epochs: int = 20               # 20 x 1144 Adam steps; see README "Problem 2"
     batch_size: int = 64

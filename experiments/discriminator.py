@@ -127,11 +127,7 @@ def train_discriminator(
         i1 = torch.randint(len(real), (half,), generator=generator).to(device)
         i0 = torch.randint(len(fake), (half,), generator=generator).to(device)
         x = to_float(torch.cat([real[i1], fake[i0]]))  # (2 half, 3, 32, 32) in [-1, 1]
-        loss = F.binary_cross_entropy_with_logits(model(x), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        classifier.step(F.binary_cross_entropy_with_logits(model(x), labels), optimizer, schedule)
     return model.eval()
 
 

@@ -241,6 +241,16 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
 
 # --------------------------------------------------------------------------- configs
 
+@dataclasses.dataclass
+class RunConfig:
+    """The fields every experiment's config starts with (VAEConfig, DDPMConfig, SimSiamConfig add theirs)."""
+    preset: str = "full"
+    data: str = "auto"             # auto | the real dataset (svhn, cifar10) | synthetic (see experiments.data)
+    data_root: str = "data"
+    seed: int = 0
+    device: str = "auto"
+
+
 def checked_overrides(presets: dict[str, Any], preset: str, overrides: dict[str, Any], problem: str) -> dict:
     """The options a user set (None: not set), after checking that `preset` exists and that each
     option is a field of the problem's config dataclass."""

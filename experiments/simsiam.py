@@ -80,12 +80,8 @@ DEFAULT_BACKBONE, CLI_BACKBONES = names.DEFAULT_BACKBONE, names.CLI_BACKBONES
 # --------------------------------------------------------------------------- configuration
 
 @dataclass
-class SimSiamConfig:
-    preset: str = "full"
-    data: str = "auto"             # auto | cifar10 | synthetic (see experiments.data)
-    data_root: str = "data"
+class SimSiamConfig(runs.RunConfig):
     seed: int = 2022               # the starter's
-    device: str = "auto"
     ablation: str = names.BASELINE  # a name in ABLATIONS; config_for sets the fields it changes
     backbone: str = DEFAULT_BACKBONE   # a name in BACKBONES
     # Model: the starter's SimSiam.

@@ -22,12 +22,7 @@ from experiments.summaries import VAESummary
 
 
 @dataclass
-class VAEConfig:
-    preset: str = "full"
-    data: str = "auto"             # auto | svhn | synthetic (see experiments.data)
-    data_root: str = "data"
-    seed: int = 0
-    device: str = "auto"
+class VAEConfig(runs.RunConfig):
     # Assignment hyperparameters.
     epochs: int = 30               # 30 x 1144 Adam steps; see README "Problem 1" for why 30
     batch_size: int = 64
