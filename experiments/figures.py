@@ -17,7 +17,7 @@ from torchvision.utils import make_grid
 
 from experiments import names, summaries
 from experiments.monitors import best_knn, monitored_epochs
-from experiments.runs import load_artifact, read_json, read_metrics
+from experiments.runs import load_artifact, read_json, read_metrics, save_figure
 
 N_MARKED = 3  # most class-specific latent dimensions marked per class
 MOST_PANELS = 8  # snapshot panels per figure; more snapshots are thinned to every 5k-th epoch
@@ -44,11 +44,13 @@ def figures_dir(run_dir: str | Path) -> Path:
 
 
 def _save(fig: plt.Figure, folder: str | Path, name: str) -> Path:
-    """Write `fig` to folder/name (PNG, 110 dpi), close it, and return the path."""
+    """Write `fig` to folder/name (PNG, 110 dpi) atomically (a kill or a full disk leaves no half-written PNG),
+    close it, and return the path."""
     path = Path(folder) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

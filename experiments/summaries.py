@@ -73,7 +73,7 @@ class Schema:
     def read(cls, run_dir: str | Path):
         """run_dir/summary.json as this schema; SummaryError when it is another problem's or does not match."""
         path = Path(run_dir) / FILE
-        d = json.loads(path.read_text())
+        d = load(path)
         problem = d.get("problem") if isinstance(d, dict) else None
         expected = next(f.default for f in fields(cls) if f.name == "problem")
         if problem != expected:
@@ -182,10 +182,18 @@ class SimSiamSummary(Schema):
 SCHEMAS: dict[str, type[Schema]] = {"vae": VAESummary, "ddpm": DDPMSummary, "simsiam": SimSiamSummary}
 
 
+def load(path: Path) -> dict:
+    """The JSON object in `path`; a SummaryError naming the file when it is not valid JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SummaryError(f"{path} is not valid JSON ({e}); delete it (a rerun with --resume rewrites it)") from None
+
+
 def read(run_dir: str | Path) -> VAESummary | DDPMSummary | SimSiamSummary:
     """run_dir/summary.json as its problem's schema (by its key 'problem'); SummaryError when it does not match."""
     path = Path(run_dir) / FILE
-    problem = json.loads(path.read_text()).get("problem")
+    problem = load(path).get("problem")
     if problem not in SCHEMAS:
         raise SummaryError(f"{path}: key 'problem' is {problem!r}, expected one of {list(SCHEMAS)}")
     return SCHEMAS[problem].read(run_dir)
