@@ -137,6 +137,15 @@ def train_classifier(
     return model.eval()
 
 
+def for_run(train, test, *, epochs: int, device: torch.device, seed: int) -> tuple[DigitClassifier, float]:
+    """The digit classifier a VAE or DDPM run measures its images with: trained on the run's training
+    ImageSet (`train.images`, `train.labels`), with its accuracy on `test`; (model in eval mode, accuracy).
+    Trains with gradients on even when called under torch.no_grad() (a run's final evaluation)."""
+    with torch.enable_grad():
+        model = train_classifier(train.images, train.labels, epochs=epochs, device=device, seed=seed)
+    return model, accuracy(model, test.images, test.labels, device=device)
+
+
 def predict(
     model: DigitClassifier, images_uint8: torch.Tensor, batch_size: int = 512, device: torch.device | str = "cpu"
 ) -> torch.Tensor:

@@ -246,9 +246,8 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
     """Final samples (2.2d), reconstruction study and t* (2.2c), quality proxy (2.3a), probe (2.3b);
     then summary.json, written last."""
     sample_seconds = final_samples(run_, cfg, diffusion, ema_net, prec)
-    digits = classifier.train_classifier(train.images, train.labels, epochs=cfg.classifier_epochs,
-                                         device=prec.device, seed=runs.stream_seed(cfg.seed, "classifier"))
-    classifier_accuracy = classifier.accuracy(digits, test.images, test.labels, device=prec.device)
+    digits, classifier_accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=prec.device,
+                                                     seed=runs.stream_seed(cfg.seed, "classifier"))
     recon = reconstruction_study(run_, cfg, diffusion, ema_net, digits, test, prec)
     fid, confidence = quality_proxy(cfg, diffusion, ema_net, digits, test, prec)
     probe = bottleneck_probe(ema_model, diffusion, train, test, cfg, prec)

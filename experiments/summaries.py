@@ -97,6 +97,7 @@ class VAESummary(Schema):
     final_test_loss: float            # last epoch's test loss (negative ELBO), nats per image
     train_wall_seconds: float         # seconds in training steps, all epochs
     wall_seconds: float               # seconds from the start to the last epoch's end, evaluation included
+    classifier_test_accuracy: float | None = None  # the run's digit classifier (reads the samples), test accuracy
 
 
 # --------------------------------------------------------------------------- Problem 2

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 import vae_solution
-from experiments import data, figures, names, runs
+from experiments import classifier, data, figures, names, runs
 from experiments.runs import Run, checked_overrides, read_json
 from experiments.summaries import VAESummary
 
@@ -45,6 +45,8 @@ class VAEConfig(runs.RunConfig):
     ll_size: int | None = None     # test images evaluated (None: all)
     ll_chunk: int | None = None    # decodes per batch in log_likelihood (bounds memory); None: 4096 on GPU, 256 on CPU
     eval_batch_size: int = 256
+    # The digit classifier that reads the samples (report observations), as in the DDPM run.
+    classifier_epochs: int = 6
 
     def __post_init__(self) -> None:
         runs.check_config(self)
@@ -55,7 +57,7 @@ PRESETS = {
     # A few hundred images, 2 epochs: offline, under 2 minutes on 2 CPU cores. The larger
     # learning rate only makes the few steps visible in the figures.
     "smoke": VAEConfig(preset="smoke", epochs=2, lr=2e-3, train_size=640, test_size=64, snapshot_every=1,
-                       profile_size=640, ll_size=32, n_interpolation_pairs=3),
+                       profile_size=640, ll_size=32, n_interpolation_pairs=3, classifier_epochs=3),
 }
 
 
@@ -167,6 +169,8 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
         run_.save_artifact("interpolations.pt", interpolations(model, test, cfg, device))
         torch.manual_seed(runs.stream_seed(cfg.seed, "log-likelihood"))
         ll = test_log_likelihood(model, test.subset(cfg.ll_size, runs.stream_seed(cfg.seed, "ll-images")), cfg, device)
+    digits, classifier_accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=device,
+                                                     seed=runs.stream_seed(cfg.seed, "classifier"))
     metrics = run_.metrics()
     dims = 3 * 32 * 32
     VAESummary(
@@ -179,6 +183,7 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
         test_bits_per_dim_8bit=-(ll - dims * math.log(127.5)) / (dims * math.log(2)),
         ll_K=cfg.ll_K,
         ll_n_images=min(len(test), cfg.ll_size or len(test)),
+        classifier_test_accuracy=classifier_accuracy,
         final_train_loss=metrics[-1]["loss"],
         final_test_loss=metrics[-1]["test_loss"],
         train_wall_seconds=sum(m["train_seconds"] for m in metrics),
