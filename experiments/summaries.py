@@ -98,6 +98,10 @@ class VAESummary(Schema):
     train_wall_seconds: float         # seconds in training steps, all epochs
     wall_seconds: float               # seconds from the start to the last epoch's end, evaluation included
     classifier_test_accuracy: float | None = None  # the run's digit classifier (reads the samples), test accuracy
+    # The test ELBO, 8-bit scale, with the decoder's unit variance replaced by a per-pixel variance fitted on
+    # training images (encoder and decoder mean as trained; experiments.decoder_variance): an upper bound on
+    # that decoder's bits per dimension.
+    test_elbo_bits_per_dim_8bit_fitted_variance: float | None = None
 
 
 # --------------------------------------------------------------------------- Problem 2

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 import vae_solution
-from experiments import classifier, data, figures, names, runs
+from experiments import classifier, data, decoder_variance, figures, names, runs
 from experiments.runs import Run, checked_overrides, read_json
 from experiments.summaries import VAESummary
 
@@ -160,6 +160,7 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
                     test: data.ImageSet, device: torch.device) -> None:
     """Final samples, latent profiles, interpolations and the test log-likelihood (1.3 d-f)."""
     model.eval()
+    ll_images = test.subset(cfg.ll_size, runs.stream_seed(cfg.seed, "ll-images"))
     # The graded sampler and log-likelihood draw from the global RNG: seeded from their streams, then restored.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(runs.stream_seed(cfg.seed, "final-samples"))
@@ -168,7 +169,10 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
         run_.save_artifact("latent_profiles.pt", latent_profiles(model, profile_set, cfg.eval_batch_size, device))
         run_.save_artifact("interpolations.pt", interpolations(model, test, cfg, device))
         torch.manual_seed(runs.stream_seed(cfg.seed, "log-likelihood"))
-        ll = test_log_likelihood(model, test.subset(cfg.ll_size, runs.stream_seed(cfg.seed, "ll-images")), cfg, device)
+        ll = test_log_likelihood(model, ll_images, cfg, device)
+    fitted_bpd = decoder_variance.fitted_variance_bits(  # the cost of the decoder's unit variance (1.3)
+        model, train.subset(cfg.ll_size, runs.stream_seed(cfg.seed, "variance-images")).images,
+        ll_images.images, cfg.eval_batch_size, runs.stream(cfg.seed, "variance-draws", device))
     digits, classifier_accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=device,
                                                      seed=runs.stream_seed(cfg.seed, "classifier"))
     metrics = run_.metrics()
@@ -181,6 +185,7 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
         test_bits_per_dim=-ll / (dims * math.log(2)),
         # ... and on the 8-bit scale [0, 256) used in the literature: log p shifts by -D log(127.5).
         test_bits_per_dim_8bit=-(ll - dims * math.log(127.5)) / (dims * math.log(2)),
+        test_elbo_bits_per_dim_8bit_fitted_variance=fitted_bpd,
         ll_K=cfg.ll_K,
         ll_n_images=min(len(test), cfg.ll_size or len(test)),
         classifier_test_accuracy=classifier_accuracy,
