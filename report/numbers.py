@@ -23,6 +23,9 @@ SAME_WITHIN = 0.5       # kNN accuracies closer than this many points are "about
 CONFIG_VALUES = ("batch_size", "lr", "z_dim", "timesteps", "dim", "beta_start", "beta_end", "n_samples",
                  "n_reconstructions", "n_final_samples", "snapshot_every", "preview_steps", "pred_dim",
                  "momentum", "weight_decay", "base_lr", "knn_temperature", "warmup_epochs")
+UNIFORM_8BIT = 8.0      # bits per dimension of a uniform distribution over a pixel's 256 levels
+# -log2 of N(x; mu, 1)'s peak density on the 8-bit scale: no decoder with the graded unit variance scores below it.
+UNIT_VARIANCE_FLOOR_8BIT = 0.5 * math.log2(2 * math.pi) + math.log2(127.5)
 REDRAW = {"vae": "vae_figures", "ddpm": "ddpm_figures", "simsiam": "simsiam_figures"}  # experiments.figures
 
 
@@ -126,6 +129,26 @@ def vae_numbers(values: dict[str, str], run: RunFolder) -> None:
         values["vae-test-kl-bits"] = number(run.last("test_kl") / math.log(2), ".1f")
     if (epochs := _snapshot_epochs(run, "samples")) is not None:
         values["vae-snapshot-epochs"] = epochs
+    decoder_variance_numbers(values, s)
+
+
+
+def decoder_variance_numbers(values: dict[str, str], s: VAESummary) -> None:
+    """1.3: the 8-bit bits/dim against a uniform distribution, the unit variance's floor, and the test ELBO
+    with a fitted decoder variance (experiments.decoder_variance)."""
+    values["vae-bpd-8bit-unit-floor"] = number(UNIT_VARIANCE_FLOOR_8BIT, ".2f")
+    unit, fitted = s.test_bits_per_dim_8bit, s.test_elbo_bits_per_dim_8bit_fitted_variance
+    pixel = "a uniform distribution over the 256 levels of each pixel"
+    if finite(unit):
+        values["vae-bpd-8bit-vs-uniform"] = compare(
+            unit, UNIFORM_8BIT, higher=f"above 8 bits per dimension: worse than {pixel}",
+            lower=f"below 8 bits per dimension: better than {pixel}", same=f"8 bits per dimension, as {pixel}")
+    if finite(fitted):
+        values["vae-bpd-8bit-fitted"] = number(fitted, ".3f")
+    if finite(unit) and finite(fitted):
+        gap = number(abs(unit - fitted), ".2f")
+        values["vae-bpd-8bit-fitted-vs-unit"] = compare(fitted, unit, higher=f"{gap} bits per dimension above",
+                                                        lower=f"{gap} bits per dimension below")
 
 
 

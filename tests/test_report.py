@@ -100,8 +100,9 @@ def make_run(results: Path, name: str, *, config: dict, summary: VAESummary | DD
 
 
 VAE_SUMMARY = VAESummary(epochs=3, dataset="synthetic", test_log_likelihood_nats=-3084.81, test_bits_per_dim=1.4487,
-                         test_bits_per_dim_8bit=8.4431, ll_K=100, ll_n_images=26032, final_train_loss=3155.05,
-                         final_test_loss=3110.82, train_wall_seconds=90.0, wall_seconds=126.0)
+                         test_bits_per_dim_8bit=8.4431, test_elbo_bits_per_dim_8bit_fitted_variance=5.1234, ll_K=100,
+                         ll_n_images=26032, final_train_loss=3155.05, final_test_loss=3110.82, train_wall_seconds=90.0,
+                         wall_seconds=126.0)
 
 
 def vae_run(results: Path, name: str = "vae-full", *, artifacts: bool = False, **kw) -> Path:
@@ -308,6 +309,8 @@ def test_numbers_of_a_complete_set_of_runs(tmp_path):
     assert v["vae-epochs"] == "3" and v["vae-wall"] == "2.1 min" and v["vae-dataset"] == "synthetic stand-in"
     assert v["vae-hardware"] == "NVIDIA H100 80GB HBM3 (cuda), bf16" and v["vae-snapshot-epochs"] == "1, 3"
     assert v["vae-test-kl"] == "60.3" and v["vae-ll-n"] == r"26\,032"
+    assert v["vae-bpd-8bit-fitted"] == "5.123" and v["vae-bpd-8bit-fitted-vs-unit"] == "3.32 bits per dimension below"
+    assert v["vae-bpd-8bit-vs-uniform"].startswith("above 8 bits per dimension: worse than a uniform")
     # 1.3(e): active dims are those with std^2 > 0.01 (std = linspace(0.05, 1, 32)).
     assert v["vae-active-dims"] == str(int((torch.linspace(0.05, 1.0, 32) ** 2 > 0.01).sum()))
     # 1.3(f): a linear ramp of 10 frames changes by the same amount each step: evenness 1.
@@ -332,6 +335,19 @@ def test_numbers_of_a_complete_set_of_runs(tmp_path):
     # Every value the text reads exists (no [missing: ...] box in a complete build).
     assert tex_values() - set(v) == set()
     assert r"\settable{latent}" in (out / "tables.tex").read_text()
+
+
+def test_the_decoder_variance_sentence_follows_the_measured_bits():
+    values = {}
+    numbers.decoder_variance_numbers(values, dataclasses.replace(VAE_SUMMARY, test_bits_per_dim_8bit=7.5,
+                                                                 test_elbo_bits_per_dim_8bit_fitted_variance=7.75))
+    assert values["vae-bpd-8bit-vs-uniform"].startswith("below 8 bits per dimension: better than a uniform")
+    assert values["vae-bpd-8bit-fitted-vs-unit"] == "0.25 bits per dimension above"
+    assert values["vae-bpd-8bit-unit-floor"] == "8.32"
+    values = {}  # a summary written before the fitted variance existed: no sentence claims a number
+    numbers.decoder_variance_numbers(values, dataclasses.replace(VAE_SUMMARY,
+                                                                 test_elbo_bits_per_dim_8bit_fitted_variance=None))
+    assert "vae-bpd-8bit-fitted" not in values and "vae-bpd-8bit-fitted-vs-unit" not in values
 
 
 def test_missing_runs_get_placeholders_and_commands(tmp_path):
@@ -400,7 +416,7 @@ def test_rebuild_drops_figures_of_runs_no_longer_found(tmp_path):
 
 def build_pdf(results: Path, work: Path) -> tuple[str, str, dict]:
     """Generate and compile a copy of report/ in `work`; returns (text of page 1, text of all, values)."""
-    for part in ("report.tex", "practical", "theory"):
+    for part in ("report.tex", "practical", "theory", "measured"):
         source = REPORT / part
         (shutil.copytree if source.is_dir() else shutil.copyfile)(source, work / part)
     built = build.generate(results, {}, work / "build")
