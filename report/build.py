@@ -19,6 +19,9 @@ What it writes, under report/build/ (git-ignored, rebuilt each time):
                      shows a framed placeholder naming the command that produces a missing one
     provenance.tex   the first-page table: dataset, hardware, wall-clock and status of each run
     tables.tex       the tables of the practical part (latent peaks, T study, SimSiam ablations)
+    student.tex      the title page's \\studentname / \\studentid from A3_STUDENT_NAME / A3_STUDENT_ID when
+                     set; they override report/student.tex (written by hand, git-ignored; see
+                     report/student.example.tex). A field set by neither shows a placeholder saying how to fill it.
     figures/<slot>/  the PNGs, copied (stable paths), and the cross-run figures drawn by
                      experiments.figures (DDPM T study, SimSiam comparisons)
 
@@ -34,6 +37,7 @@ most recently modified folder whose name matches its run name (experiments.names
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -52,7 +56,7 @@ BUILD = REPORT / "build"
 
 def generate(results: Path | None, overrides: dict[str, Path], build: Path = BUILD,
              preset: str | None = None) -> dict[str, Any]:
-    """Write build/{numbers,figures,provenance,tables}.tex and build/figures/ from the run folders.
+    """Write build/{numbers,figures,provenance,tables,student}.tex and build/figures/ from the run folders.
     Returns {"runs": {slot: RunFolder | None}, "values": {...}, "figures": {...}}."""
     paths = select_runs(results, overrides)
     runs = {slot: (load_run(slot, path) if path is not None else None) for slot, path in paths.items()}
@@ -69,7 +73,8 @@ def generate(results: Path | None, overrides: dict[str, Path], build: Path = BUI
     tables = {"tstudy": latex.tstudy_table(runs), "simsiam": latex.simsiam_table(runs)}
     if latent_rows:
         tables["latent"] = latex.latent_table(latent_rows)
-    latex.write_build(build, values, figures, latex.provenance_table(runs, values), tables)
+    latex.write_build(build, values, figures, latex.provenance_table(runs, values), tables,
+                      latex.student_tex(os.environ))
     return {"runs": runs, "values": values, "figures": figures}
 
 

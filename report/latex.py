@@ -1,10 +1,13 @@
 """Writing LaTeX: text made literal, numbers for running text, and the generated tables.
 
 What report.tex reads from report/build/ (see report.build): numbers.tex (\\setval), figures.tex
-(\\setfig), provenance.tex (the first-page table) and tables.tex (\\settable).
+(\\setfig), provenance.tex (the first-page table), tables.tex (\\settable) and student.tex (the title page's
+name and student ID, from the environment).
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,36 +61,48 @@ def compare(value: float, reference: float, *, higher: str = "higher than", lowe
 
 # --------------------------------------------------------------------------- tables
 
-def _listing(title: str, items: list[tuple[str, str]]) -> str:
-    """A small two-column list under a title: (label, LaTeX text) per item."""
-    rows = "\n".join(r"\texttt{" + escape(label) + "} & " + text + r" \\" for label, text in items)
-    return ("\n\\par\\smallskip{\\footnotesize\\noindent " + title + "\\\\[2pt]\n\\begin{tabular}{@{}ll@{}}\n"
-            + rows + "\n\\end{tabular}\\par}\n")
+def breakable(latex: str) -> str:
+    """LaTeX text (escaped) that may break after each / and each hyphen inside a word: long paths, folder names."""
+    return re.sub(r"(/|(?<=\w)-(?=\w))", r"\1\\allowbreak{}", latex)
 
+
+
+def _listing(title: str, items: list[tuple[str, str]]) -> str:
+    """A small two-column list under a title, the text column wrapped at the margin: (label, LaTeX text) per item."""
+    rows = "\n".join(r"\texttt{" + escape(label) + "} & " + text + r" \\" for label, text in items)
+    return ("\n\\par\\smallskip{\\footnotesize\\noindent " + title + "\\\\[2pt]\n"
+            "\\begin{tabularx}{\\linewidth}{@{}l>{\\raggedright\\arraybackslash}X@{}}\n"
+            + rows + "\n\\end{tabularx}\\par}\n")
+
+
+
+# Text columns of the provenance table: ragged right, wrapped; widths in proportion (they sum to 3).
+_WRAP = r">{\raggedright\arraybackslash\hsize=%.2f\hsize}X"
 
 
 def provenance_table(runs: dict[str, RunFolder | None], values: dict[str, str]) -> str:
-    """The first-page table: per problem, one row per slot (dataset, hardware, epochs, wall-clock);
-    then a warning naming the runs that used the synthetic stand-in, the folders read, and the
-    commands that produce the missing runs."""
-    lines = [r"\noindent\begin{tabularx}{\linewidth}{@{}llXrr@{}}", r"\toprule",
+    """The first-page table: per problem, one row per slot (dataset, hardware, epochs, wall-clock), its text
+    columns wrapped to the text width; then a warning naming the runs that used the synthetic stand-in,
+    the folders read, and the commands that produce the missing runs."""
+    columns = "@{}" + _WRAP % 0.95 + _WRAP % 0.9 + _WRAP % 1.15 + "rr@{}"
+    lines = [r"{\small\noindent\begin{tabularx}{\linewidth}{" + columns + "}", r"\toprule",
              r"run & dataset & hardware & epochs & wall-clock \\"]
     for problem, title in names.PROBLEM_TITLES.items():
         lines += [r"\midrule", r"\multicolumn{5}{@{}l}{\textbf{" + title + r"}} \\"]
         lines += [_provenance_row(slot, runs.get(slot), values) for slot in SLOTS if problem_of(slot) == problem]
-    lines += [r"\bottomrule", r"\end{tabularx}"]
+    lines += [r"\bottomrule", r"\end{tabularx}\par}"]
     return "\n".join(lines) + "\n" + _provenance_notes(runs, values)
 
 
 def _provenance_row(slot: str, run: RunFolder | None, values: dict[str, str]) -> str:
-    name = r"\texttt{" + escape(slot) + "}"
+    name = r"\texttt{" + breakable(escape(slot)) + "}"
     if run is None:
         return f"{name} & " + r"\multicolumn{4}{l}{\textbf{missing} (command below)} \\"
     cells = [values.get(f"{slot}-{k}", r"\val{" + f"{slot}-{k}" + "}")
              for k in ("dataset", "hardware", "epochs", "wall")]
     if run.synthetic:
         cells[0] = r"\textbf{" + cells[0] + "}"
-    status = "" if run.finished else r" \textit{(unfinished)}"
+    status = "" if run.finished else r"\newline\textit{(" + values.get(f"{slot}-status", "unfinished") + ")}"
     return f"{name}{status} & " + " & ".join(cells) + r" \\"
 
 
@@ -105,12 +120,12 @@ def _provenance_notes(runs: dict[str, RunFolder | None], values: dict[str, str])
                    "CIFAR-10 results; they only show that the pipeline runs end to end.}}\n")
     if found:
         body += _listing("Run folders read:", [
-            (slot, r"\texttt{" + escape(runs[slot].path) + "}"
+            (slot, r"\texttt{" + breakable(escape(runs[slot].path)) + "}"
              + "".join(r" \textit{(" + escape(p) + ")}" for p in runs[slot].problems)) for slot in found])
     missing = [slot for slot in SLOTS if runs.get(slot) is None]
     if missing:
         body += _listing("Missing runs, and the commands that produce them:",
-                         [(slot, r"\texttt{" + values[f"cmd-{slot}"] + "}") for slot in missing])
+                         [(slot, r"\texttt{" + breakable(values[f"cmd-{slot}"]) + "}") for slot in missing])
     return body
 
 
@@ -170,9 +185,21 @@ def _setter(command: str, key: str, value: str) -> str:
 
 
 
+# The title page's fields: environment variable -> the report.tex command that sets it.
+STUDENT_FIELDS = {"A3_STUDENT_NAME": "studentname", "A3_STUDENT_ID": "studentid"}
+
+
+def student_tex(environ: Mapping[str, str]) -> str:
+    """\\studentname{...} / \\studentid{...} for each of A3_STUDENT_NAME / A3_STUDENT_ID set and not blank,
+    printed literally on one line."""
+    fields = {command: " ".join(environ.get(var, "").split()) for var, command in STUDENT_FIELDS.items()}
+    return "".join(f"\\{command}{{{escape(value)}}}\n" for command, value in fields.items() if value)
+
+
 def write_build(build: Path, values: dict[str, str], figures: dict[str, str], provenance: str,
-                tables: dict[str, str]) -> None:
-    """build/{numbers,figures,provenance,tables}.tex: \\setval, \\setfig, the first-page table, \\settable."""
+                tables: dict[str, str], student: str = "") -> None:
+    """build/{numbers,figures,provenance,tables,student}.tex: \\setval, \\setfig, the first-page table,
+    \\settable, and the title page's fields (`student_tex`)."""
     header = "% Generated by report.build from the run folders; do not edit.\n"
 
     def setters(command: str, items: dict[str, str]) -> str:
@@ -183,3 +210,4 @@ def write_build(build: Path, values: dict[str, str], figures: dict[str, str], pr
     (build / "provenance.tex").write_text(header + provenance)
     (build / "tables.tex").write_text(header + "".join(f"\\settable{{{name}}}{{%\n{text}}}\n"
                                                        for name, text in tables.items()))
+    (build / "student.tex").write_text(header + student)

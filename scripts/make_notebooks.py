@@ -212,10 +212,13 @@ print(markdown)"""),
 REPORT = [
     md("### The report\n"
        "Builds `report/report.pdf` from the run folders on Drive (all three problems' latest runs; a missing run shows "
-       "a framed placeholder naming the command that makes it). On Colab this installs LaTeX first (a few minutes)."),
+       "a framed placeholder naming the command that makes it). On Colab this installs LaTeX first (a few minutes). "
+       "Put your name and student ID below: they go on the title page (or write `report/student.tex`)."),
     code("""BUILD_REPORT = IN_COLAB   # set True to build it elsewhere too (needs latexmk)
+STUDENT = {"A3_STUDENT_NAME": "", "A3_STUDENT_ID": ""}   # your name and student ID, for the title page
 if BUILD_REPORT:
-    subprocess.run(["bash", "scripts/build_report.sh", "--results", str(WORK / "results")], check=True)
+    env = {**os.environ, **{k: v for k, v in STUDENT.items() if v}}
+    subprocess.run(["bash", "scripts/build_report.sh", "--results", str(WORK / "results")], check=True, env=env)
     print("report:", ROOT / "report" / "report.pdf")"""),
 ]
 

@@ -205,6 +205,10 @@ def test_escape_makes_text_literal():
     assert latex.escape("<a|b>") == r"\textless{}a\textbar{}b\textgreater{}"
 
 
+def test_breakable_text_breaks_after_slashes_and_inner_hyphens():
+    assert latex.breakable("/a/b-c --x") == r"/\allowbreak{}a/\allowbreak{}b-\allowbreak{}c --x"
+
+
 def test_number_formats():
     assert latex.number(-3084.814, ".1f") == "$-$3084.8"
     assert latex.number(2.5, ".2f") == "2.50"
@@ -367,7 +371,7 @@ def test_missing_runs_get_placeholders_and_commands(tmp_path):
     # A finished run whose figure is absent points at the redraw command.
     assert "figures.vae\\_figures(" in v["cmd-vae"]
     provenance = (out / "provenance.tex").read_text()
-    assert "python -m experiments simsiam --preset full --ablation batch-4096" in provenance
+    assert latex.breakable("python -m experiments simsiam --preset full --ablation batch-4096") in provenance
     tables = (out / "tables.tex").read_text()
     assert tables.count(r"\textbf{missing run}") == 3 + 5 and r"\settable{latent}" not in tables
 
@@ -381,7 +385,7 @@ def test_unfinished_run_reads_metrics_and_offers_resume(tmp_path):
     assert v["vae-wall"] == latex.duration(metrics_lines(3)[-1]["wall_seconds"])
     assert v["cmd-vae"] == latex.escape(f"python -m experiments vae --preset smoke --out {run} --resume")
     assert "vae-ll-nats" not in v and v["preset"] == "smoke"
-    assert r"\textit{(unfinished)}" in (out / "provenance.tex").read_text()
+    assert r"\textit{(unfinished: epoch 3 of 3)}" in (out / "provenance.tex").read_text()
 
 
 def test_provenance_warns_about_synthetic_data_only_when_used(tmp_path):
@@ -400,6 +404,19 @@ def test_provenance_warns_about_synthetic_data_only_when_used(tmp_path):
     assert v["simsiam-batch-4096-hardware"] == "Tesla T4 (cuda), fp16, micro-batch 1024"
     assert v["simsiam-batch-4096-bn-over"].startswith(
         "the 1024 images of each view of a micro-batch (the batch of 4096 ran as 4")
+
+
+def test_student_fields_come_from_the_environment(tmp_path, monkeypatch):
+    vae_run(tmp_path / "results")
+    monkeypatch.setenv("A3_STUDENT_NAME", "  Ada_Lovelace & Co\n")
+    monkeypatch.setenv("A3_STUDENT_ID", "20231234")
+    build.generate(tmp_path / "results", {}, tmp_path / "build")
+    student = (tmp_path / "build" / "student.tex").read_text()
+    assert r"\studentname{Ada\_Lovelace \& Co}" in student and r"\studentid{20231234}" in student
+    monkeypatch.setenv("A3_STUDENT_NAME", " ")
+    monkeypatch.delenv("A3_STUDENT_ID")
+    build.generate(tmp_path / "results", {}, tmp_path / "build")  # unset or blank: report.tex's placeholder shows
+    assert "\\student" not in (tmp_path / "build" / "student.tex").read_text()
 
 
 def test_rebuild_drops_figures_of_runs_no_longer_found(tmp_path):
@@ -428,6 +445,19 @@ def build_pdf(results: Path, work: Path) -> tuple[str, str, dict]:
     return text("-f", "1", "-l", "1"), text(), built["values"]
 
 
+def build_first_page(results: Path, work: Path, student: str | None = None) -> tuple[str, str]:
+    """Generate and compile report.tex cut after its first page (title, provenance) in `work`, with
+    `student` as report/student.tex; returns (the page's text, the LaTeX log)."""
+    tex = (REPORT / "report.tex").read_text()
+    (work / "report.tex").write_text(tex[:tex.index("\\clearpage")] + "\\end{document}\n")
+    if student is not None:
+        (work / "student.tex").write_text(student)
+    build.generate(results, {}, work / "build")
+    pdf = build.compile_pdf(work)
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    return text, (work / "build" / "latex" / "report.log").read_text(errors="replace")
+
+
 def assert_every_question(text: str) -> None:
     """Each question number starts a line (its heading), alone or followed by a capitalised title."""
     text = text.replace("\f", "\n")  # pdftotext starts each page with a form feed
@@ -448,6 +478,47 @@ def test_pdf_from_complete_fake_runs(tmp_path):
     for needed in ("Problem 1 (VAE)", "Problem 2 (DDPM)", "Problem 3 (SimSiam)", "synthetic stand-in",
                    "NVIDIA H100 80GB HBM3", "2.1 min", "Synthetic stand-in data"):
         assert needed in first, f"{needed!r} not on the first page"
+
+
+LONG_HARDWARE = {"device_name": "NVIDIA A100-SXM4-40GB, CUDA 12.4", "micro_batch": (2048, 2), "source": "svhn"}
+
+
+@needs_latex
+def test_provenance_table_fits_the_page_with_long_values(tmp_path, monkeypatch):
+    """Long folder names, hardware strings and statuses wrap within the margins; the wall-clock column stays whole."""
+    monkeypatch.delenv("A3_STUDENT_NAME", raising=False)
+    monkeypatch.delenv("A3_STUDENT_ID", raising=False)
+    results = tmp_path / ("results-of-a-sweep-on-the-cluster-node-with-a-long-name" * 2) / "2024-03-17T12-00-00"
+    run = vae_run(results, summary=None, **LONG_HARDWARE)
+    (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()), "epochs": 20}))
+    ddpm_run(results, "ddpm-full", 1000, **LONG_HARDWARE)
+    ddpm_run(results, "ddpm-full-T500", 500, device="cpu", device_name="x86_64")
+    for ablation, knn in KNN.items():
+        if ablation != "batch-4096":  # one missing run: its command is listed
+            simsiam_run(results, ablation, knn=knn, **LONG_HARDWARE)
+    work = tmp_path / "report"
+    work.mkdir()
+    text, log = build_first_page(results, work)
+    assert "Overfull \\hbox" not in log, "a line of the first page runs into the margin"
+    assert "unfinished: epoch 3 of 20" in text and "micro-batch 2048" in text
+    assert text.count("2.1 min") == 5 and text.count("2.5 min") == 2  # every wall-clock cell, whole
+    # Neither report/student.tex nor the environment: the title page says how to fill the fields.
+    flat = " ".join(text.split())
+    assert "(set A3_STUDENT_NAME or write report/student.tex)" in flat
+    assert "(set A3_STUDENT_ID or write report/student.tex)" in flat
+
+
+@needs_latex
+def test_title_page_reads_student_tex_and_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("A3_STUDENT_NAME", raising=False)
+    monkeypatch.setenv("A3_STUDENT_ID", "20231234")  # the environment wins over report/student.tex
+    work = tmp_path / "report"
+    work.mkdir()
+    example = (REPORT / "student.example.tex").read_text()
+    text, _ = build_first_page(vae_run(tmp_path / "results").parent, work,
+                               student=example.replace("Your Name", "Ada Lovelace"))
+    assert "Name: Ada Lovelace" in text and "Student ID: 20231234" in text and "12345678" not in text
+    assert "set A3_STUDENT" not in text
 
 
 @needs_latex
