@@ -23,8 +23,8 @@ import torch
 
 import vae_solution
 from experiments import data
+from experiments.bound import LOG_HALF_BINS  # [-1, 1] -> the 8-bit scale: a density gains log 127.5 per dimension
 
-LOG_HALF_BINS = math.log(127.5)   # [-1, 1] -> the 8-bit scale [0, 256): a density gains log 127.5 per dimension
 # The variance at which a Gaussian's peak density is one over a pixel's bin width 2/255: below it one pixel could
 # score under 0 bits on the 8-bit scale, better than any distribution over the 256 levels can.
 SIGMA2_FLOOR = (2 / 255) ** 2 / (2 * math.pi)
