@@ -77,9 +77,9 @@ PRESETS = {
     "full": DDPMConfig(),
     # Offline on 2 CPU cores in about a minute: a smaller U-Net, T = 50, a few hundred images.
     "smoke": DDPMConfig(preset="smoke", epochs=2, lr=1e-3, timesteps=50, dim=16, dim_mults=(1, 2, 4),
-                        train_size=640, test_size=128, eval_size=64, snapshot_every=1, n_samples=16,
-                        preview_steps=10, n_final_samples=16, recon_levels=(100, 500, 1000), recon_size=32,
-                        recon_shown=8, classifier_epochs=3, quality_size=32, probe_train=256, probe_test=128,
+                        train_size=640, test_size=128, eval_size=64, snapshot_every=1, n_samples=8,
+                        preview_steps=10, n_final_samples=16, recon_levels=(100, 500, 1000), recon_size=16,
+                        recon_shown=8, classifier_epochs=3, quality_size=32, probe_train=128, probe_test=64,
                         eval_batch_size=64),
 }
 
@@ -245,11 +245,11 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
                     prec: Precision) -> None:
     """Final samples (2.2d), reconstruction study and t* (2.2c), quality proxy (2.3a), probe (2.3b);
     then summary.json, written last."""
-    sample_seconds = final_samples(run_, cfg, diffusion, ema_net, prec)
+    samples, sample_seconds = final_samples(run_, cfg, diffusion, ema_net, prec)
     digits, classifier_accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=prec.device,
                                                      seed=runs.stream_seed(cfg.seed, "classifier"))
     recon = reconstruction_study(run_, cfg, diffusion, ema_net, digits, test, prec)
-    fid, confidence = quality_proxy(cfg, diffusion, ema_net, digits, test, prec)
+    fid, confidence = quality_proxy(cfg, samples[:cfg.quality_size], digits, test, prec)
     probe = bottleneck_probe(ema_model, diffusion, train, test, cfg, prec)
     metrics = run_.metrics()
     DDPMSummary(
@@ -264,7 +264,8 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
         train_wall_seconds=sum(m["train_seconds"] for m in metrics),
         wall_seconds=metrics[-1]["wall_seconds"],
         sample_seconds=sample_seconds,
-        sample_seconds_per_image=sample_seconds / cfg.n_final_samples,
+        sample_seconds_per_image=sample_seconds / len(samples),
+        n_sampled=len(samples),
         n_final_samples=cfg.n_final_samples,
         classifier_test_accuracy=classifier_accuracy,
         recon_levels=recon["levels"],
@@ -282,16 +283,19 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
 
 
 def final_samples(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module,
-                  prec: Precision) -> float:
-    """2.2(d): `n_final_samples` ancestral samples of the EMA weights; returns the seconds they took."""
+                  prec: Precision) -> tuple[torch.Tensor, float]:
+    """Ancestral samples of the EMA weights, in one timed pass: max(n_final_samples, quality_size) of them, the
+    first `n_final_samples` saved as the final samples (2.2d), the first `quality_size` read by the quality
+    proxy (2.3a). Returns (samples uint8 on the host, seconds the pass took)."""
     g = runs.stream(cfg.seed, "final-samples", prec.device)
     synchronize(prec.device)
     t0 = time.perf_counter()
-    final = sample_batches(diffusion, ema_net, cfg.n_final_samples, cfg.eval_batch_size, g, prec.name)
+    samples = sample_batches(diffusion, ema_net, max(cfg.n_final_samples, cfg.quality_size), cfg.eval_batch_size,
+                             g, prec.name)
     synchronize(prec.device)
     seconds = time.perf_counter() - t0
-    run_.save_artifact("final_samples.pt", final)
-    return seconds
+    run_.save_artifact("final_samples.pt", samples[:cfg.n_final_samples])
+    return samples, seconds
 
 
 def reconstruction_study(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module,
@@ -320,15 +324,13 @@ def reconstruction_study(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_n
     return study
 
 
-def quality_proxy(cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module, digits: torch.nn.Module,
-                  test: data.ImageSet, prec: Precision) -> tuple[float, float]:
+def quality_proxy(cfg: DDPMConfig, samples: torch.Tensor, digits: torch.nn.Module, test: data.ImageSet,
+                  prec: Precision) -> tuple[float, float]:
     """2.3(a): a sample-quality proxy, the Frechet distance in the digit classifier's feature space between
-    `quality_size` samples and as many test images, and the samples' mean top-class probability: (fid, confidence)."""
-    g = runs.stream(cfg.seed, "quality-samples", prec.device)
-    quality = sample_batches(diffusion, ema_net, cfg.quality_size, cfg.eval_batch_size, g, prec.name)
-    reference = test.subset(cfg.quality_size, runs.stream_seed(cfg.seed, "quality-reference")).images
-    fid = classifier.classifier_fid(digits, quality, reference, device=prec.device)
-    logits = monitors.extract_features(digits, quality, cfg.eval_batch_size, prec.device, data.to_float)
+    the samples (uint8) and as many test images, and the samples' mean top-class probability: (fid, confidence)."""
+    reference = test.subset(len(samples), runs.stream_seed(cfg.seed, "quality-reference")).images
+    fid = classifier.classifier_fid(digits, samples, reference, device=prec.device)
+    logits = monitors.extract_features(digits, samples, cfg.eval_batch_size, prec.device, data.to_float)
     confident = logits.softmax(1).max(1).values.mean().item()
     return fid, confident
 

@@ -137,7 +137,7 @@ class DDPMSummary(Schema):
     train_images_per_s: float         # median training throughput, images per second
     train_wall_seconds: float         # seconds in training steps, all epochs
     wall_seconds: float               # seconds from the start to the last epoch's end, evaluation included
-    sample_seconds: float             # seconds to draw the final samples (ancestral, EMA weights)
+    sample_seconds: float             # seconds of the pass that drew the final and quality samples (ancestral, EMA)
     sample_seconds_per_image: float   # the same per image
     n_final_samples: int              # final samples drawn
     classifier_test_accuracy: float   # the digit classifier's test accuracy, fraction
@@ -151,6 +151,7 @@ class DDPMSummary(Schema):
     quality_mean_confidence: float    # the samples' mean top-class probability
     quality_size: int                 # samples (and test images) in the quality proxy
     probe: ProbeResult                # 2.3(b): the linear probe of the digit class
+    n_sampled: int | None = None      # images drawn in that pass: max(n_final_samples, quality_size)
     alpha_bar: list[float] | None = None  # the run's schedule, alpha_bar_t for t = 1..T (float32 values)
 
     NESTED: ClassVar = {"probe": ProbeResult.from_dict}

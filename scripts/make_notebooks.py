@@ -4,8 +4,9 @@
 
 Each notebook: set up (Colab: Drive for data and runs, the repository cloned or uploaded),
 configure a preset, call the experiment (resuming after a disconnect), show every figure.
-The environment variables A3_PRESET, A3_DATA and A3_WORK override the defaults; the test
-suite runs every notebook with the smoke preset on synthetic data.
+The environment variables A3_PRESET, A3_DATA, A3_WORK (data and runs) and A3_RESULTS (the run
+folders only) override the defaults; the test suite runs every notebook with the smoke preset on
+synthetic data, into the folder the report test then builds from.
 """
 from pathlib import Path
 
@@ -43,9 +44,10 @@ else:
     while not (ROOT / "experiments").exists() and ROOT != ROOT.parent:
         ROOT = ROOT.parent
     WORK = Path(os.environ.get("A3_WORK", ROOT))
+RESULTS = Path(os.environ.get("A3_RESULTS", RESULTS))   # the run folders (the report reads them)
 os.chdir(ROOT)
 sys.path.insert(0, str(ROOT))
-print("repository:", ROOT, "| data and runs under:", WORK)""")
+print("repository:", ROOT, "| data under:", WORK, "| runs under:", RESULTS)""")
 
 INTRO = """
 On Colab: *Runtime > Change runtime type > GPU*, then *Run all*. With Google Drive mounted, the dataset
@@ -76,7 +78,7 @@ DATA = os.environ.get("A3_DATA", "auto")
 cfg = vae.config_for(PRESET, data=DATA, data_root=str(WORK / "data"))
 from benchmarks.cost import projected_line
 print(projected_line("vae", cfg))
-OUT = WORK / "results" / vae.run_name(cfg)
+OUT = RESULTS / vae.run_name(cfg)
 print(cfg)
 print(device_line())"""),
         code("""# Train, or resume after a disconnect (resume=True starts fresh when OUT holds no run yet).
@@ -127,8 +129,8 @@ DATA = os.environ.get("A3_DATA", "auto")
 cfg = ddpm.config_for(PRESET, data=DATA, data_root=str(WORK / "data"))
 from benchmarks.cost import projected_line
 print(projected_line("ddpm", cfg))
-OUT = WORK / "results" / ddpm.run_name(cfg)
-VAE_RUN = WORK / "results" / f"vae-{PRESET}"   # the VAE notebook's run, for the side-by-side of 2.2(d)
+OUT = RESULTS / ddpm.run_name(cfg)
+VAE_RUN = RESULTS / f"vae-{PRESET}"   # the VAE notebook's run, for the side-by-side of 2.2(d)
 print(cfg)
 print(device_line())"""),
         code("""# Train, or resume after a disconnect; then the final samples, reconstruction study, quality proxy and probe.
@@ -147,7 +149,7 @@ print("t* =", summary["t_star"], "|", summary["t_star_rule"])
 print("digit classifier test accuracy:", round(summary["classifier_test_accuracy"], 3))"""),
         md("### 2.2 (d) Samples at the end of training, and beside the VAE's"),
         code("""figures.show([FIG / "final_samples.png", FIG / "ddpm_vs_vae.png"])
-print(f"sampling {summary['n_final_samples']} images with T = {summary['timesteps']}: {summary['sample_seconds']:.1f} s")"""),
+print(f"sampling {summary['n_sampled']} images with T = {summary['timesteps']}: {summary['sample_seconds']:.1f} s")"""),
         md("### 2.3 (a) (optional) T = 500 and T = 1500 on the same training budget\n"
            "Set `RUN_T_STUDY = True` to train the two extra models (each as long as the main one)."),
         code("""RUN_T_STUDY = PRESET == "smoke"
@@ -155,8 +157,8 @@ if RUN_T_STUDY:
     runs = [run_dir]
     for variant in ddpm.variants(PRESET)[1:]:
         other = ddpm.config_for(PRESET, data=DATA, data_root=str(WORK / "data"), **variant)
-        runs.append(ddpm.run(other, WORK / "results" / ddpm.run_name(other), resume=True))
-    figures.show([figures.ddpm_timesteps(runs, WORK / "results" / "figures")])"""),
+        runs.append(ddpm.run(other, RESULTS / ddpm.run_name(other), resume=True))
+    figures.show([figures.ddpm_timesteps(runs, RESULTS / "figures")])"""),
         md("### 2.3 (b) (optional) What the U-Net's bottleneck knows: a linear probe of the digit class"),
         code("""figures.show([FIG / "probe.png"])"""),
     ]
@@ -190,8 +192,8 @@ print(device_line())"""),
 runs = {}
 for name in ABLATIONS:
     cfg = simsiam.config_for(PRESET, data=DATA, data_root=str(WORK / "data"), ablation=name)
-    runs[name] = simsiam.run(cfg, WORK / "results" / simsiam.run_name(cfg), resume=True)
-OUT = WORK / "results" / f"simsiam-{PRESET}-figures"
+    runs[name] = simsiam.run(cfg, RESULTS / simsiam.run_name(cfg), resume=True)
+OUT = RESULTS / f"simsiam-{PRESET}-figures"
 paths = figures.simsiam_comparisons(list(runs.values()), OUT)
 print("dataset used:", figures.dataset_name(runs[names.BASELINE]))"""),
         md("### Q4: with and without stop-gradient (training loss, kNN accuracy, collapse)"),
@@ -218,7 +220,7 @@ REPORT = [
 STUDENT = {"A3_STUDENT_NAME": "", "A3_STUDENT_ID": ""}   # your name and student ID, for the title page
 if BUILD_REPORT:
     env = {**os.environ, **{k: v for k, v in STUDENT.items() if v}}
-    subprocess.run(["bash", "scripts/build_report.sh", "--results", str(WORK / "results")], check=True, env=env)
+    subprocess.run(["bash", "scripts/build_report.sh", "--results", str(RESULTS)], check=True, env=env)
     print("report:", ROOT / "report" / "report.pdf")"""),
 ]
 

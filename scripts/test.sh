@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install everything into .venv (once) and run the whole test suite on CPU, offline, including
 # the end-to-end tests (marker e2e) that a plain `pytest` skips. Extra arguments go to pytest.
-# The report test builds the PDF from smoke runs of every experiment (made on the fly under
-# $A3_SMOKE_RESULTS); it needs LaTeX, installed here from Debian packages when missing. Without
+# The notebooks run on the smoke preset into $A3_SMOKE_RESULTS, and the report test builds the PDF from
+# those run folders (tests/test_notebooks.py); it needs LaTeX, installed here from Debian packages when missing. Without
 # them (an offline laptop) that test is skipped, unless A3_REQUIRE_LATEX=1 (CI) makes it an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."

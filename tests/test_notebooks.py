@@ -1,20 +1,40 @@
-"""Each problem notebook runs top to bottom on the smoke preset with synthetic data (CPU, offline)."""
+"""A student's path end to end: each problem notebook top to bottom on the smoke preset with synthetic data
+(CPU, offline), then the report PDF built from the run folders the notebooks left.
+
+The runs go to A3_SMOKE_RESULTS when it is set (scripts/test.sh sets it), else to a temporary folder. The
+tests of this file run in order on one pytest-xdist worker (--dist loadfile), so the report test finds the
+notebooks' runs and only adds those they do not make (`python -m experiments all --resume`).
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from report import runs
 from tests.conftest import ROOT
+from tests.test_report import assert_every_question, build_pdf, needs_latex
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    """The folder of the smoke runs: A3_SMOKE_RESULTS, or a fresh one shared by this file's tests."""
+    given = os.environ.get("A3_SMOKE_RESULTS")
+    return Path(given) if given else tmp_path_factory.mktemp("smoke") / "results"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 @pytest.mark.e2e
-def test_notebook_runs_on_the_smoke_preset(path, tmp_path, monkeypatch):
+def test_notebook_runs_on_the_smoke_preset(path, tmp_path, monkeypatch, results):
     monkeypatch.setenv("A3_PRESET", "smoke")
     monkeypatch.setenv("A3_DATA", "synthetic")
-    monkeypatch.setenv("A3_WORK", str(tmp_path))
+    monkeypatch.setenv("A3_WORK", str(results.parent))
+    monkeypatch.setenv("A3_RESULTS", str(results))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as tests/conftest.py: one thread per process
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
@@ -23,7 +43,28 @@ def test_notebook_runs_on_the_smoke_preset(path, tmp_path, monkeypatch):
     assert len(images) >= 8, "every figure is shown inline"
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
-    assert list((tmp_path / "results").iterdir()), "the run folder lives under A3_WORK"
+    problem = path.stem.split("_", 1)[1]
+    assert any(p.name.startswith(f"{problem}-smoke") for p in results.iterdir()), "the run folder is in A3_RESULTS"
+
+
+@needs_latex
+@pytest.mark.e2e
+def test_pdf_from_the_notebooks_smoke_runs(tmp_path, results):
+    """The report from the smoke runs: every run finished on the synthetic stand-in, every figure present."""
+    found = runs.select_runs(results, {})
+    if not all(path and (path / "summary.json").exists() for path in found.values()):  # runs no notebook made
+        subprocess.run([sys.executable, "-m", "experiments", "all", "--preset", "smoke", "--data", "synthetic",
+                        "--out", str(results), "--data-root", str(results.parent / "data"), "--device", "cpu",
+                        "--resume"], cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    work = tmp_path / "report"
+    work.mkdir()
+    first, text, values = build_pdf(results, work)
+    assert_every_question(text)
+    assert "Missing:" not in text, "a figure the report includes was not produced by the smoke runs"
+    assert "synthetic stand-in" in first and "Synthetic stand-in data" in first
+    for slot in runs.SLOTS:
+        assert values[f"{slot}-status"] == "finished", slot
+        assert values[f"{slot}-dataset"] == "synthetic stand-in"
 
 
 def test_notebooks_are_thin():

@@ -2,10 +2,8 @@
 
 Unit tests run on small fake run folders (the layout of experiments/runs.py). The PDF tests need
 latexmk and pdflatex (Debian: latexmk texlive-latex-base texlive-latex-recommended
-texlive-latex-extra) and pdftotext (poppler-utils), and are skipped without them. The test on real
-smoke runs reads A3_SMOKE_RESULTS: a folder holding the runs of
-`python -m experiments all --preset smoke --data synthetic --out DIR` (produced there first when the
-folder is empty or absent, which takes minutes on a CPU); it is skipped when the variable is unset.
+texlive-latex-extra) and pdftotext (poppler-utils), and are skipped without them. The PDF built from
+real smoke runs is tested in tests/test_notebooks.py, after the notebooks that make those runs.
 """
 from __future__ import annotations
 
@@ -532,25 +530,3 @@ def test_pdf_with_missing_runs_shows_placeholders(tmp_path):
     assert "Missing:" in text and text.count("[missing:") > 10
     assert "python -m experiments ddpm --preset full" in re.sub(r"\s+", " ", text)
     assert "unfinished" in first
-
-
-@needs_latex
-@pytest.mark.skipif("A3_SMOKE_RESULTS" not in os.environ,
-                    reason="set A3_SMOKE_RESULTS to the folder of `python -m experiments all --preset smoke "
-                           "--data synthetic --out DIR` (produced there if empty; minutes on a CPU)")
-@pytest.mark.e2e
-def test_pdf_from_smoke_runs(tmp_path):
-    results = Path(os.environ["A3_SMOKE_RESULTS"])
-    if not results.is_dir() or not any(results.iterdir()):
-        subprocess.run([sys.executable, "-m", "experiments", "all", "--preset", "smoke", "--data", "synthetic",
-                        "--out", str(results), "--data-root", str(results.parent / "data"), "--device", "cpu"],
-                       cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    work = tmp_path / "report"
-    work.mkdir()
-    first, text, values = build_pdf(results, work)
-    assert_every_question(text)
-    assert "Missing:" not in text, "a figure the report includes was not produced by the smoke runs"
-    assert "synthetic stand-in" in first and "Synthetic stand-in data" in first
-    for slot in runs.SLOTS:
-        assert values[f"{slot}-status"] == "finished", slot
-        assert values[f"{slot}-dataset"] == "synthetic stand-in"
