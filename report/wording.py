@@ -106,6 +106,8 @@ def run_observations(values: dict[str, str], p: str, obs: Observations) -> None:
         f"{p}-obs-threshold": f"{s.digits.threshold:g}",
         f"{p}-obs-sharpness": significant(s.sharpness_ratio),
         f"{p}-obs-sharpness-phrase": sharpness_phrase(s.sharpness_ratio, "the test images"),
+        f"{p}-obs-blur-heading": ("Why the samples are blurry." if s.sharpness_ratio < 1 / SHARPNESS_BAND else
+                                  "Why blur was expected, although these samples do not show it."),
         f"{p}-obs-confident": percent(s.digits.confident_fraction, 0),
         f"{p}-obs-ref-confident": percent(ref.confident_fraction, 0),
         f"{p}-obs-digits-phrase": digits_phrase(s.digits, ref),
@@ -168,6 +170,13 @@ def ddpm_against_vae(values: dict[str, str], d: Observations, v: Observations, d
     fd, fv = d.samples.classifier_fid, v.samples.classifier_fid
     values["p2-sharpness-vs-vae"] = ("sharper than" if rd > rv * SHARPNESS_BAND else
                                      "blurrier than" if rd < rv / SHARPNESS_BAND else "about as sharp as")
+    values["p2-structure-agreement"] = {
+        "sharper than": "This run agrees: its DDPM samples are sharper than its VAE samples by the Laplacian energy.",
+        "about as sharp as": "This run does not show the difference: by the Laplacian energy its DDPM and VAE samples "
+                             "are about as sharp.",
+        "blurrier than": "This run does not show it: its DDPM samples are blurrier than its VAE samples by the "
+                         "Laplacian energy, which a denoiser that has not yet learned fine detail could explain.",
+    }[values["p2-sharpness-vs-vae"]]
     values["p2-confident-vs-vae"] = ("more often than" if cd > cv + DIGITS_SAME_WITHIN else
                                      "less often than" if cd < cv - DIGITS_SAME_WITHIN else "about as often as")
     same_fid = abs(fd - fv) <= FID_SAME_WITHIN * max(fd, fv)
@@ -222,17 +231,18 @@ def fid_comparability(values: dict[str, str], nd: int, nv: int, acc_d: float | N
 def cost_verdict(measured: float, expected: float, model: str, hardware: str) -> str:
     """Completes "the measured ratio is X, ...": against the ratio `expected` that `model` (a cost linear in T, or
     independent of it) predicts, within a factor COST_BAND."""
+    machine = f"this machine ({hardware})"
     if expected / COST_BAND <= measured <= expected * COST_BAND:
         return f"as expected from {model}"
     if measured < 1 < expected:
         return ("not the expected ratio: the run with more steps was not slower, which no per-step cost explains; "
-                f"these timings on {hardware} measure something else (e.g.\\ other work sharing the machine), "
+                f"these timings on {machine} measure something else (e.g.\\ other work sharing the machine), "
                 "not the cost of a step")
     if 1 < expected and measured < expected:
-        return (f"not the expected ratio: on {hardware} a fixed cost that does not grow with $T$ (start-up, "
+        return (f"not the expected ratio: on {machine} a fixed cost that does not grow with $T$ (start-up, "
                 "transfers, Python overhead) is a large part of the time at these $T$, which pulls the ratio "
                 "towards 1")
-    return (f"not the expected ratio, which {model} does not explain; each time is measured once on {hardware}, "
+    return (f"not the expected ratio, which {model} does not explain; each time is measured once on {machine}, "
             "so variation from the machine (other processes, clock changes) can account for it")
 
 
@@ -269,7 +279,7 @@ def collapse_summary(values: dict[str, str]) -> None:
         other = next(a for a in what if a not in collapsed)
         sentence = f"only {what[collapsed[0]]} collapsed, not {what[other]}"
     else:
-        sentence = "neither ablation collapsed within these runs' epochs, unlike in Chen \\& He's experiments"
+        sentence = "neither ablation collapsed in the epochs trained, unlike in Chen \\& He's experiments"
     if words[names.BASELINE] == "not collapsed":
         base = "while the baseline did not" if collapsed else "and neither did the baseline"
     else:
