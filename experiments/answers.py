@@ -43,7 +43,7 @@ QUESTIONS = {
          "observations.interpolations.test.evenness", ".2f"),
         ("evenness between prior draws", "observations.interpolations.prior.evenness", ".2f"),
         ("mean RMS change per pixel per step, between test images", "observations.interpolations.test.mean_step",
-         ".3f"),
+         ".2g"),
         ("frames between the ends read as a clear digit, between test images",
          "observations.interpolations.test.middle_confident_fraction", ".0%"))),
     "2.2c": Question("Reconstructions from a noised test image: at which t* can the original no longer be restored?", (

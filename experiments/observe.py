@@ -13,6 +13,11 @@ Three statistics, each a number a sentence can follow from:
 Besides, the classifier-FID proxy (experiments.classifier.classifier_fid) of the samples against as many
 test images, so that the VAE's and the DDPM's samples compare on the same four numbers. `vae` and `ddpm`
 measure a finished run's artifacts for its summary.json (experiments.summaries.Observations).
+
+Cost: the digit classifier (about 120k parameters) reads a few hundred images (samples, as many test images,
+interpolation frames), and the VAE encodes and decodes as many test images once: 0.25 s for the VAE and 0.03 s
+for the DDPM in the smoke preset on 2 CPU cores (measured); in the full preset (100 final samples, 96 middle
+frames, 64-dimensional features) it is the same few hundred images, well under a second on a GPU.
 """
 from __future__ import annotations
 

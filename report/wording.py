@@ -91,8 +91,12 @@ def classes_phrase(samples: DigitPatterns, reference: DigitPatterns) -> str:
              f"the samples' predicted classes cover {len(hist) - len(never)} of the ten digits (never "
              + ", ".join(never) + ")")
     tv = class_tv(hist, ref)
-    verdict = ("so the samples follow the test images' class proportions closely" if tv <= CLASS_TV_CLOSE else
-               "so the samples' class proportions differ from the test images' (the model favours some digits)")
+    if tv <= CLASS_TV_CLOSE:
+        verdict = "so the samples follow the test images' class proportions closely"
+    elif unsure(reference):
+        verdict = "a difference that, with a classifier this unsure of real images, says little about the model"
+    else:
+        verdict = "so the samples' class proportions differ from the test images' (the model favours some digits)"
     return (f"{cover}; the most frequent is digit {top} ({percent(hist[top] / sum(hist), 0)} of the samples, against "
             f"{percent(ref[top] / sum(ref), 0)} of the test images); the total-variation distance between the two "
             f"class distributions is {number(tv, '.2f')}, {verdict}")

@@ -211,3 +211,4 @@ def test_digit_phrases():
     assert wording.class_tv([10, 0], [0, 10]) == 1 and wording.class_tv([5, 5], [1, 1]) == 0
     phrase = wording.classes_phrase(digits(0.5, [6, 4] + [0] * 8), digits(0.8))
     assert "cover 2 of the ten digits (never 2, 3, 4, 5, 6, 7, 8, 9)" in phrase and "differ" in phrase
+    assert "says little about the model" in wording.classes_phrase(digits(0.5, [6, 4] + [0] * 8), digits(0.3))
