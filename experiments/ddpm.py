@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import ddpm_solution
-from experiments import classifier, data, figures, monitors, names, runs
+from experiments import classifier, data, figures, monitors, names, observe, runs
 from experiments.diffusion import EMA, Diffusion, noise
 from experiments.precision import Precision, autocast
 from experiments.runs import Run, checked_overrides, read_json, synchronize
@@ -279,6 +279,7 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
         quality_size=cfg.quality_size,
         probe=probe,
         alpha_bar=diffusion.alphas_cumprod.cpu().tolist(),  # the schedule the report reads (no recomputing)
+        observations=observe.ddpm(run_, cfg, digits, test, prec.device),
     ).write(run_.dir)
 
 

@@ -102,6 +102,9 @@ class VAESummary(Schema):
     # training images (encoder and decoder mean as trained; experiments.decoder_variance): an upper bound on
     # that decoder's bits per dimension.
     test_elbo_bits_per_dim_8bit_fitted_variance: float | None = None
+    observations: Observations | None = None  # 1.3(b-d, f): what the samples, reconstructions, interpolations look like
+
+    NESTED: ClassVar = {"observations": lambda v, where: Observations.from_dict(v, where)}
 
 
 # --------------------------------------------------------------------------- Problem 2
@@ -153,8 +156,10 @@ class DDPMSummary(Schema):
     probe: ProbeResult                # 2.3(b): the linear probe of the digit class
     n_sampled: int | None = None      # images drawn in that pass: max(n_final_samples, quality_size)
     alpha_bar: list[float] | None = None  # the run's schedule, alpha_bar_t for t = 1..T (float32 values)
+    observations: Observations | None = None  # 2.2(d): the final samples' statistics, comparable with the VAE's
 
-    NESTED: ClassVar = {"probe": ProbeResult.from_dict}
+    NESTED: ClassVar = {"probe": ProbeResult.from_dict,
+                        "observations": lambda v, where: Observations.from_dict(v, where)}
 
 
 # --------------------------------------------------------------------------- Problem 3
@@ -183,6 +188,64 @@ class SimSiamSummary(Schema):
     train_images_per_s: float         # median training throughput, images per second
     train_wall_seconds: float         # seconds in training steps, all epochs
     wall_seconds: float               # seconds from the start to the last epoch's end, evaluation included
+
+
+# --------------------------------------------------------------------------- descriptive answers (experiments.observe)
+
+@dataclass(kw_only=True)
+class DigitPatterns(Schema):
+    n_images: int                     # images the digit classifier read
+    threshold: float                  # top-class probability at or above which an image counts as a clear digit
+    confident_fraction: float         # fraction of images with top-class probability >= threshold
+    mean_top_probability: float       # mean top-class probability
+    class_histogram: list[int]        # images per predicted class, classes 0..9
+
+
+@dataclass(kw_only=True)
+class SampleObservations(Schema):
+    sharpness_ratio: float            # Laplacian energy of the samples / that of the reference test images
+    digits: DigitPatterns             # what the run's digit classifier reads in the samples
+    classifier_fid: float             # Frechet distance in the classifier's features, samples vs as many test images
+    fid_size: int                     # images per set in that distance (the estimate is biased up for small sets)
+
+    NESTED: ClassVar = {"digits": DigitPatterns.from_dict}
+
+
+@dataclass(kw_only=True)
+class ReconstructionObservations(Schema):
+    sharpness_ratio: float            # Laplacian energy of the reconstructions / that of their originals
+    n_images: int                     # images reconstructed
+    t: int | None = None              # DDPM: the noise step t' reconstructed from; None for the VAE
+
+
+@dataclass(kw_only=True)
+class StripObservations(Schema):
+    n_strips: int                     # interpolation strips
+    n_frames: int                     # frames per strip, ends included
+    mean_step: float                  # RMS change per pixel between consecutive frames, pixels in [0, 1]
+    evenness: float                   # mean step / largest step of a strip, averaged over strips (1: equal steps)
+    steps: list[float]                # each step's RMS change, averaged over strips, in order
+    middle_confident_fraction: float  # fraction of the frames between the ends read as a clear digit
+
+
+@dataclass(kw_only=True)
+class Interpolations(Schema):
+    test: StripObservations           # strips between the posterior means of two test images
+    prior: StripObservations          # strips between two prior draws
+
+    NESTED: ClassVar = {"test": StripObservations.from_dict, "prior": StripObservations.from_dict}
+
+
+@dataclass(kw_only=True)
+class Observations(Schema):
+    samples: SampleObservations       # the final samples
+    reference: DigitPatterns          # the test images they are compared with, read by the same classifier
+    reconstructions: ReconstructionObservations | None = None  # None: not measured
+    interpolations: Interpolations | None = None               # VAE only
+
+    NESTED: ClassVar = {"samples": SampleObservations.from_dict, "reference": DigitPatterns.from_dict,
+                        "reconstructions": ReconstructionObservations.from_dict,
+                        "interpolations": Interpolations.from_dict}
 
 
 SCHEMAS: dict[str, type[Schema]] = {"vae": VAESummary, "ddpm": DDPMSummary, "simsiam": SimSiamSummary}

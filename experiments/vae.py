@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 import vae_solution
-from experiments import classifier, data, decoder_variance, figures, names, runs
+from experiments import classifier, data, decoder_variance, figures, names, observe, runs
 from experiments.runs import Run, checked_overrides, read_json
 from experiments.summaries import VAESummary
 
@@ -189,6 +189,7 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
         ll_K=cfg.ll_K,
         ll_n_images=min(len(test), cfg.ll_size or len(test)),
         classifier_test_accuracy=classifier_accuracy,
+        observations=observe.vae(run_, cfg, model, digits, test, device),
         final_train_loss=metrics[-1]["loss"],
         final_test_loss=metrics[-1]["test_loss"],
         train_wall_seconds=sum(m["train_seconds"] for m in metrics),

@@ -8,8 +8,8 @@ report.runs finds and reads the run folders, report.numbers computes the values 
 reads, report.figures copies and draws the figures, report.latex writes the LaTeX.
 
 What it reads, per run folder (see experiments/runs.py): config.json, provenance.json,
-metrics.jsonl, summary.json, figures/*.png, and for Problem 1.3(e, f) two artifacts
-(latent_profiles.pt, interpolations.pt). It never writes into a run folder.
+metrics.jsonl, summary.json, figures/*.png, and for Problem 1.3(e) one artifact
+(latent_profiles.pt). It never writes into a run folder.
 
 What it writes, under report/build/ (git-ignored, rebuilt each time):
     numbers.tex      \\setval{key}{value} for every number, name and command the text uses;
@@ -18,7 +18,8 @@ What it writes, under report/build/ (git-ignored, rebuilt each time):
     figures.tex      \\setfig{slot/name}{path} for every figure copied; \\fig{slot}{name}{caption}
                      shows a framed placeholder naming the command that produces a missing one
     provenance.tex   the first-page table: dataset, hardware, wall-clock and status of each run
-    tables.tex       the tables of the practical part (latent peaks, T study, SimSiam ablations)
+    tables.tex       the tables of the practical part (latent peaks, samples compared, T study,
+                     SimSiam ablations)
     student.tex      the title page's \\studentname / \\studentid from A3_STUDENT_NAME / A3_STUDENT_ID when
                      set; they override report/student.tex (written by hand, git-ignored; see
                      report/student.example.tex). A field set by neither shows a placeholder saying how to fill it.
@@ -70,7 +71,8 @@ def generate(results: Path | None, overrides: dict[str, Path], build: Path = BUI
     figures = copy_figures(runs, build)
     figures.update(cross_figures(runs, build, values))
     latent_rows = vae_artifact_numbers(values, runs.get("vae"))
-    tables = {"tstudy": latex.tstudy_table(runs), "simsiam": latex.simsiam_table(runs)}
+    tables = {"tstudy": latex.tstudy_table(runs), "simsiam": latex.simsiam_table(runs),
+              "observations": latex.observations_table(runs)}
     if latent_rows:
         tables["latent"] = latex.latent_table(latent_rows)
     latex.write_build(build, values, figures, latex.provenance_table(runs, values), tables,

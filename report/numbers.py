@@ -14,6 +14,7 @@ from typing import Any
 
 from experiments import names
 from experiments.summaries import DDPMSummary, ProbeResult, SimSiamSummary, VAESummary
+from report import wording
 from report.latex import compare, duration, escape, number, percent
 from report.runs import SLOTS, T_SLOTS, RunFolder, finite, problem_of, resume_command, slot_command
 
@@ -122,6 +123,7 @@ def vae_numbers(values: dict[str, str], run: RunFolder) -> None:
     put("ll-n", s.ll_n_images, lambda v: f"{v:,}".replace(",", "\\,"))
     put("final-train-loss", s.final_train_loss, lambda v: number(v, ".1f"))
     put("final-test-loss", s.final_test_loss, lambda v: number(v, ".1f"))
+    put("classifier-acc", s.classifier_test_accuracy, percent)
     for key, metric in (("test-nll", "test_nll"), ("test-kl", "test_kl")):
         if finite(run.last(metric)):
             values[f"vae-{key}"] = number(run.last(metric), ".1f")
@@ -174,33 +176,13 @@ def latent_numbers(values: dict[str, str], run_dir: Path) -> list[tuple[int, int
 
 
 
-def interpolation_numbers(values: dict[str, str], run_dir: Path) -> None:
-    """1.3(f): how even the interpolation steps are. For each strip of n decoded images, the
-    per-step change d_k = mean |x_{k+1} - x_k| (8-bit levels); evenness = max_k d_k / mean_k d_k
-    (1 when every step changes the image by the same amount)."""
-    from experiments.runs import load_artifact
-
-    strips = load_artifact(run_dir, "interpolations.pt")
-    for kind in ("test", "prior"):
-        x = strips[kind].float()                                 # (P, n, 3, 32, 32)
-        steps = (x[:, 1:] - x[:, :-1]).abs().mean(dim=(2, 3, 4))  # (P, n - 1)
-        evenness = steps.max(dim=1).values / steps.mean(dim=1).clamp_min(1e-8)
-        values[f"vae-interp-{kind}-step"] = number(float(steps.mean()), ".1f")
-        values[f"vae-interp-{kind}-evenness"] = number(float(evenness.mean()), ".2f")
-        values[f"vae-interp-{kind}-evenness-worst"] = number(float(evenness.max()), ".2f")
-    values["vae-interp-pairs"] = str(strips["test"].shape[0])
-    values["vae-interp-steps"] = str(strips["test"].shape[1])
-
-
-
 def vae_artifact_numbers(values: dict[str, str], run: RunFolder | None) -> list | None:
-    """The numbers of 1.3(e, f) read from a finished VAE run's artifacts (needs torch and
-    experiments); returns the rows of the latent peaks table, None when unavailable."""
+    """The numbers of 1.3(e) read from a finished VAE run's artifacts (needs torch and experiments);
+    returns the rows of the latent peaks table, None when unavailable."""
     if run is None or not run.finished:
         return None
     try:
         rows = latent_numbers(values, run.path)
-        interpolation_numbers(values, run.path)
     except (ImportError, FileNotFoundError, KeyError, RuntimeError, ValueError) as e:
         print(f"note: VAE artifact numbers unavailable ({e})", file=sys.stderr)
         return None
@@ -432,4 +414,9 @@ def compute_numbers(runs: dict[str, RunFolder | None], preset: str) -> dict[str,
     tstudy_numbers(values, runs)
     simsiam_comparisons(values, runs)
     problem_numbers(values, runs)
+    # Sentences chosen by the measured outcome (report.wording), and the thresholds that choose them.
+    values.update(wording.THRESHOLDS)
+    wording.observation_numbers(values, runs)
+    wording.tstudy_verdicts(values, runs)
+    wording.collapse_summary(values)
     return values

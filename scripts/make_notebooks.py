@@ -8,12 +8,22 @@ The environment variables A3_PRESET, A3_DATA, A3_WORK (data and runs) and A3_RES
 folders only) override the defaults; the test suite runs every notebook with the smoke preset on
 synthetic data, into the folder the report test then builds from.
 """
+import sys
 from pathlib import Path
 
 import nbformat as nbf
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from experiments import answers  # noqa: E402  (the repository is on the path only from here)
+
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+
+
+def measured(item: str, printing: str | None = None) -> list:
+    """Under an item's figure: what the assignment asks and which summary.json fields answer it, then a cell
+    printing those fields for the run (experiments.answers; `printing`: that cell's code, when not the default)."""
+    return [md(answers.markdown(item)), code(printing or f'print(answers.answer(run_dir, "{item}"))')]
 
 SETUP = code("""# Setup. On Colab: mount Drive (optional), fetch this repository, keep data and runs on Drive.
 # Elsewhere: use the repository this notebook sits in. Environment variables override the defaults.
@@ -70,7 +80,7 @@ everything it runs is in `vae_solution.py` and `experiments/vae.py`, and is test
         code("""# Configuration: 'full' is the assignment's setting (batch 64, z_dim 32, Adam 1e-4, 30 epochs);
 # 'smoke' is a 2-epoch check on a few hundred images. DATA: auto | svhn | synthetic.
 import torch
-from experiments import figures, vae
+from experiments import answers, figures, vae
 from experiments.runs import device_line
 
 PRESET = os.environ.get("A3_PRESET", "full")
@@ -89,14 +99,18 @@ print("dataset used:", figures.dataset_name(run_dir))"""),
         code("""figures.show([FIG / "wall_clock.png", FIG / "loss.png"])"""),
         md("### 1.3 (b) Samples every 5 epochs (fixed latent noise, so the grids compare across epochs)"),
         code("""figures.show([FIG / "samples_over_training.png"])"""),
+        *measured("1.3b"),
         md("### 1.3 (c) Reconstructions of test images every 5 epochs"),
         code("""figures.show([FIG / "reconstructions_over_training.png"])"""),
+        *measured("1.3c"),
         md("### 1.3 (d) Samples at the end of training"),
         code("""figures.show([FIG / "final_samples.png"])"""),
+        *measured("1.3d"),
         md("### 1.3 (e) Latent profile of each class"),
         code("""figures.show([FIG / "latent_profiles_bars.png", FIG / "latent_profiles_heatmap.png"])"""),
         md("### 1.3 (f) Interpolation in latent space"),
         code("""figures.show([FIG / "interpolations.png"])"""),
+        *measured("1.3f"),
         md("### Test log-likelihood (importance sampling, K = 100)"),
         code("""import json
 summary = json.loads((run_dir / "summary.json").read_text())
@@ -121,7 +135,7 @@ no model code.
 # U-Net dim 32, mults (1, 2, 4, 8), 20 epochs); 'smoke' is a quick check (small U-Net, T = 50).
 import json
 import torch
-from experiments import ddpm, figures
+from experiments import answers, ddpm, figures
 from experiments.runs import device_line
 
 PRESET = os.environ.get("A3_PRESET", "full")
@@ -147,9 +161,13 @@ print("dataset used:", figures.dataset_name(run_dir))"""),
         code("""figures.show([FIG / "reconstructions.png", FIG / "reconstruction_curves.png"])
 print("t* =", summary["t_star"], "|", summary["t_star_rule"])
 print("digit classifier test accuracy:", round(summary["classifier_test_accuracy"], 3))"""),
+        *measured("2.2c"),
         md("### 2.2 (d) Samples at the end of training, and beside the VAE's"),
         code("""figures.show([FIG / "final_samples.png", FIG / "ddpm_vs_vae.png"])
 print(f"sampling {summary['n_sampled']} images with T = {summary['timesteps']}: {summary['sample_seconds']:.1f} s")"""),
+        *measured("2.2d", """print(answers.answer(run_dir, "2.2d"))
+if (VAE_RUN / "summary.json").exists():   # the VAE's samples on the same statistics
+    print("\\nVAE:", answers.answer(VAE_RUN, "1.3d"), sep="\\n")"""),
         md("### 2.3 (a) (optional) T = 500 and T = 1500 on the same training budget\n"
            "Set `RUN_T_STUDY = True` to train the two extra models (each as long as the main one)."),
         code("""RUN_T_STUDY = PRESET == "smoke"
@@ -159,6 +177,8 @@ if RUN_T_STUDY:
         other = ddpm.config_for(PRESET, data=DATA, data_root=str(WORK / "data"), **variant)
         runs.append(ddpm.run(other, RESULTS / ddpm.run_name(other), resume=True))
     figures.show([figures.ddpm_timesteps(runs, RESULTS / "figures")])"""),
+        *measured("2.3a", """for path in (runs if RUN_T_STUDY else [run_dir]):
+    print(path.name, answers.answer(path, "2.3a"), sep="\\n", end="\\n\\n")"""),
         md("### 2.3 (b) (optional) What the U-Net's bottleneck knows: a linear probe of the digit class"),
         code("""figures.show([FIG / "probe.png"])"""),
     ]
@@ -178,7 +198,7 @@ the figures of questions 4 and 5. It holds no model code.
         code("""# Configuration: 'full' is the starter's recipe (the starter's resnet18, batch 1024, SGD lr 0.03 x batch / 256,
 # cosine, 100 epochs per ablation); 'smoke' is a quick check. DATA: auto | cifar10 | synthetic.
 import torch
-from experiments import figures, names, simsiam
+from experiments import answers, figures, names, simsiam
 from experiments.runs import device_line
 
 PRESET = os.environ.get("A3_PRESET", "full")
@@ -206,6 +226,8 @@ print("dataset used:", figures.dataset_name(runs[names.BASELINE]))"""),
         code("""path, rows, markdown = figures.simsiam_table(list(runs.values()), OUT)
 figures.show([path])
 print(markdown)"""),
+        *measured("3.4", """for name in ABLATIONS:
+    print(name, answers.answer(runs[name], "3.4"), sep="\\n", end="\\n\\n")"""),
         md("### Per-run training curves and wall-clock"),
         code("""figures.show([runs[name] / "figures" / png for name in ABLATIONS for png in ("training.png", "wall_clock.png")])"""),
     ]

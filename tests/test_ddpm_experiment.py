@@ -71,6 +71,11 @@ def test_cli_smoke_metrics_and_summary(smoke_run):
     config = json.loads((smoke_run / "config.json").read_text())
     diffusion = Diffusion(s.timesteps, config["beta_start"], config["beta_end"], schedule=s.beta_schedule)
     assert s.alpha_bar == diffusion.alphas_cumprod.tolist()
+    # 2.2(d): the final samples' statistics, as the VAE's; reconstructions at the smallest t' of the study.
+    obs = s.observations
+    assert obs.samples.digits.n_images == obs.samples.fid_size == obs.reference.n_images == s.n_final_samples
+    assert obs.samples.sharpness_ratio > 0 and math.isfinite(obs.samples.classifier_fid) and obs.interpolations is None
+    assert (obs.reconstructions.t, obs.reconstructions.n_images) == (s.recon_levels[0], 8)
 
 
 @pytest.mark.e2e

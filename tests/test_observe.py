@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from experiments import observe
+from experiments.summaries import VAESummary
 
 
 def textured(n: int = 16, seed: int = 0) -> torch.Tensor:
@@ -31,7 +32,12 @@ def test_grey_rejects_float_images():
 
 
 class FixedClassifier(torch.nn.Module):
-    """Logits chosen per image by its mean brightness: bright -> confident class 3, dark -> unsure."""
+    """Logits chosen per image by its mean brightness: bright -> confident class 3, dark -> unsure.
+    Its features (`body`, what the classifier-FID reads): the image averaged over 2x2 blocks, 12 numbers."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
 
     def forward(self, x):  # x in [-1, 1], (B, 3, H, W)
         bright = (x.mean((1, 2, 3)) > 0).float()[:, None]
@@ -43,8 +49,8 @@ def test_digit_patterns_counts_confident_images_and_their_classes():
     bright = torch.full((3, 3, 32, 32), 250, dtype=torch.uint8)
     images = torch.cat([bright, torch.zeros(1, 3, 32, 32, dtype=torch.uint8)])
     out = observe.digit_patterns(FixedClassifier(), images, "cpu", batch_size=2)
-    assert out["confident_fraction"] == pytest.approx(0.75)
-    assert out["class_histogram"][3] == 3 and sum(out["class_histogram"]) == 4
+    assert out.confident_fraction == pytest.approx(0.75) and out.n_images == 4 and out.threshold == 0.9
+    assert out.class_histogram[3] == 3 and sum(out.class_histogram) == 4
 
 
 def test_interpolation_steps_even_ramp_and_single_jump():
@@ -60,11 +66,25 @@ def test_interpolation_steps_even_ramp_and_single_jump():
         observe.interpolation_steps(ramp[:, :2])
 
 
-def test_observations_gathers_every_statistic():
+def test_observations_gathers_every_statistic(tmp_path):
     images = textured(8)
-    strips = torch.stack([images[:4], images[4:]])  # (2, 4, 3, 32, 32)
-    out = observe.observations(FixedClassifier(), blurred(images), images, "cpu",
-                               reconstructions=(images, blurred(images)), strips=strips)
-    assert out["samples"]["sharpness_ratio"] < 1 and out["reconstructions"]["sharpness_ratio"] < 1
-    assert set(out["reference"]) >= {"confident_fraction", "class_histogram"}
-    assert set(out["interpolations"]) >= {"mean_step", "evenness", "middle_confident_fraction"}
+    strips = {"test": torch.stack([images[:4], images[4:]]), "prior": images[:5].unsqueeze(0)}  # (P, n, 3, 32, 32)
+    dark = images // 4                                                   # mean brightness < 0: the classifier is unsure
+    out = observe.observations(FixedClassifier(), blurred(images), dark, "cpu",
+                               reconstructions=(images, blurred(images)), reconstruction_t=7, strips=strips)
+    assert out.samples.sharpness_ratio < 1 and out.reconstructions.sharpness_ratio < 1
+    assert out.reconstructions.t == 7 and out.reconstructions.n_images == 8
+    assert out.reference.confident_fraction == 0 and out.reference.n_images == 8
+    assert out.samples.fid_size == 8 and out.samples.classifier_fid > 0
+    assert (out.interpolations.test.n_strips, out.interpolations.test.n_frames) == (2, 4)
+    assert (out.interpolations.prior.n_strips, len(out.interpolations.prior.steps)) == (1, 4)
+    # The schema round-trips through summary.json, nested parts included.
+    VAESummary.partial(epochs=1, observations=out).write(tmp_path)
+    assert VAESummary.read(tmp_path).observations == out
+
+
+def test_the_classifier_fid_compares_as_many_samples_as_reference_images():
+    images = textured(12)
+    same = observe.sample_observations(FixedClassifier(), images[:6], images[:6], "cpu")
+    assert same.classifier_fid == pytest.approx(0, abs=1e-4) and same.sharpness_ratio == pytest.approx(1)
+    assert observe.sample_observations(FixedClassifier(), images, images[:5], "cpu").fid_size == 5

@@ -22,7 +22,19 @@ import pytest
 import torch
 
 from experiments import names
-from experiments.summaries import DDPMSummary, LevelAccuracy, ProbeResult, SimSiamSummary, VAESummary
+from experiments.summaries import (
+    DDPMSummary,
+    DigitPatterns,
+    Interpolations,
+    LevelAccuracy,
+    Observations,
+    ProbeResult,
+    ReconstructionObservations,
+    SampleObservations,
+    SimSiamSummary,
+    StripObservations,
+    VAESummary,
+)
 from report import build, latex, numbers, runs
 from tests.conftest import ROOT
 
@@ -97,10 +109,37 @@ def make_run(results: Path, name: str, *, config: dict, summary: VAESummary | DD
     return run
 
 
+def digits(confident: float, histogram: list[int] | None = None) -> DigitPatterns:
+    histogram = histogram or [10] * 10
+    return DigitPatterns(n_images=sum(histogram), threshold=0.9, confident_fraction=confident,
+                         mean_top_probability=0.5 + confident / 2, class_histogram=histogram)
+
+
+def strips(evenness: float, middle: float) -> StripObservations:
+    return StripObservations(n_strips=6, n_frames=10, mean_step=0.021, evenness=evenness, steps=[0.021] * 9,
+                             middle_confident_fraction=middle)
+
+
+def observations(*, sharpness: float, confident: float, fid: float, reference: float = 0.8,
+                 histogram: list[int] | None = None, recon: float = 0.5, recon_t: int | None = None,
+                 evenness: tuple[float, float] | None = None, middle: float = 0.7) -> Observations:
+    """The observations block of a summary, with the numbers that choose the report's words."""
+    n = sum(histogram) if histogram else 100
+    return Observations(
+        samples=SampleObservations(sharpness_ratio=sharpness, digits=digits(confident, histogram), classifier_fid=fid,
+                                   fid_size=n),
+        reference=digits(reference),
+        reconstructions=ReconstructionObservations(sharpness_ratio=recon, n_images=n if recon_t is None else 10,
+                                                   t=recon_t),
+        interpolations=None if evenness is None else Interpolations(test=strips(evenness[0], middle),
+                                                                    prior=strips(evenness[1], middle)))
+
+
+VAE_OBSERVATIONS = observations(sharpness=0.31, confident=0.42, fid=5.0, evenness=(0.82, 0.71))
 VAE_SUMMARY = VAESummary(epochs=3, dataset="synthetic", test_log_likelihood_nats=-3084.81, test_bits_per_dim=1.4487,
                          test_bits_per_dim_8bit=8.4431, test_elbo_bits_per_dim_8bit_fitted_variance=5.1234, ll_K=100,
                          ll_n_images=26032, final_train_loss=3155.05, final_test_loss=3110.82, train_wall_seconds=90.0,
-                         wall_seconds=126.0)
+                         wall_seconds=126.0, classifier_test_accuracy=0.953, observations=VAE_OBSERVATIONS)
 
 
 def vae_run(results: Path, name: str = "vae-full", *, artifacts: bool = False, **kw) -> Path:
@@ -138,7 +177,8 @@ def ddpm_summary(T: int, fid: float, sample_s: float, t_star: float | None = 312
         classifier_test_accuracy=0.953, recon_levels=[50, 500, 1000], recon_mse=[0.01, 0.2, 0.5],
         recon_label_preserved=[0.94, 0.4, 0.1], recon_clean_accuracy=0.95, t_star=t_star,
         t_star_rule="first t' where the rate falls below half", quality_classifier_fid=fid,
-        quality_mean_confidence=0.812, quality_size=1000, probe=probe, alpha_bar=linear_alpha_bar(T))
+        quality_mean_confidence=0.812, quality_size=1000, probe=probe, alpha_bar=linear_alpha_bar(T),
+        observations=observations(sharpness=1.05, confident=0.71, fid=2.0, recon=0.93, recon_t=50))
 
 
 def ddpm_run(results: Path, name: str, T: int, *, fid: float = 12.5, sample_s: float = 0.5, **kw) -> Path:
@@ -315,8 +355,15 @@ def test_numbers_of_a_complete_set_of_runs(tmp_path):
     assert v["vae-bpd-8bit-vs-uniform"].startswith("above 8 bits per dimension: worse than a uniform")
     # 1.3(e): active dims are those with std^2 > 0.01 (std = linspace(0.05, 1, 32)).
     assert v["vae-active-dims"] == str(int((torch.linspace(0.05, 1.0, 32) ** 2 > 0.01).sum()))
-    # 1.3(f): a linear ramp of 10 frames changes by the same amount each step: evenness 1.
-    assert v["vae-interp-test-evenness"] == "1.00" and v["vae-interp-steps"] == "10"
+    # 1.3(b-d, f): the observations' numbers, and the words they choose.
+    assert v["vae-interp-test-evenness"] == "0.82" and v["vae-interp-steps"] == "10" and v["vae-interp-pairs"] == "6"
+    assert v["vae-interp-verdict"] == "smooth both between test images and between prior draws"
+    assert v["vae-obs-sharpness"] == "0.31" and v["vae-obs-sharpness-phrase"].startswith("blurrier than the test")
+    assert v["vae-obs-confident"] == r"42\%" and v["vae-classifier-acc"] == r"95.3\%"
+    assert v["ddpm-obs-sharpness-phrase"].startswith("about as sharp as") and v["ddpm-obs-recon-t"] == "50"
+    assert v["p2-sharpness-vs-vae"] == "sharper than" and v["p2-fid-vs-vae"].startswith("lower")
+    assert v["p2-verdict-vs-vae"] == ("the DDPM's samples are closer to the test images than the VAE's in "
+                                      "sharpness, clear digits and classifier-FID")
     # Problem 2.
     assert v["ddpm-tstar"] == "312" and v["ddpm-tstar-frac"] == r"31\%" and v["ddpm-fid"] == "12.50"
     assert (v["ddpm-probe-t-1"], v["ddpm-probe-acc-1"], v["ddpm-probe-raw"]) == ("1", r"71.0\%", r"24.0\%")
@@ -324,6 +371,9 @@ def test_numbers_of_a_complete_set_of_runs(tmp_path):
     assert v["ddpm-Tlow-timesteps"] == "500" and v["ddpm-Thigh-sample-seconds-per-image"] == "0.760"
     assert v["tstudy-sampling-ratio"] == "3.04" and v["tstudy-T-ratio"] == "3.00"
     assert v["tstudy-fid-high-vs-low"] == "lower (better) than"
+    assert v["tstudy-sampling-verdict"] == "as expected from the linear cost"
+    assert v["tstudy-train-verdict"] == "as expected from a cost independent of $T$"
+    assert v["simsiam-collapse-summary"].startswith("both ablations collapsed")
     abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
     assert v["ddpm-snr-one-t"] == str(int((abar >= 0.5).sum()) + 1)
     # Problem 3: final and best kNN per ablation, comparisons with the baseline.
@@ -371,7 +421,7 @@ def test_missing_runs_get_placeholders_and_commands(tmp_path):
     provenance = (out / "provenance.tex").read_text()
     assert latex.breakable("python -m experiments simsiam --preset full --ablation batch-4096") in provenance
     tables = (out / "tables.tex").read_text()
-    assert tables.count(r"\textbf{missing run}") == 3 + 5 and r"\settable{latent}" not in tables
+    assert tables.count(r"\textbf{missing run}") == 3 + 5 + 1 and r"\settable{latent}" not in tables  # T, SimSiam, DDPM
 
 
 def test_unfinished_run_reads_metrics_and_offers_resume(tmp_path):

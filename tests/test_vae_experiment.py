@@ -70,6 +70,15 @@ def test_cli_smoke_metrics_and_summary(smoke_run):
     # A fitted decoder variance beats the graded unit variance, which cannot go below 8.32 bits/dim.
     assert summary.test_bits_per_dim_8bit > 8.32
     assert summary.test_bits_per_dim_8bit > summary.test_elbo_bits_per_dim_8bit_fitted_variance > 0
+    # 1.3(b-d, f): the final samples (100) against as many test images (the smoke test set holds 64).
+    obs = summary.observations
+    assert obs.samples.digits.n_images == sum(obs.samples.digits.class_histogram) == 100
+    assert obs.reference.n_images == obs.samples.fid_size == obs.reconstructions.n_images == 64
+    assert obs.samples.sharpness_ratio > 0 and obs.samples.classifier_fid >= 0 and obs.reconstructions.t is None
+    assert 0 <= obs.samples.digits.confident_fraction <= 1 and obs.samples.digits.threshold == 0.9
+    strips = obs.interpolations.test
+    assert (strips.n_strips, strips.n_frames, len(strips.steps)) == (3, 10, 9) and 1 / 9 <= strips.evenness <= 1
+    assert strips.mean_step == pytest.approx(sum(strips.steps) / 9)
     provenance = json.loads((smoke_run / "provenance.json").read_text())
     assert provenance["source"] == "synthetic" and provenance["device"] == "cpu"
 
