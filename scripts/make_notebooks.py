@@ -20,6 +20,11 @@ from experiments import answers  # noqa: E402  (the repository is on the path on
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 
 
+def shown(heading: str, *pngs: str) -> list:
+    """A figure's heading (markdown, '### ' added) and the cell showing its PNGs (Python expressions)."""
+    return [md(f"### {heading}"), code(f"figures.show([{', '.join(pngs)}])")]
+
+
 def measured(item: str, printing: str | None = None) -> list:
     """Under an item's figure: what the assignment asks and which summary.json fields answer it, then a cell
     printing those fields for the run (experiments.answers; `printing`: that cell's code, when not the default)."""
@@ -95,21 +100,17 @@ print(device_line())"""),
 run_dir = vae.run(cfg, OUT, resume=True)
 FIG = run_dir / "figures"
 print("dataset used:", figures.dataset_name(run_dir))"""),
-        md("### 1.3 (a) Wall-clock time of training"),
-        code("""figures.show([FIG / "wall_clock.png", FIG / "loss.png"])"""),
-        md("### 1.3 (b) Samples every 5 epochs (fixed latent noise, so the grids compare across epochs)"),
-        code("""figures.show([FIG / "samples_over_training.png"])"""),
+        *shown("1.3 (a) Wall-clock time of training", 'FIG / "wall_clock.png"', 'FIG / "loss.png"'),
+        *shown("1.3 (b) Samples every 5 epochs (fixed latent noise, so the grids compare across epochs)",
+               'FIG / "samples_over_training.png"'),
         *measured("1.3b"),
-        md("### 1.3 (c) Reconstructions of test images every 5 epochs"),
-        code("""figures.show([FIG / "reconstructions_over_training.png"])"""),
+        *shown("1.3 (c) Reconstructions of test images every 5 epochs", 'FIG / "reconstructions_over_training.png"'),
         *measured("1.3c"),
-        md("### 1.3 (d) Samples at the end of training"),
-        code("""figures.show([FIG / "final_samples.png"])"""),
+        *shown("1.3 (d) Samples at the end of training", 'FIG / "final_samples.png"'),
         *measured("1.3d"),
-        md("### 1.3 (e) Latent profile of each class"),
-        code("""figures.show([FIG / "latent_profiles_bars.png", FIG / "latent_profiles_heatmap.png"])"""),
-        md("### 1.3 (f) Interpolation in latent space"),
-        code("""figures.show([FIG / "interpolations.png"])"""),
+        *shown("1.3 (e) Latent profile of each class",
+               'FIG / "latent_profiles_bars.png"', 'FIG / "latent_profiles_heatmap.png"'),
+        *shown("1.3 (f) Interpolation in latent space", 'FIG / "interpolations.png"'),
         *measured("1.3f"),
         md("### Test log-likelihood (importance sampling, K = 100)"),
         code("""import json
@@ -152,8 +153,7 @@ run_dir = ddpm.run(cfg, OUT, resume=True, vae_run=VAE_RUN if VAE_RUN.exists() el
 FIG = run_dir / "figures"
 summary = json.loads((run_dir / "summary.json").read_text())
 print("dataset used:", figures.dataset_name(run_dir))"""),
-        md("### 2.2 (a) Wall-clock time of training"),
-        code("""figures.show([FIG / "wall_clock.png", FIG / "loss.png"])"""),
+        *shown("2.2 (a) Wall-clock time of training", 'FIG / "wall_clock.png"', 'FIG / "loss.png"'),
         md("### 2.2 (b) Samples every 5 epochs (EMA weights, the same noise at every epoch)\n"
            "Full ancestral sampling with T steps; below it, the DDIM previews (50 steps) taken every epoch."),
         code("""figures.show([FIG / "samples_over_training.png", FIG / "previews_over_training.png"])"""),
@@ -179,8 +179,8 @@ if RUN_T_STUDY:
     figures.show([figures.ddpm_timesteps(runs, RESULTS / "figures")])"""),
         *measured("2.3a", """for path in (runs if RUN_T_STUDY else [run_dir]):
     print(path.name, answers.answer(path, "2.3a"), sep="\\n", end="\\n\\n")"""),
-        md("### 2.3 (b) (optional) What the U-Net's bottleneck knows: a linear probe of the digit class"),
-        code("""figures.show([FIG / "probe.png"])"""),
+        *shown("2.3 (b) (optional) What the U-Net's bottleneck knows: a linear probe of the digit class",
+               'FIG / "probe.png"'),
     ]
 
 
@@ -216,12 +216,10 @@ for name in ABLATIONS:
 OUT = RESULTS / f"simsiam-{PRESET}-figures"
 paths = figures.simsiam_comparisons(list(runs.values()), OUT)
 print("dataset used:", figures.dataset_name(runs[names.BASELINE]))"""),
-        md("### Q4: with and without stop-gradient (training loss, kNN accuracy, collapse)"),
-        code("""figures.show([OUT / "simsiam_q4.png"])"""),
-        md("### Q5 (a): without the predictor (identity)"),
-        code("""figures.show([OUT / "simsiam_q5a.png"])"""),
-        md("### Q5 (b): projector output 4096, and batch 4096 (linear lr scaling, 10-epoch warm-up)"),
-        code("""figures.show([OUT / "simsiam_q5b.png"])"""),
+        *shown("Q4: with and without stop-gradient (training loss, kNN accuracy, collapse)", 'OUT / "simsiam_q4.png"'),
+        *shown("Q5 (a): without the predictor (identity)", 'OUT / "simsiam_q5a.png"'),
+        *shown("Q5 (b): projector output 4096, and batch 4096 (linear lr scaling, 10-epoch warm-up)",
+               'OUT / "simsiam_q5b.png"'),
         md("### Final and best kNN accuracy per ablation"),
         code("""path, rows, markdown = figures.simsiam_table(list(runs.values()), OUT)
 figures.show([path])
@@ -253,6 +251,8 @@ def main() -> None:
     for name, cells in NOTEBOOKS.items():
         nb = nbf.v4.new_notebook()
         nb.cells = cells() + REPORT
+        for i, cell in enumerate(nb.cells):  # ids by position: regenerating leaves unchanged cells unchanged
+            cell.id = f"cell-{i:02d}"
         nb.metadata = METADATA
         nbf.write(nb, ROOT / "notebooks" / name)
         print("wrote", ROOT / "notebooks" / name)
