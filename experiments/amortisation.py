@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from experiments import data, names, runs
 from experiments.bound import LOG_HALF_BINS
@@ -106,13 +107,14 @@ def optimise_per_point(model, x: torch.Tensor, *, generator: torch.Generator, st
     best, best_mu, best_logvar = amortised.clone(), mu.detach().clone(), logvar.detach().clone()
     history = [best.mean().item()]
     optimiser = torch.optim.Adam([mu, logvar], lr=lr)
-    step = 0
+    step, bar = 0, tqdm(total=steps, desc="per-point ELBO", leave=False, unit="step")
     while step < steps:
         eps = _randn((S, *mu.shape), generator, x.device)            # fresh noise each step
         loss = -elbo(model, x, mu, logvar, eps).sum()
         mu.grad, logvar.grad = torch.autograd.grad(loss, [mu, logvar])
         optimiser.step()
         step += 1
+        bar.update()
         if step % eval_every and step < steps:
             continue
         with torch.no_grad():
@@ -123,6 +125,7 @@ def optimise_per_point(model, x: torch.Tensor, *, generator: torch.Generator, st
         history.append(best.mean().item())
         if len(history) > patience and history[-1] - history[-1 - patience] < tol:
             break
+    bar.close()
     return PerPoint(amortised, best, best_mu, best_logvar, step, _clock(x.device) - start)
 
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from experiments import data, names, runs
 from experiments.diffusion import Diffusion
@@ -203,8 +204,9 @@ def variational_bound(diffusion: Diffusion, eps_model, x0: torch.Tensor, *, gene
     L_T = prior_term(diffusion, x0)
     L_0 = reconstruction_term(diffusion, eps_model, x0, generator, variance, decoder)
     i, size = strata(diffusion.T, n_strata, draws_per_stratum, generator, exact_steps)  # (H, m), (H,)
+    rows = tqdm(i, desc="variational bound", leave=False, unit="stratum")
     L = torch.stack([torch.stack([denoising_term(diffusion, eps_model, x0, int(i_hj), generator, variance)
-                                  for i_hj in row]) for row in i])      # (H, m, N)
+                                  for i_hj in row]) for row in rows])   # (H, m, N)
     size = size.to(x0.device)
     L_middle = (size[:, None] * L.mean(1)).sum(0)                        # (N,) sum_h size_h mean_j L
     L_bar = L.mean(2)                                                    # (H, m) mean over images
