@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
-from experiments import ddpm, runs, simsiam, vae
+from experiments import amortisation, bound, ddpm, runs, simsiam, vae
 
 PEAK_TFLOPS = {"T4": 65, "L4": 121, "A100": 312, "H100": 989}
 TRAIN_IMAGES = {"vae": 73_257, "ddpm": 73_257, "simsiam": 50_000}   # SVHN train, CIFAR-10 train
@@ -172,7 +172,42 @@ def simsiam_monitor_cost(backbone: str) -> Cost:
 
 def evaluation_costs() -> list[Cost]:
     return (vae_evaluation_costs(vae.config_for("full")) + ddpm_sampling_costs(ddpm.config_for("full"))
-            + [simsiam_monitor_cost(b) for b in BACKBONES])
+            + [simsiam_monitor_cost(b) for b in BACKBONES] + measured_costs())
+
+
+def vae_amortisation_cost(cfg: vae.VAEConfig) -> Cost:
+    """Q1.3-1.4 measured (experiments.amortisation.measure), at its most steps: per image, each Adam step decodes
+    gap_draws z forward and back to z (the weights get no gradient), each check gap_eval_draws forwards, the two
+    final ELBOs gap_test_draws each, LL_REPEATS importance-sampled log-likelihoods and two encoder passes."""
+    model = build("vae", cfg).eval().requires_grad_(False)
+    z = torch.randn(4, cfg.z_dim, device="meta", requires_grad=True)
+    step = count_flops(lambda: model.decode(z).mean.sum().backward()) / 4
+    with torch.no_grad():
+        decode = count_flops(lambda: model.decode(z)) / 4
+    per_ll = forward_flops_per_image(lambda x: model.log_likelihood(x, K=cfg.ll_K))
+    checks = cfg.gap_steps // cfg.gap_eval_every + 1
+    per_image = (cfg.gap_steps * cfg.gap_draws * step + (checks * cfg.gap_eval_draws + 2 * cfg.gap_test_draws) * decode
+                 + amortisation.LL_REPEATS * per_ll + 2 * forward_flops_per_image(model.encode))
+    n = cfg.gap_size or SVHN_TEST
+    share = n * per_image / training_cost("vae", cfg, "").total
+    return Cost(f"vae-{cfg.preset} amortisation gap (Q1.3-1.4): {n:,} images, at most {cfg.gap_steps} Adam steps x "
+                f"{cfg.gap_draws} draws", f"{per_image / 1e9:.2f} GFLOP/image, {share:.1%} of training", n * per_image)
+
+
+def ddpm_bound_cost(cfg: ddpm.DDPMConfig) -> Cost:
+    """Q2.3 measured (experiments.bound.measure): network_evaluations U-Net forwards per image."""
+    unet = build("ddpm", cfg).eval()
+    per_forward = forward_flops_per_image(lambda x: unet(x, torch.zeros(len(x), dtype=torch.long, device="meta")))
+    n = cfg.bound_size or SVHN_TEST
+    evaluations = bound.network_evaluations(cfg.bound_strata, cfg.bound_draws, cfg.bound_exact_steps)
+    share = n * evaluations * per_forward / training_cost("ddpm", cfg, "").total
+    return Cost(f"ddpm-{cfg.preset} variational bound (Q2.3): {n:,} images x {evaluations} U-Net evaluations",
+                f"{per_forward / 1e9:.3f} GFLOP each, {share:.1%} of training", n * evaluations * per_forward)
+
+
+def measured_costs() -> list[Cost]:
+    """Part III's measurements in the full presets, each against its run's training FLOPs."""
+    return [vae_amortisation_cost(vae.config_for("full")), ddpm_bound_cost(ddpm.config_for("full"))]
 
 
 # --------------------------------------------------------------------------- the tables

@@ -14,6 +14,7 @@ found by Adam on x's own (mu, logvar), started from the encoder. Every ELBO is e
 noise eps, eps ~ N(0, I) of shape (S, N, z_dim) (common random numbers): the estimate is then a
 deterministic function of (mu, logvar), and two q's compared on the same eps differ by little noise.
 The decoder is the graded one, p(x|z) = N(mu_theta(z), I), so log p(x|z) = -decode(z).nll(x).
+`measure` is what the VAE run calls: `gaps` on test images, an artifact for the histogram, the summary's field.
 """
 from __future__ import annotations
 
@@ -22,8 +23,15 @@ import time
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
+from experiments import data, names, runs
+from experiments.bound import LOG_HALF_BINS
+from experiments.summaries import AmortisationGaps, Estimate
 from vae_solution import DiagonalGaussianDistribution
+
+LL_REPEATS = 2   # independent K-sample log-likelihood estimates per image: its Monte Carlo SE needs two
+NEGATIVE_BELOW = 2   # an image's amortisation gap counts as negative below -NEGATIVE_BELOW of its own Monte Carlo SE
 
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -99,13 +107,14 @@ def optimise_per_point(model, x: torch.Tensor, *, generator: torch.Generator, st
     best, best_mu, best_logvar = amortised.clone(), mu.detach().clone(), logvar.detach().clone()
     history = [best.mean().item()]
     optimiser = torch.optim.Adam([mu, logvar], lr=lr)
-    step = 0
+    step, bar = 0, tqdm(total=steps, desc="per-point ELBO", leave=False, unit="step")
     while step < steps:
         eps = _randn((S, *mu.shape), generator, x.device)            # fresh noise each step
         loss = -elbo(model, x, mu, logvar, eps).sum()
         mu.grad, logvar.grad = torch.autograd.grad(loss, [mu, logvar])
         optimiser.step()
         step += 1
+        bar.update()
         if step % eval_every and step < steps:
             continue
         with torch.no_grad():
@@ -116,6 +125,7 @@ def optimise_per_point(model, x: torch.Tensor, *, generator: torch.Generator, st
         history.append(best.mean().item())
         if len(history) > patience and history[-1] - history[-1 - patience] < tol:
             break
+    bar.close()
     return PerPoint(amortised, best, best_mu, best_logvar, step, _clock(x.device) - start)
 
 
@@ -138,7 +148,7 @@ def _elbo_samples_chunked(model, x, mu, logvar, eps, chunk: int = 16) -> torch.T
     return torch.cat([elbo_samples(model, x, mu, logvar, e) for e in eps.split(chunk)])
 
 
-def gaps(model, x: torch.Tensor, *, generator: torch.Generator, K: int = 100, ll_repeats: int = 2,
+def gaps(model, x: torch.Tensor, *, generator: torch.Generator, K: int = 100, ll_repeats: int = LL_REPEATS,
          test_S: int = 128, **per_point) -> dict:
     """Amortisation and approximation gaps of the N images x (N, C, H, W), in nats; Q1.3-1.4.
 
@@ -186,3 +196,53 @@ def gaps(model, x: torch.Tensor, *, generator: torch.Generator, K: int = 100, ll
         if f"{name}_mc_se" in per_image:
             summary[f"{name}_mc_se"] = (per_image[f"{name}_mc_se"].pow(2).sum().sqrt() / N).item()
     return {"per_image": {k: v.detach().cpu() for k, v in per_image.items()}, "summary": summary}
+
+
+# --------------------------------------------------------------------------- the VAE run's measurement
+
+def stopping_rule(cfg) -> str:
+    """The per-point optimisation's stopping rule of a VAEConfig, in words (the summary and the report quote it)."""
+    return (f"Adam (learning rate {cfg.gap_lr:g}, {cfg.gap_draws} draws of z a step) for at most {cfg.gap_steps} "
+            f"steps; every {cfg.gap_eval_every} steps each image's ELBO on fixed noise ({cfg.gap_eval_draws} draws) "
+            f"keeps its best mean and log-variance, the encoder's included; it stops early once the images' mean "
+            f"best ELBO has risen by less than {cfg.gap_tol:g} nats over {cfg.gap_patience} checks")
+
+
+def negative(per_image: dict) -> torch.Tensor:
+    """(N,) bool: the images whose amortisation gap is negative beyond Monte Carlo error (Q1.3 says >= 0)."""
+    return per_image["amortisation_gap"] < -NEGATIVE_BELOW * per_image["amortisation_gap_mc_se"]
+
+
+def _estimate(summary: dict, name: str, dims: int | None = None) -> Estimate:
+    """One quantity of `gaps`' summary; with `dims`, a log-likelihood bound also as -log p(x) in bits/dim on the
+    8-bit scale [0, 256): a density on [-1, 1] gains D log 127.5 nats there (as test_bits_per_dim_8bit, vae.py)."""
+    nats, image_se = summary[name], summary[f"{name}_image_se"]
+    bits = None if dims is None else (dims * LOG_HALF_BINS - nats) / (dims * math.log(2))
+    return Estimate(nats=nats, mc_se=summary[f"{name}_mc_se"], image_se=image_se if math.isfinite(image_se) else None,
+                    bits_per_dim=bits)
+
+
+def measure(run_: runs.Run, cfg, model, test: data.ImageSet, device: torch.device) -> AmortisationGaps:
+    """Q1.3-1.4 on a trained VAE (eval mode), with the gap_* fields of its VAEConfig `cfg`: `gaps` on
+    cfg.gap_size test images (drawn by the stream names.MEASURED_IMAGES, as the DDPM's bound), the per-image
+    values saved as artifacts/amortisation.pt (figures.amortisation_gaps), the batch means returned for the
+    summary. Callable under torch.no_grad(): the per-point optimisation enables its own gradients."""
+    images = test.subset(cfg.gap_size, runs.stream_seed(cfg.seed, names.MEASURED_IMAGES)).images
+    x = data.to_float(images).to(device)                             # (N, 3, 32, 32) in [-1, 1]
+    start = _clock(device)
+    with torch.enable_grad():
+        result = gaps(model, x, generator=runs.stream(cfg.seed, "amortisation", device), K=cfg.ll_K,
+                      test_S=cfg.gap_test_draws, steps=cfg.gap_steps, lr=cfg.gap_lr, S=cfg.gap_draws,
+                      eval_S=cfg.gap_eval_draws, eval_every=cfg.gap_eval_every, tol=cfg.gap_tol,
+                      patience=cfg.gap_patience)
+    seconds = _clock(device) - start
+    per_image, s = result["per_image"], result["summary"]
+    run_.save_artifact("amortisation.pt", per_image)
+    dims = x[0].numel()
+    return AmortisationGaps(
+        n_images=len(x), dims=dims, ll_K=cfg.ll_K,
+        amortised_elbo=_estimate(s, "amortised_elbo", dims), per_point_elbo=_estimate(s, "per_point_elbo", dims),
+        log_likelihood=_estimate(s, "log_likelihood", dims), amortisation_gap=_estimate(s, "amortisation_gap"),
+        approximation_gap=_estimate(s, "approximation_gap"), negative_images=int(negative(per_image).sum()),
+        per_point_steps=s["per_point_steps"], stopping_rule=stopping_rule(cfg),
+        seconds_amortised=s["seconds_amortised"], seconds_per_point=s["seconds_per_point"], seconds=seconds)

@@ -10,15 +10,20 @@ Each expectation over x_t uses one draw per image; the T - 1 middle terms are es
 sampling over t. The reverse variance sigma_t^2 is beta~_t ("posterior", as experiments.diffusion
 samples) or beta_t ("beta"). Indices are 0-based as in experiments.diffusion: index i is the paper's
 t = i + 1. Everything follows x_0's device; randomness comes from an explicit generator.
+`measure` is what the DDPM run calls: the bound on test images, an artifact for the per-t figure, the summary's field.
 """
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
+from experiments import data, names, runs
 from experiments.diffusion import Diffusion
+from experiments.summaries import Estimate, VariationalBound
 
 VARIANCES = ("posterior", "beta")
 DECODERS = ("discrete", "gaussian")
@@ -153,6 +158,7 @@ class Bound:
     L_T: torch.Tensor        # (N,) prior term
     t: torch.Tensor          # (M,) the paper steps t sampled for the middle terms, ascending
     L_t: torch.Tensor        # (M,) L_{t-1} at each of them, mean over the images (one term, not weighted)
+    weight: torch.Tensor     # (M,) the steps each draw stands for: sum_j weight_j L_t_j = L_middle.mean()
     mc_se: float             # Monte Carlo SE of the batch-mean total, given the images
     D: int                   # dimensions per image, C * H * W
     decoder: str
@@ -198,13 +204,53 @@ def variational_bound(diffusion: Diffusion, eps_model, x0: torch.Tensor, *, gene
     L_T = prior_term(diffusion, x0)
     L_0 = reconstruction_term(diffusion, eps_model, x0, generator, variance, decoder)
     i, size = strata(diffusion.T, n_strata, draws_per_stratum, generator, exact_steps)  # (H, m), (H,)
+    rows = tqdm(i, desc="variational bound", leave=False, unit="stratum")
     L = torch.stack([torch.stack([denoising_term(diffusion, eps_model, x0, int(i_hj), generator, variance)
-                                  for i_hj in row]) for row in i])      # (H, m, N)
+                                  for i_hj in row]) for row in rows])   # (H, m, N)
     size = size.to(x0.device)
     L_middle = (size[:, None] * L.mean(1)).sum(0)                        # (N,) sum_h size_h mean_j L
     L_bar = L.mean(2)                                                    # (H, m) mean over images
     var_middle = (size ** 2 * L_bar.var(1) / draws_per_stratum).sum() if draws_per_stratum > 1 else float("nan")
     var_0 = L_0.var() / N if N > 1 else 0.0
     t, order = (i.flatten() + 1).sort()                                  # paper steps, ascending
-    return Bound(L_0, L_middle, L_T, t, L_bar.flatten()[order.to(x0.device)].cpu(),
+    weight = (size[:, None] / draws_per_stratum).expand_as(L_bar).flatten()  # (H * m,) size_h / m per draw
+    return Bound(L_0, L_middle, L_T, t, L_bar.flatten()[order.to(x0.device)].cpu(), weight[order.to(x0.device)].cpu(),
                  float(math.sqrt(var_middle + var_0)), x0[0].numel(), decoder, variance)
+
+
+def network_evaluations(n_strata: int, draws_per_stratum: int, exact_steps: int) -> int:
+    """Noise-model evaluations per image of `variational_bound`: one for L_0, one per drawn middle step."""
+    return 1 + (exact_steps + n_strata) * draws_per_stratum
+
+
+# --------------------------------------------------------------------------- the DDPM run's measurement
+
+def measure(run_: runs.Run, cfg, diffusion: Diffusion, eps_model, test: data.ImageSet,
+            device: torch.device) -> VariationalBound:
+    """Q2.3 on a trained DDPM (the EMA noise model, eval mode) with the bound_* fields of its DDPMConfig `cfg`:
+    `variational_bound` on cfg.bound_size test images (drawn by the stream names.MEASURED_IMAGES, as the VAE's
+    gaps), with the discretised decoder and sigma_t^2 = beta~_t (as the run samples); the per-step terms saved
+    as artifacts/bound.pt (figures.bound_terms), the batch means returned for the summary."""
+    images = test.subset(cfg.bound_size, runs.stream_seed(cfg.seed, names.MEASURED_IMAGES)).images
+    x0 = data.to_float(images).to(device)                               # (N, 3, 32, 32) in [-1, 1]
+    was_training = eps_model.training
+    eps_model.eval()
+    runs.synchronize(device)
+    start = time.perf_counter()
+    bound = variational_bound(diffusion, eps_model, x0, generator=runs.stream(cfg.seed, "bound", device),
+                              n_strata=cfg.bound_strata, draws_per_stratum=cfg.bound_draws,
+                              exact_steps=cfg.bound_exact_steps)
+    runs.synchronize(device)
+    seconds = time.perf_counter() - start
+    eps_model.train(was_training)
+    s = bound.summary()
+    run_.save_artifact("bound.pt", {"t": bound.t, "L_t": bound.L_t, "weight": bound.weight})  # (M,) each
+    image_se = s["nats_image_se"] if math.isfinite(s["nats_image_se"]) else None
+    return VariationalBound(
+        n_images=len(x0), dims=bound.D,
+        nll_bound=Estimate(nats=s["nats"], mc_se=s["nats_mc_se"], image_se=image_se,
+                           bits_per_dim=s["bits_per_dim_8bit"]),
+        reconstruction=s["L_0"], denoising=s["L_middle"], prior=s["L_T"], decoder=bound.decoder,
+        variance=bound.variance, exact_steps=cfg.bound_exact_steps, strata=cfg.bound_strata,
+        draws_per_stratum=cfg.bound_draws, seconds=seconds,
+        network_evaluations=network_evaluations(cfg.bound_strata, cfg.bound_draws, cfg.bound_exact_steps))

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import ddpm_solution
-from experiments import classifier, data, figures, monitors, names, observe, runs
+from experiments import bound, classifier, data, figures, monitors, names, observe, runs
 from experiments.diffusion import EMA, Diffusion, noise
 from experiments.precision import Precision, autocast
 from experiments.runs import Run, checked_overrides, read_json, synchronize
@@ -62,6 +62,11 @@ class DDPMConfig(runs.RunConfig):
     probe_train: int = 5000
     probe_test: int = 2000
     eval_batch_size: int = 500
+    # Q2.3 measured (experiments.bound): the variational bound on -log p(x_0), stratified over t.
+    bound_size: int | None = 500   # test images (None: all), as the VAE's gap_size
+    bound_exact_steps: int = 20    # t = 2..21 each a stratum of its own (the largest, fastest-changing terms) ...
+    bound_strata: int = 40         # ... the remaining steps in this many equal strata ...
+    bound_draws: int = 4           # ... with this many draws of t (and of x_t) in each
 
     def __post_init__(self) -> None:
         runs.check_config(self)
@@ -80,7 +85,7 @@ PRESETS = {
                         train_size=640, test_size=128, eval_size=64, snapshot_every=1, n_samples=8,
                         preview_steps=10, n_final_samples=16, recon_levels=(100, 500, 1000), recon_size=16,
                         recon_shown=8, classifier_epochs=3, quality_size=32, probe_train=128, probe_test=64,
-                        eval_batch_size=64),
+                        eval_batch_size=64, bound_size=4, bound_exact_steps=2, bound_strata=4, bound_draws=2),
 }
 
 
@@ -280,6 +285,7 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
         probe=probe,
         alpha_bar=diffusion.alphas_cumprod.cpu().tolist(),  # the schedule the report reads (no recomputing)
         observations=observe.ddpm(run_, cfg, digits, test, prec.device),
+        bound=bound.measure(run_, cfg, diffusion, ema_model, test, prec.device),
     ).write(run_.dir)
 
 

@@ -15,7 +15,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
-from experiments import names, summaries
+from experiments import amortisation, names, summaries
 from experiments.monitors import best_knn, monitored_epochs
 from experiments.runs import load_artifact, read_json, read_metrics, save_figure
 
@@ -226,7 +226,30 @@ def vae_figures(run_dir: str | Path) -> list[Path]:
         image_grid(run_dir, "final_samples.pt", "VAE samples at the end of training", "final_samples.png"),  # (d)
         *latent_profiles(run_dir),                                                   # (e)
         interpolations(run_dir),                                                     # (f)
+        *([amortisation_gaps(run_dir)] if (Path(run_dir) / "artifacts" / "amortisation.pt").exists() else []),
     ]
+
+
+@READABLE
+def amortisation_gaps(run_dir: str | Path) -> Path:
+    """Q1.3-1.4 measured: histograms over test images of the amortisation gap (>= 0 by Q1.3) and the
+    approximation gap, in nats, with zero and each mean marked (artifacts/amortisation.pt)."""
+    g = load_artifact(run_dir, "amortisation.pt")
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 2.5))
+    for ax, name, title in zip(axes, ("amortisation_gap", "approximation_gap"),
+                               ("amortisation gap: per-point - amortised ELBO", "approximation gap: log p_K(x) - "
+                                                                                 "per-point ELBO")):
+        v = g[name].numpy()
+        ax.hist(v, bins=min(40, max(5, len(v) // 5)), color="tab:blue")
+        ax.axvline(0, color="k", lw=1)
+        ax.axvline(v.mean(), color="tab:red", ls="--", label=f"mean {v.mean():.3g}")
+        ax.set(xlabel="nats per image", ylabel="test images", title=title)
+        ax.legend(loc="upper right")
+    negative = int(amortisation.negative(g).sum())
+    fig.suptitle(f"VAE inference gaps of {len(g['amortisation_gap'])} test images ({dataset_name(run_dir)}); "
+                 f"{negative} with an amortisation gap below -{amortisation.NEGATIVE_BELOW} Monte Carlo SE")
+    fig.tight_layout()
+    return _save(fig, figures_dir(run_dir), "amortisation_gaps.png")
 
 
 # --------------------------------------------------------------------------- Problem 2 (DDPM)
@@ -318,7 +341,31 @@ def ddpm_figures(run_dir: str | Path, vae_dir: str | Path | None = None) -> list
                    "final_samples.png"),                                              # (d)
         ddpm_vs_vae(run_dir, vae_dir),                                                # (d)
         probe(run_dir),                                                               # 2.3(b)
+        *([bound_terms(run_dir)] if (Path(run_dir) / "artifacts" / "bound.pt").exists() else []),
     ]
+
+
+@READABLE
+def bound_terms(run_dir: str | Path) -> Path:
+    """Q2.3 measured: where in t the variational bound is spent. Left, each term (L_0 at t = 1, L_{t-1} at the
+    stratified steps, L_T at t = T), nats per image; right, the running share of the bound up to step t."""
+    steps = load_artifact(run_dir, "bound.pt")
+    summary = summaries.DDPMSummary.read(run_dir)
+    b, T = summary.bound, summary.timesteps
+    t, L_t, weight = steps["t"].numpy(), steps["L_t"].numpy(), steps["weight"].numpy()
+    fig, (a, c) = plt.subplots(1, 2, figsize=(WIDTH, 2.6))
+    a.scatter(t, L_t, s=6, color="tab:blue", label="$L_{t-1}$ (stratified draws)")
+    a.scatter([1], [b.reconstruction], marker="s", color="tab:red", label="$L_0$ (decoder)")
+    a.scatter([T], [b.prior], marker="^", color="tab:green", label="$L_T$ (prior)")
+    a.set(xscale="log", yscale="log", xlabel="step t", ylabel="nats per image", title="each term of the bound")
+    a.legend(loc="upper right")
+    spent = np.cumsum(np.concatenate([[b.reconstruction], weight * L_t, [b.prior]])) / b.nll_bound.nats
+    c.step(np.concatenate([[1], t, [T]]), 100 * spent, where="post", color="tab:blue")
+    c.set(xscale="log", xlabel="step t", ylabel="% of the bound", ylim=(0, 101), title="share spent at steps <= t")
+    fig.suptitle(f"DDPM variational bound of {b.n_images} test images ({dataset_name(run_dir)}): "
+                 f"{b.nll_bound.bits_per_dim:.2f} bits/dim ({b.decoder} decoder, 8-bit scale)")
+    fig.tight_layout()
+    return _save(fig, figures_dir(run_dir), "bound_terms.png")
 
 
 @READABLE

@@ -162,3 +162,11 @@ def command(problem: str, preset: str | None, *, timesteps: int | None = None, a
     if resume:
         parts.append("--resume")
     return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- Part III: the theory measured
+
+# The random stream (experiments.runs.stream_seed) that picks the test images the theory is measured on, one
+# name for the VAE's gaps (experiments.amortisation) and the DDPM's bound (experiments.bound): runs with the same
+# seed, test set and number of images measure the same images.
+MEASURED_IMAGES = "measured-test-images"

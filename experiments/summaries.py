@@ -103,8 +103,10 @@ class VAESummary(Schema):
     # that decoder's bits per dimension.
     test_elbo_bits_per_dim_8bit_fitted_variance: float | None = None
     observations: Observations | None = None  # 1.3(b-d, f): what the samples, reconstructions, interpolations look like
+    amortisation: AmortisationGaps | None = None   # Q1.3-1.4 measured: amortisation and approximation gaps
 
-    NESTED: ClassVar = {"observations": lambda v, where: Observations.from_dict(v, where)}
+    NESTED: ClassVar = {"observations": lambda v, where: Observations.from_dict(v, where),
+                        "amortisation": lambda v, where: AmortisationGaps.from_dict(v, where)}
 
 
 # --------------------------------------------------------------------------- Problem 2
@@ -157,9 +159,11 @@ class DDPMSummary(Schema):
     n_sampled: int | None = None      # images drawn in that pass: max(n_final_samples, quality_size)
     alpha_bar: list[float] | None = None  # the run's schedule, alpha_bar_t for t = 1..T (float32 values)
     observations: Observations | None = None  # 2.2(d): the final samples' statistics, comparable with the VAE's
+    bound: VariationalBound | None = None  # Q2.3 measured: the variational bound on -log p(x_0), in bits/dim
 
     NESTED: ClassVar = {"probe": ProbeResult.from_dict,
-                        "observations": lambda v, where: Observations.from_dict(v, where)}
+                        "observations": lambda v, where: Observations.from_dict(v, where),
+                        "bound": lambda v, where: VariationalBound.from_dict(v, where)}
 
 
 # --------------------------------------------------------------------------- Problem 3
@@ -266,3 +270,61 @@ def read(run_dir: str | Path) -> VAESummary | DDPMSummary | SimSiamSummary:
     if problem not in SCHEMAS:
         raise SummaryError(f"{path}: key 'problem' is {problem!r}, expected one of {list(SCHEMAS)}")
     return SCHEMAS[problem].read(run_dir)
+
+
+# --------------------------------------------------------------------------- Part III: the theory measured
+
+@dataclass(kw_only=True)
+class Estimate(Schema):
+    nats: float                       # mean over the images, nats per image
+    mc_se: float                      # Monte Carlo standard error of that mean, given the images, nats
+    image_se: float | None            # standard error across the images (the test-set sample), nats; None: one image
+    bits_per_dim: float | None = None  # for a bound on log p(x): -log p(x) as bits/dim on the 8-bit scale [0, 256)
+    #                                    (as VAESummary.test_bits_per_dim_8bit); None for a gap
+
+
+def _estimates(*names: str) -> dict[str, Callable[[Any, str], Any]]:
+    return {name: Estimate.from_dict for name in names}
+
+
+@dataclass(kw_only=True)
+class AmortisationGaps(Schema):
+    """Q1.3-1.4 on the trained VAE (experiments.amortisation): per test image, the encoder's ELBO, the ELBO of
+    the image's own best Gaussian q*_x (Adam from the encoder's output), and the importance-sampled log p(x)."""
+    n_images: int                     # test images measured
+    dims: int                         # dimensions per image, C * H * W
+    ll_K: int                         # importance samples of the log-likelihood
+    amortised_elbo: Estimate          # ELBO of the encoder's q_phi(z|x)
+    per_point_elbo: Estimate          # ELBO of the per-point optimum q*_x
+    log_likelihood: Estimate          # K-sample importance-weighted log p(x)
+    amortisation_gap: Estimate        # per-point - amortised ELBO (>= 0 by Q1.3)
+    approximation_gap: Estimate       # log-likelihood - per-point ELBO (KL(q*_x || p(z|x)), the family's cost)
+    negative_images: int              # images whose gap is negative beyond Monte Carlo error (amortisation.negative)
+    per_point_steps: int              # Adam steps taken (the images stop together)
+    stopping_rule: str                # the per-point optimisation's stopping rule, in words
+    seconds_amortised: float          # one encoder pass over the images (the amortised inference)
+    seconds_per_point: float          # the per-point optimisation, encoder pass included (Q1.4b)
+    seconds: float                    # the whole measurement, log-likelihood and test draws included
+
+    NESTED: ClassVar = _estimates("amortised_elbo", "per_point_elbo", "log_likelihood", "amortisation_gap",
+                                  "approximation_gap")
+
+
+@dataclass(kw_only=True)
+class VariationalBound(Schema):
+    """Q2.3 on the trained DDPM (experiments.bound): -ELBO = L_0 + sum_{t=2}^T L_{t-1} + L_T >= -log p(x_0)."""
+    n_images: int                     # test images measured
+    dims: int                         # dimensions per image, C * H * W
+    nll_bound: Estimate               # the bound -ELBO, nats per image, and as bits/dim on the 8-bit scale
+    reconstruction: float             # L_0, mean over the images, nats
+    denoising: float                  # sum_{t=2}^T L_{t-1}, stratified estimate, mean over the images, nats
+    prior: float                      # L_T, closed form, mean over the images, nats
+    decoder: str                      # L_0's decoder: "discrete" (Ho et al. 2020, eq. 13) or "gaussian" (a density)
+    variance: str                     # the reverse variance sigma_t^2: "posterior" (beta~_t) or "beta" (beta_t)
+    exact_steps: int                  # steps t = 2, 3, ... evaluated one by one
+    strata: int                       # strata over the remaining steps
+    draws_per_stratum: int            # uniform draws of t in each stratum
+    network_evaluations: int          # noise-model evaluations per image
+    seconds: float                    # wall time of the measurement
+
+    NESTED: ClassVar = _estimates("nll_bound")

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from experiments import names
-from experiments.summaries import DDPMSummary, ProbeResult, SimSiamSummary, VAESummary
+from experiments.summaries import (
+    AmortisationGaps,
+    DDPMSummary,
+    Estimate,
+    ProbeResult,
+    SimSiamSummary,
+    VAESummary,
+    VariationalBound,
+)
 from report import wording
 from report.latex import compare, duration, escape, number, percent
 from report.runs import SLOTS, T_SLOTS, RunFolder, finite, problem_of, resume_command, slot_command
@@ -412,6 +420,7 @@ def compute_numbers(runs: dict[str, RunFolder | None], preset: str) -> dict[str,
         else:
             simsiam_numbers(values, run)
     tstudy_numbers(values, runs)
+    measured_numbers(values, runs)
     simsiam_comparisons(values, runs)
     problem_numbers(values, runs)
     # Sentences chosen by the measured outcome (report.wording), and the thresholds that choose them.
@@ -420,3 +429,167 @@ def compute_numbers(runs: dict[str, RunFolder | None], preset: str) -> dict[str,
     wording.tstudy_verdicts(values, runs)
     wording.collapse_summary(values)
     return values
+
+
+# --------------------------------------------------------------------------- Part III: the theory measured
+
+WITHIN_SE = 2   # a measured quantity counts as zero (or two as equal) within this many standard errors
+
+
+def _seconds(v: float) -> str:
+    """Seconds for running text, milliseconds below one second."""
+    return f"{1000 * v:.3g} ms" if v < 1 else duration(v)
+
+
+def _bits_se(se: float | None, dims: int) -> float | None:
+    """A standard error in nats per image as bits per dimension."""
+    return None if se is None else se / (dims * math.log(2))
+
+
+def _total_se(e: Estimate) -> float:
+    """Monte Carlo and across-image standard errors together (independent)."""
+    return math.hypot(e.mc_se, e.image_se or 0.0)
+
+
+def measured_numbers(values: dict[str, str], runs: dict[str, RunFolder | None]) -> None:
+    """Part III, Q1 and Q2.3 measured: the VAE's inference gaps (vae-gap-*), the DDPM's bound (ddpm-bound-*)
+    and the two models' bits/dim compared; nothing for a run without the measurement."""
+    vae, ddpm = runs.get("vae"), runs.get("ddpm")
+    gaps = vae.summary.amortisation if vae is not None and vae.summary else None
+    bound = ddpm.summary.bound if ddpm is not None and ddpm.summary else None
+    if gaps is not None:
+        gap_numbers(values, gaps, vae.summary.train_wall_seconds)
+        gap_outcomes(values, gaps)
+    if bound is not None:
+        bound_numbers(values, bound, ddpm.summary.train_wall_seconds, ddpm.summary.timesteps)
+    if gaps is not None and bound is not None:
+        bound_against_vae(values, bound, gaps, same_images=_same_images(vae, ddpm))
+
+
+def _same_images(vae: RunFolder, ddpm: RunFolder) -> bool:
+    """Whether the two runs measured the same test images: the same data source, seed, test set and number of
+    images (both draw them with the stream experiments.names.MEASURED_IMAGES)."""
+    return vae.provenance.get("source") == ddpm.provenance.get("source") and all(
+        vae.config.get(a) == ddpm.config.get(b) for a, b in (("seed", "seed"), ("test_size", "test_size"),
+                                                             ("gap_size", "bound_size")))
+
+
+def _estimate_numbers(values: dict[str, str], key: str, e: Estimate, dims: int | None = None) -> None:
+    """<key>-nats, <key>-mc-se, <key>-image-se in nats; with dims, <key>-bpd and its SEs in bits/dim."""
+    put = _putter(values, key)
+    values[f"{key}-nats"] = number(e.nats, ".2f")
+    put("mc-se", e.mc_se, lambda v: number(v, ".2f"))
+    put("image-se", e.image_se, lambda v: number(v, ".2f"))
+    if dims is not None and e.bits_per_dim is not None:
+        put("bpd", e.bits_per_dim, lambda v: number(v, ".3f"))
+        put("bpd-mc-se", _bits_se(e.mc_se, dims), lambda v: number(v, ".3f"))
+        put("bpd-image-se", _bits_se(e.image_se, dims), lambda v: number(v, ".3f"))
+
+
+def gap_numbers(values: dict[str, str], g: AmortisationGaps, train_seconds: float | None) -> None:
+    """Q1.3-1.4 on the VAE: the three estimates and two gaps, in nats and bits/dim, and their times (1.4b)."""
+    for key, e in (("amortised", g.amortised_elbo), ("per-point", g.per_point_elbo), ("ll", g.log_likelihood)):
+        _estimate_numbers(values, f"vae-gap-{key}", e, g.dims)
+    _estimate_numbers(values, "vae-gap-amortisation", g.amortisation_gap)
+    _estimate_numbers(values, "vae-gap-approximation", g.approximation_gap)
+    put = _putter(values, "vae-gap")
+    put("n", g.n_images, str)
+    put("k", g.ll_K, str)
+    put("steps", g.per_point_steps, str)
+    put("rule", g.stopping_rule, escape)
+    put("seconds-amortised", g.seconds_amortised, _seconds)
+    put("seconds-per-point", g.seconds_per_point, _seconds)
+    put("seconds", g.seconds, _seconds)
+    if finite(train_seconds) and train_seconds > 0:
+        values["vae-gap-cost-fraction"] = percent(g.seconds / train_seconds)
+    if g.seconds_amortised > 0:
+        ratio = g.seconds_per_point / g.seconds_amortised
+        values["vae-gap-speed-ratio"] = f"{ratio:,.0f}".replace(",", "\\,") if ratio >= 10 else number(ratio, ".1f")
+        values["vae-gap-speed-phrase"] = (
+            f"as 1.4(b) predicts, the per-point optimisation took {values['vae-gap-speed-ratio']} times as long as "
+            "the encoder's single pass" if ratio > 1 else
+            "contrary to 1.4(b), the per-point optimisation was not slower than the encoder's pass")
+
+
+def gap_outcomes(values: dict[str, str], g: AmortisationGaps) -> None:
+    """The words of Q1's sentences, chosen by the measured gaps' signs against their Monte Carlo errors."""
+    gap, se = g.amortisation_gap.nats, WITHIN_SE * g.amortisation_gap.mc_se
+    if gap > se:
+        sign = "positive, as 1.3 predicts"
+    elif gap >= 0:
+        sign = "positive but within Monte Carlo error of zero: on these images the encoder is as good as per-point " \
+               "optimisation, the case of equality in 1.3"
+    elif gap >= -se:
+        sign = "negative but within Monte Carlo error of zero, which 1.3 allows of an estimate"
+    else:
+        sign = "negative beyond Monte Carlo error: the per-point optimisation did not converge, since 1.3 rules " \
+               "out a negative gap at the per-point optimum"
+    values["vae-gap-sign"] = sign
+    k, n = g.negative_images, g.n_images
+    values["vae-gap-negative-phrase"] = (
+        f"none of the {n} images has a gap below $-{WITHIN_SE}$ of its own Monte Carlo standard errors" if k == 0 else
+        f"{k} of the {n} images have a gap below $-{WITHIN_SE}$ of their own Monte Carlo standard errors: there "
+        "the optimum chosen on the evaluation noise did worse on fresh noise, so the optimisation had not converged")
+    approx, se = g.approximation_gap.nats, WITHIN_SE * g.approximation_gap.mc_se
+    values["vae-gap-approximation-phrase"] = (
+        "positive: even the best diagonal Gaussian misses the true posterior, the cost of the family itself"
+        if approx > se else
+        "zero within Monte Carlo error: as far as the importance-sampled estimate can tell, the best diagonal "
+        "Gaussian is the true posterior" if approx >= -se else
+        f"negative beyond Monte Carlo error: the estimate $\\log p_K(\\mathbf{{x}})\\le\\log p(\\mathbf{{x}})$ "
+        f"with $K={g.ll_K}$ draws from the encoder's $q$ falls below the per-point ELBO, so the importance sampling "
+        "is too loose to see this gap")
+    values["vae-gap-larger"] = compare(gap, approx, higher="larger than", lower="smaller than",
+                                       tolerance=WITHIN_SE * math.hypot(g.amortisation_gap.mc_se,
+                                                                        g.approximation_gap.mc_se),
+                                       same="about as large as")
+
+
+BOUND_TERMS = {"reconstruction": "the decoder term $L_0$", "denoising": "the denoising terms $\\sum_{t=2}^T L_{t-1}$",
+               "prior": "the prior term $L_T$"}
+BOUND_DECODERS = {
+    "discrete": "the discretised decoder of Ho et al.\\ (2020, eq.~13), a probability of each pixel's 8-bit bin, "
+                "so that the bound is on the 8-bit scale as it stands",
+    "gaussian": "a continuous Gaussian density on the $[-1,1]$ scale, moved to the 8-bit scale by "
+                "$\\log 127.5$ nats per dimension"}
+BOUND_VARIANCES = {"posterior": "$\\sigma_t^2=\\tilde\\beta_t$, as the run samples", "beta": "$\\sigma_t^2=\\beta_t$"}
+
+
+def bound_numbers(values: dict[str, str], b: VariationalBound, train_seconds: float | None, T: int) -> None:
+    """Q2.3 on the DDPM: the bound in nats and bits/dim, its three parts and their shares, how t was drawn."""
+    _estimate_numbers(values, "ddpm-bound", b.nll_bound, b.dims)
+    put = _putter(values, "ddpm-bound")
+    for key, v in (("n", b.n_images), ("exact-steps", b.exact_steps), ("strata", b.strata),
+                   ("draws", b.draws_per_stratum), ("evaluations", b.network_evaluations)):
+        put(key, v, str)
+    values["ddpm-bound-last-exact"] = str(b.exact_steps + 1)
+    parts = {"reconstruction": b.reconstruction, "denoising": b.denoising, "prior": b.prior}
+    for key, v in parts.items():
+        put(key, v, lambda v: number(v, ".1f"))
+        put(f"{key}-share", v / b.nll_bound.nats, percent)
+    values["ddpm-bound-largest"] = BOUND_TERMS[max(parts, key=parts.get)]
+    values["ddpm-bound-prior-phrase"] = (
+        f"negligible: after $T={T}$ steps $\\mathbf{{x}}_T$ is almost pure noise" if b.prior < 0.01 * b.nll_bound.nats
+        else f"not negligible: after only $T={T}$ steps $q(\\mathbf{{x}}_T|\\mathbf{{x}}_0)$ keeps part of the image")
+    values["ddpm-bound-decoder"] = BOUND_DECODERS.get(b.decoder, escape(b.decoder))
+    values["ddpm-bound-variance"] = BOUND_VARIANCES.get(b.variance, escape(b.variance))
+    put("seconds", b.seconds, _seconds)
+    if finite(train_seconds) and train_seconds > 0:
+        values["ddpm-bound-cost-fraction"] = percent(b.seconds / train_seconds)
+
+
+def bound_against_vae(values: dict[str, str], b: VariationalBound, g: AmortisationGaps, same_images: bool) -> None:
+    """Q2.3: the DDPM's bound against the VAE's importance-sampled estimate, both -log p(x) in bits/dim on the
+    8-bit scale, equal within WITHIN_SE standard errors (Monte Carlo and across images, both models)."""
+    ddpm, vae = b.nll_bound.bits_per_dim, g.log_likelihood.bits_per_dim
+    se = math.hypot(_bits_se(_total_se(b.nll_bound), b.dims), _bits_se(_total_se(g.log_likelihood), g.dims))
+    values["ddpm-bound-vs-vae"] = compare(
+        ddpm, vae, tolerance=WITHIN_SE * se,
+        lower="below the VAE's importance-sampled estimate: since the bound lies above the DDPM's negative "
+              "log-likelihood, the DDPM's is lower than that estimate by at least the difference",
+        higher="above the VAE's importance-sampled estimate: being an upper bound, it cannot rank the two models, "
+               "as the DDPM's own negative log-likelihood lies somewhere below it",
+        same=f"within {WITHIN_SE} standard errors of the VAE's importance-sampled estimate")
+    values["ddpm-bound-images-phrase"] = (
+        "the same test images as the VAE's (same data, seed, test set and number of images)" if same_images else
+        "other test images than the VAE's (the runs differ in data, seed, test set or number of images)")

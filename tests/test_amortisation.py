@@ -117,3 +117,46 @@ def test_linear_model_per_point_optimum_is_the_exact_posterior_and_the_approxima
                              eval_S=256, tol=1e-3, patience=5)
     assert fit.mu == pytest.approx(mean, abs=0.05)
     assert fit.logvar == pytest.approx(logvar.expand(8, 2), abs=0.2)  # the ELBO is flat there: d^2/4 nats off
+
+
+class FakeRun:
+    """The one method of experiments.runs.Run that `measure` uses: artifacts kept in a dict."""
+    def __init__(self):
+        self.artifacts = {}
+
+    def save_artifact(self, name, obj):
+        self.artifacts[name] = obj
+
+
+def gap_config(**overrides):
+    from experiments import vae
+    fields = dict(gap_size=3, gap_steps=10, gap_lr=0.05, gap_draws=2, gap_eval_every=5, gap_eval_draws=4, gap_tol=0.01,
+                  gap_patience=4, gap_test_draws=8, ll_K=10)
+    return vae.VAEConfig(**{**fields, **overrides})
+
+
+@torch.no_grad()   # as the VAE run's final_artifacts: the measurement enables its own gradients
+def test_measure_writes_the_per_image_artifact_and_the_summary_field():
+    from experiments import data
+    from experiments.amortisation import NEGATIVE_BELOW, measure, negative
+    from experiments.summaries import AmortisationGaps
+    images = torch.randint(0, 256, (7, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    test = data.ImageSet(images, torch.arange(7) % 10, "synthetic", "test")
+    run = FakeRun()
+    g = measure(run, gap_config(), tiny_vae(), test, torch.device("cpu"))
+    per_image = run.artifacts["amortisation.pt"]
+    assert g.n_images == 3 and g.dims == 3072 and g.ll_K == 10 and per_image["amortisation_gap"].shape == (3,)
+    assert g.amortisation_gap.nats == pytest.approx(per_image["amortisation_gap"].mean().item())
+    assert g.negative_images == int(negative(per_image).sum())
+    flagged = per_image["amortisation_gap"] < -NEGATIVE_BELOW * per_image["amortisation_gap_mc_se"]
+    assert torch.equal(negative(per_image), flagged)
+    # -log p(x) on the 8-bit scale, as vae.py's test_bits_per_dim_8bit: a density on [-1, 1] gains D log 127.5.
+    for e in (g.amortised_elbo, g.per_point_elbo, g.log_likelihood):
+        assert e.bits_per_dim == pytest.approx(-(e.nats - 3072 * math.log(127.5)) / (3072 * math.log(2)))
+    assert g.amortisation_gap.bits_per_dim is None and g.approximation_gap.bits_per_dim is None
+    assert g.per_point_elbo.nats >= g.amortised_elbo.nats - 2 * g.amortisation_gap.mc_se   # Q1.3, within MC error
+    assert 0 < g.per_point_steps <= 10 and "at most 10 steps" in g.stopping_rule
+    assert 0 < g.seconds_amortised < g.seconds_per_point < g.seconds
+    assert AmortisationGaps.from_dict(g.to_dict()) == g                              # the schema round-trips
+    again = measure(FakeRun(), gap_config(), tiny_vae(), test, torch.device("cpu"))   # the run's named streams
+    assert again.amortisation_gap.nats == g.amortisation_gap.nats

@@ -24,27 +24,27 @@ from experiments.bound import (
     variational_bound,
 )
 from experiments.diffusion import Diffusion
-from tests.test_theory import beta_tilde, linear_schedule, mu_tilde
+from tests.test_theory import beta_tilde, forward_covariance, linear_schedule, mu_tilde
 
 S2 = 0.25   # data variance s^2
 
 
-def exact_eps_model(diffusion: Diffusion):
-    """eps_theta(x_t, t) = E[eps | x_t] for x_0 ~ N(0, S2 I)."""
+def exact_eps_model(diffusion: Diffusion, s2: float = S2):
+    """eps_theta(x_t, t) = E[eps | x_t] for x_0 ~ N(0, s2 I)."""
     def eps_model(xt, t):
         abar = diffusion.alphas_cumprod[t].view(-1, *[1] * (xt.dim() - 1))
-        return (1 - abar).sqrt() * xt / (abar * S2 + 1 - abar)
+        return (1 - abar).sqrt() * xt / (abar * s2 + 1 - abar)
     return eps_model
 
 
-def exact_terms(diffusion: Diffusion, x0: torch.Tensor, variance: str) -> tuple[torch.Tensor, ...]:
+def exact_terms(diffusion: Diffusion, x0: torch.Tensor, variance: str, s2: float = S2) -> tuple[torch.Tensor, ...]:
     """(L_0 with the Gaussian density, sum_{t=2}^T L_{t-1}, L_T) per image, every expectation over x_t in
     closed form, in float64: mu~ - mu_theta = u x_t + j x_0 with x_t ~ N(sqrt(abar) x_0, (1 - abar) I)."""
     beta, abar = diffusion.betas.double(), diffusion.alphas_cumprod.double()
     abar_prev, alpha = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]]), 1 - beta
     x0, d = x0.double().flatten(1), x0[0].numel()
     sq = x0.pow(2).sum(1)                                                   # ||x_0||^2, (N,)
-    a = (1 - beta / (abar * S2 + 1 - abar)) / alpha.sqrt()                  # mu_theta = a_t x_t
+    a = (1 - beta / (abar * s2 + 1 - abar)) / alpha.sqrt()                  # mu_theta = a_t x_t
     sigma2 = beta if variance == "beta" else torch.cat([beta[1:2] * (1 - abar[0]) / (1 - abar[1]),
                                                         beta[1:] * (1 - abar_prev[1:]) / (1 - abar[1:])])
     middle = torch.zeros_like(sq)
@@ -61,6 +61,71 @@ def exact_terms(diffusion: Diffusion, x0: torch.Tensor, variance: str) -> tuple[
     return L_0, middle, L_T
 
 
+def chain_oracle(x0: np.ndarray, s2: float, T: int, beta_1: float, beta_T: float) -> tuple[np.ndarray, np.ndarray]:
+    """(-ELBO, -log p(x_0)) per image, nats, of the DDPM with the exact noise model for N(0, s2 I) data,
+    sigma_t^2 = beta_t, a Gaussian decoder and p(x_T) = N(0, I), by the joint Gaussians of 2.3 (test_theory):
+    each dimension is a 1-D chain with reverse kernels N(a_t x_t, beta_t); ELBO = E_q log p(x_{0:T}) + H(q)."""
+    beta, alpha, abar = linear_schedule(T, beta_1, beta_T)                   # (T + 1,) each, index t
+    a = np.concatenate([[0.0], (1 - beta[1:] / (abar[1:] * s2 + 1 - abar[1:])) / np.sqrt(alpha[1:])])
+    S = np.zeros((T + 1, T + 1))
+    S[1:, 1:] = forward_covariance(alpha, beta, T)                           # Cov(x_{0:T} | x_0)
+    x = x0.reshape(len(x0), -1)                                              # (N, d)
+    m = np.sqrt(abar) * x[..., None]                                         # (N, d, T + 1) means of x_{0:T}
+    e = np.eye(T + 1)
+
+    def expected_sq(u: np.ndarray) -> np.ndarray:                            # E_q[(u . x_{0:T})^2], (N, d)
+        return (m @ u) ** 2 + u @ S @ u
+
+    log_joint = -0.5 * np.log(2 * np.pi) - 0.5 * expected_sq(e[T])
+    for t in range(1, T + 1):
+        log_joint -= 0.5 * np.log(2 * np.pi * beta[t]) + expected_sq(e[t - 1] - a[t] * e[t]) / (2 * beta[t])
+    entropy = 0.5 * np.linalg.slogdet(2 * np.pi * np.e * S[1:, 1:])[1]
+    C = np.zeros((T + 1, T + 1))                                             # the reverse chain, x_{0:T} = C xi
+    C[T, T] = 1.0
+    for t in range(T, 0, -1):
+        C[t - 1] = a[t] * C[t]
+        C[t - 1, t - 1] = np.sqrt(beta[t])
+    v0 = (C @ C.T)[0, 0]                                                     # p(x_0) = N(0, v0) per dimension
+    return -(log_joint + entropy).sum(1), 0.5 * (x ** 2 / v0 + np.log(2 * np.pi * v0)).sum(1)
+
+
+@pytest.mark.parametrize("s2", [1.0, 0.25])
+def test_five_step_chain_bound_matches_the_joint_gaussian_oracle_and_bounds_the_nll(s2):
+    """2.3 on a chain with known answers: the estimate equals the oracle's -ELBO within its SE, and -ELBO >=
+    -log p(x_0), tight for s2 = 1, where the exact reverse kernels are the forward process reversed."""
+    T = 5
+    diffusion = Diffusion(T, beta_start=0.1, beta_end=0.5)
+    x0 = torch.randn(1024, 2, 2, 2, generator=torch.Generator().manual_seed(0)) * math.sqrt(s2)
+    neg_elbo, nll = chain_oracle(x0.double().numpy(), s2, T, 0.1, 0.5)
+    if s2 == 1.0:
+        assert neg_elbo == pytest.approx(nll, abs=1e-9)
+    else:
+        assert (neg_elbo - nll).min() > 1e-3
+    L_0, middle, L_T = exact_terms(diffusion, x0, "beta", s2)             # the other closed form, term by term
+    assert (L_0 + middle + L_T).numpy() == pytest.approx(neg_elbo, rel=1e-5)
+    bound = variational_bound(diffusion, exact_eps_model(diffusion, s2), x0, generator=torch.Generator().manual_seed(1),
+                              n_strata=1, draws_per_stratum=16, exact_steps=3, variance="beta", decoder="gaussian")
+    assert bound.t.unique().tolist() == [2, 3, 4, 5]                         # every step, each its own stratum
+    assert abs(bound.nats.mean().item() - neg_elbo.mean()) < 4 * bound.mc_se
+    if s2 != 1.0:                                                            # the measured bound is strictly above
+        assert bound.nats.mean().item() - nll.mean() > 4 * bound.mc_se
+
+
+def test_the_bound_is_the_closed_form_nll_when_the_model_is_the_forward_process_reversed():
+    """Data N(0, I), the exact noise model and sigma_t^2 = beta_t: p(x_{t-1}|x_t) = q(x_{t-1}|x_t), so p(x_0) = N(0, I)
+    and the bound is tight: its stratified estimate equals -log N(x_0; 0, I) within its standard error."""
+    diffusion = Diffusion(200)
+    x0 = torch.randn(32, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    nll = 0.5 * (x0.double() ** 2 + math.log(2 * math.pi)).flatten(1).sum(1)
+    L_0, middle, L_T = exact_terms(diffusion, x0, "beta", s2=1.0)
+    assert L_0 + middle + L_T == pytest.approx(nll, rel=1e-4)
+    bound = variational_bound(diffusion, exact_eps_model(diffusion, 1.0), x0,
+                              generator=torch.Generator().manual_seed(1), n_strata=20, draws_per_stratum=8,
+                              exact_steps=20, variance="beta", decoder="gaussian")
+    assert abs(bound.nats.mean().item() - nll.mean().item()) < 4 * bound.mc_se
+    assert bound.mc_se < 0.05 * nll.mean().item()
+
+
 @pytest.mark.parametrize("variance", ["posterior", "beta"])
 def test_stratified_bound_equals_the_exact_bound_for_gaussian_data(variance):
     diffusion = Diffusion(200)
@@ -75,7 +140,9 @@ def test_stratified_bound_equals_the_exact_bound_for_gaussian_data(variance):
     # Over 40 seeds (error / mc_se) had mean -0.35 and SD 1.1: the SE, from 8 draws a stratum, is about right.
     assert abs(bound.nats.mean().item() - exact) < 4 * bound.mc_se
     assert bound.mc_se < 0.05 * middle.mean().item()                        # and the check is not vacuous
-    assert bound.t.shape == bound.L_t.shape == (320,) and (bound.t.diff() >= 0).all()
+    assert bound.t.shape == bound.L_t.shape == bound.weight.shape == (320,) and (bound.t.diff() >= 0).all()
+    assert (bound.weight * bound.L_t).sum().item() == pytest.approx(bound.L_middle.mean().item(), rel=1e-5)
+    assert bound.weight.sum().item() == pytest.approx(199)                  # the steps t = 2..T
 
 
 def test_strata_cover_2_to_T_with_sizes_summing_to_T_minus_1():
@@ -152,3 +219,35 @@ def test_discretised_bits_per_dim_scales_and_a_smoke_run_on_the_graded_unet():
     assert torch.equal(bound.nats, again.nats)
     L_0 = reconstruction_term(diffusion, model, x0, torch.Generator().manual_seed(0), decoder="discrete")
     assert (L_0 > 0).all()                                                   # -log of probabilities
+
+
+def test_measure_writes_the_per_step_artifact_and_the_summary_field():
+    from experiments import data, ddpm
+    from experiments.bound import measure, network_evaluations
+    from experiments.summaries import VariationalBound
+    from tests.test_amortisation import FakeRun
+
+    diffusion = Diffusion(30)
+    calls = []
+
+    class Model(torch.nn.Module):   # any noise model; counts the images it sees
+        def forward(self, xt, t):
+            calls.append(len(xt))
+            return torch.tanh(xt)
+
+    cfg = ddpm.DDPMConfig(timesteps=30, bound_size=3, bound_exact_steps=2, bound_strata=3, bound_draws=2)
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    run, model = FakeRun(), Model().train()
+    b = measure(run, cfg, diffusion, model, data.ImageSet(images, torch.arange(5), "synthetic", "test"),
+                torch.device("cpu"))
+    assert model.training                                                    # its mode is given back
+    assert b.network_evaluations == network_evaluations(3, 2, 2) == 1 + (2 + 3) * 2 == len(calls)
+    assert set(calls) == {3} and b.n_images == 3 and b.dims == 3072
+    assert b.nll_bound.nats == pytest.approx(b.reconstruction + b.denoising + b.prior, rel=1e-6)
+    assert b.nll_bound.bits_per_dim == pytest.approx(b.nll_bound.nats / (3072 * math.log(2)))   # discretised: 8-bit
+    assert (b.decoder, b.variance) == ("discrete", "posterior") and b.seconds > 0
+    steps = run.artifacts["bound.pt"]
+    assert steps["t"].shape == steps["L_t"].shape == steps["weight"].shape == (10,)
+    assert steps["weight"].sum().item() == pytest.approx(29)                  # t = 2..30
+    assert (steps["weight"] * steps["L_t"]).sum().item() == pytest.approx(b.denoising, rel=1e-5)
+    assert VariationalBound.from_dict(b.to_dict()) == b

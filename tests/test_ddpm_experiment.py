@@ -13,7 +13,8 @@ from experiments.runs import read_checkpoint, read_metrics
 from experiments.summaries import DDPMSummary
 
 FIGURES = ["wall_clock.png", "loss.png", "samples_over_training.png", "previews_over_training.png",
-           "reconstructions.png", "reconstruction_curves.png", "final_samples.png", "ddpm_vs_vae.png", "probe.png"]
+           "reconstructions.png", "reconstruction_curves.png", "final_samples.png", "ddpm_vs_vae.png", "probe.png",
+           "bound_terms.png"]
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s", "sample_seconds"}
 
 
@@ -76,6 +77,14 @@ def test_cli_smoke_metrics_and_summary(smoke_run):
     assert obs.samples.digits.n_images == obs.samples.fid_size == obs.reference.n_images == s.n_final_samples
     assert obs.samples.sharpness_ratio > 0 and math.isfinite(obs.samples.classifier_fid) and obs.interpolations is None
     assert (obs.reconstructions.t, obs.reconstructions.n_images) == (s.recon_levels[0], 8)
+    # Q2.3 measured: the bound on 4 test images (as the VAE's smoke), in bits/dim on the 8-bit scale.
+    b = s.bound
+    assert b.n_images == 4 and b.decoder == "discrete" and b.network_evaluations == 1 + (2 + 4) * 2
+    assert b.nll_bound.nats == pytest.approx(b.reconstruction + b.denoising + b.prior, rel=1e-5)
+    assert min(b.reconstruction, b.denoising, b.prior) > 0
+    assert b.nll_bound.bits_per_dim == pytest.approx(b.nll_bound.nats / (3072 * math.log(2)))
+    steps = torch.load(smoke_run / "artifacts" / "bound.pt")
+    assert steps["weight"].sum().item() == pytest.approx(49) and steps["t"].min() >= 2   # t = 2..50
 
 
 @pytest.mark.e2e

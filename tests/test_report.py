@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -23,8 +24,10 @@ import torch
 
 from experiments import names
 from experiments.summaries import (
+    AmortisationGaps,
     DDPMSummary,
     DigitPatterns,
+    Estimate,
     Interpolations,
     LevelAccuracy,
     Observations,
@@ -34,6 +37,7 @@ from experiments.summaries import (
     SimSiamSummary,
     StripObservations,
     VAESummary,
+    VariationalBound,
 )
 from report import build, latex, numbers, runs
 from tests.conftest import ROOT
@@ -65,17 +69,18 @@ def png(path: Path, width: int = 6, height: int = 4) -> None:
 
 
 def tex_figures() -> dict[str, set[str]]:
-    """{slot: PNG names} that the practical .tex files include with \\fig{slot}{name}."""
+    """{slot: PNG names} that the practical and measured .tex files include with \\fig{slot}{name}."""
     found: dict[str, set[str]] = {}
-    for tex in (REPORT / "practical").glob("*.tex"):
+    for tex in [*(REPORT / "practical").glob("*.tex"), *(REPORT / "measured").glob("*.tex")]:
         for slot, name in re.findall(r"\\fig(?:\[[^\]]*\])?\{([^}]+)\}\{([^}]+)\}", tex.read_text()):
             found.setdefault(slot, set()).add(name)
     return found
 
 
 def tex_values() -> set[str]:
-    """Every key read with \\val{...} in report.tex and the practical .tex files."""
-    text = (REPORT / "report.tex").read_text() + "".join(p.read_text() for p in (REPORT / "practical").glob("*.tex"))
+    """Every key read with \\val{...} in report.tex and the practical and measured .tex files."""
+    text = (REPORT / "report.tex").read_text() + "".join(
+        p.read_text() for part in ("practical", "measured") for p in (REPORT / part).glob("*.tex"))
     text = re.sub(r"(?<!\\)%.*", "", text)  # comments
     return set(re.findall(r"\\val\{([^}#]+)\}", text))
 
@@ -136,10 +141,40 @@ def observations(*, sharpness: float, confident: float, fid: float, reference: f
 
 
 VAE_OBSERVATIONS = observations(sharpness=0.31, confident=0.42, fid=5.0, evenness=(0.82, 0.71))
+def log_p_estimate(nats: float, mc_se: float) -> Estimate:
+    """A VAE bound on log p(x), nats per image, with -log p(x) in bits/dim on the 8-bit scale (D = 3072)."""
+    return Estimate(nats=nats, mc_se=mc_se, image_se=12.0,
+                    bits_per_dim=(3072 * math.log(127.5) - nats) / (3072 * math.log(2)))
+
+
+def fake_gaps(gap: float = 5.0, gap_se: float = 0.5, approx: float = 20.0, approx_se: float = 1.0,
+              negative: int = 0, ll_nats: float = -3105.0) -> AmortisationGaps:
+    """Q1 measured: an amortisation gap `gap` +- gap_se and an approximation gap `approx` +- approx_se, nats."""
+    per_point = ll_nats - approx
+    return AmortisationGaps(
+        n_images=500, dims=3072, ll_K=100, amortised_elbo=log_p_estimate(per_point - gap, 0.6),
+        per_point_elbo=log_p_estimate(per_point, 0.6), log_likelihood=log_p_estimate(ll_nats, 0.8),
+        amortisation_gap=Estimate(nats=gap, mc_se=gap_se, image_se=0.4),
+        approximation_gap=Estimate(nats=approx, mc_se=approx_se, image_se=2.0), negative_images=negative,
+        per_point_steps=300, stopping_rule="at most 300 Adam steps", seconds_amortised=0.02, seconds_per_point=9.0,
+        seconds=12.0)
+
+
+def fake_bound(bits: float = 3.3, prior: float = 0.05) -> VariationalBound:
+    """Q2.3 measured: a DDPM bound of `bits` bits/dim (discretised decoder) whose L_T is `prior` nats."""
+    nats = bits * 3072 * math.log(2)
+    return VariationalBound(n_images=500, dims=3072, nll_bound=Estimate(nats=nats, mc_se=15.0, image_se=40.0,
+                                                                        bits_per_dim=bits),
+                            reconstruction=0.3 * nats, denoising=0.7 * nats - prior, prior=prior, decoder="discrete",
+                            variance="posterior", exact_steps=20, strata=40, draws_per_stratum=4,
+                            network_evaluations=241, seconds=6.0)
+
+
 VAE_SUMMARY = VAESummary(epochs=3, dataset="synthetic", test_log_likelihood_nats=-3084.81, test_bits_per_dim=1.4487,
                          test_bits_per_dim_8bit=8.4431, test_elbo_bits_per_dim_8bit_fitted_variance=5.1234, ll_K=100,
                          ll_n_images=26032, final_train_loss=3155.05, final_test_loss=3110.82, train_wall_seconds=90.0,
-                         wall_seconds=126.0, classifier_test_accuracy=0.953, observations=VAE_OBSERVATIONS)
+                         wall_seconds=126.0, classifier_test_accuracy=0.953, observations=VAE_OBSERVATIONS,
+                         amortisation=fake_gaps())
 
 
 def vae_run(results: Path, name: str = "vae-full", *, artifacts: bool = False, **kw) -> Path:
@@ -178,7 +213,8 @@ def ddpm_summary(T: int, fid: float, sample_s: float, t_star: float | None = 312
         recon_label_preserved=[0.94, 0.4, 0.1], recon_clean_accuracy=0.95, t_star=t_star,
         t_star_rule="first t' where the rate falls below half", quality_classifier_fid=fid,
         quality_mean_confidence=0.812, quality_size=1000, probe=probe, alpha_bar=linear_alpha_bar(T),
-        observations=observations(sharpness=1.05, confident=0.71, fid=2.0, recon=0.93, recon_t=50))
+        observations=observations(sharpness=1.05, confident=0.71, fid=2.0, recon=0.93, recon_t=50),
+        bound=fake_bound())
 
 
 def ddpm_run(results: Path, name: str, T: int, *, fid: float = 12.5, sample_s: float = 0.5, **kw) -> Path:
@@ -384,6 +420,12 @@ def test_numbers_of_a_complete_set_of_runs(tmp_path):
     assert v["simsiam-no-predictor-collapse-word"] == "collapsed"
     assert v["simsiam-baseline-collapse-word"] == "not collapsed"
     assert v["simsiam-batch-4096-steps-per-epoch"] == str(73257 // 4096)
+    # Part III: the gaps and the bound, worded by their outcome.
+    assert v["vae-gap-amortisation-nats"] == "5.00" and v["vae-gap-sign"] == "positive, as 1.3 predicts"
+    assert v["vae-gap-speed-ratio"] == "450" and v["vae-gap-cost-fraction"] == r"13.3\%"
+    assert v["vae-gap-ll-bpd"] == latex.number(VAE_SUMMARY.amortisation.log_likelihood.bits_per_dim, ".3f")
+    assert v["ddpm-bound-bpd"] == "3.300" and v["ddpm-bound-evaluations"] == "241"
+    assert v["ddpm-bound-vs-vae"].startswith("below the VAE's") and v["ddpm-bound-cost-fraction"] == r"5.0\%"
     # Every value the text reads exists (no [missing: ...] box in a complete build).
     assert tex_values() - set(v) == set()
     assert r"\settable{latent}" in (out / "tables.tex").read_text()
@@ -580,3 +622,66 @@ def test_pdf_with_missing_runs_shows_placeholders(tmp_path):
     assert "Missing:" in text and text.count("[missing:") > 10
     assert "python -m experiments ddpm --preset full" in re.sub(r"\s+", " ", text)
     assert "unfinished" in first
+
+
+# --------------------------------------------------------------------------- Part III: words chosen by the outcome
+
+@pytest.mark.parametrize("gap, se, negative, sign, images", [
+    (5.0, 0.5, 0, "positive, as 1.3 predicts", "none of the 500 images"),
+    (0.4, 0.5, 0, "positive but within Monte Carlo error of zero", "none of the 500 images"),
+    (-0.4, 0.5, 3, "negative but within Monte Carlo error of zero", "3 of the 500 images have a gap below"),
+    (-5.0, 0.5, 40, "negative beyond Monte Carlo error: the per-point optimisation did not converge",
+     "40 of the 500 images"),
+])
+def test_q1_words_follow_the_sign_of_the_amortisation_gap(gap, se, negative, sign, images):
+    values = {}
+    numbers.gap_outcomes(values, fake_gaps(gap=gap, gap_se=se, negative=negative))
+    assert values["vae-gap-sign"].startswith(sign) and values["vae-gap-negative-phrase"].startswith(images)
+
+
+@pytest.mark.parametrize("approx, phrase, larger", [
+    (20.0, "positive: even the best diagonal Gaussian", "smaller than"),
+    (1.0, "zero within Monte Carlo error", "larger than"),
+    (-10.0, "negative beyond Monte Carlo error", "larger than"),
+    (5.5, "positive", "about as large as"),
+])
+def test_q1_words_follow_the_approximation_gap(approx, phrase, larger):
+    values = {}
+    numbers.gap_outcomes(values, fake_gaps(gap=5.0, approx=approx))
+    assert values["vae-gap-approximation-phrase"].startswith(phrase) and values["vae-gap-larger"] == larger
+
+
+def test_q1_speed_words_and_a_summary_without_the_measurement():
+    values = {}
+    numbers.gap_numbers(values, dataclasses.replace(fake_gaps(), seconds_per_point=0.01), 90.0)
+    assert values["vae-gap-speed-phrase"].startswith("contrary to 1.4(b)") and values["vae-gap-speed-ratio"] == "0.5"
+    assert values["vae-gap-seconds-amortised"] == "20 ms" and values["vae-gap-rule"] == "at most 300 Adam steps"
+    old = {"vae": runs.RunFolder("vae", Path("vae-x"), summary=dataclasses.replace(VAE_SUMMARY, amortisation=None)),
+           "ddpm": runs.RunFolder("ddpm", Path("ddpm-x"), summary=ddpm_summary(1000, 12.5, 0.5))}
+    values = {}
+    numbers.measured_numbers(values, old)                   # written before the measurement existed: no words
+    assert not any(k.startswith("vae-gap") for k in values) and "ddpm-bound-vs-vae" not in values
+    assert values["ddpm-bound-bpd"] == "3.300"
+
+
+@pytest.mark.parametrize("bits, prior, versus, prior_phrase", [
+    (3.3, 0.05, "below the VAE's", "negligible"),
+    (12.0, 900.0, "above the VAE's", "not negligible: after only $T=1000$"),
+    (8.47, 0.05, "within 2 standard errors", "negligible"),
+])
+def test_q2_words_follow_the_bound_against_the_vae(bits, prior, versus, prior_phrase):
+    values, gaps = {}, fake_gaps(ll_nats=-3105.0)          # the VAE's -log p_K: 8.453 bits/dim
+    assert gaps.log_likelihood.bits_per_dim == pytest.approx(8.4525, abs=1e-4)
+    config = {"seed": 0, "test_size": None, "gap_size": 500, "bound_size": 500}
+    vae = runs.RunFolder("vae", Path("vae-x"), config=config,
+                         summary=dataclasses.replace(VAE_SUMMARY, amortisation=gaps))
+    ddpm = runs.RunFolder("ddpm", Path("ddpm-x"), config=config, summary=dataclasses.replace(
+        ddpm_summary(1000, 12.5, 0.5), bound=fake_bound(bits, prior)))
+    numbers.measured_numbers(values, {"vae": vae, "ddpm": ddpm})
+    assert values["ddpm-bound-vs-vae"].startswith(versus)
+    assert values["ddpm-bound-prior-phrase"].startswith(prior_phrase)
+    assert values["ddpm-bound-images-phrase"].startswith("the same test images")
+    assert values["ddpm-bound-decoder"].startswith("the discretised decoder of Ho et al.")
+    ddpm.config = {**config, "bound_size": 100}
+    numbers.measured_numbers(values, {"vae": vae, "ddpm": ddpm})
+    assert values["ddpm-bound-images-phrase"].startswith("other test images")

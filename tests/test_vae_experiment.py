@@ -18,7 +18,8 @@ from experiments.summaries import VAESummary
 from tests.conftest import ROOT
 
 FIGURES = ["wall_clock.png", "loss.png", "samples_over_training.png", "reconstructions_over_training.png",
-           "final_samples.png", "latent_profiles_bars.png", "latent_profiles_heatmap.png", "interpolations.png"]
+           "final_samples.png", "latent_profiles_bars.png", "latent_profiles_heatmap.png", "interpolations.png",
+           "amortisation_gaps.png"]
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s"}
 
 
@@ -81,6 +82,15 @@ def test_cli_smoke_metrics_and_summary(smoke_run):
     assert strips.mean_step == pytest.approx(sum(strips.steps) / 9)
     provenance = json.loads((smoke_run / "provenance.json").read_text())
     assert provenance["source"] == "synthetic" and provenance["device"] == "cpu"
+    # Q1.3-1.4 measured on the smoke preset's 4 images: the gap >= 0 within 2 Monte Carlo SE, the times of 1.4(b).
+    g = summary.amortisation
+    assert g.n_images == 4 and g.ll_K == 100 and 0 < g.per_point_steps <= 20
+    assert g.amortisation_gap.nats >= -2 * g.amortisation_gap.mc_se
+    assert g.amortisation_gap.nats == pytest.approx(g.per_point_elbo.nats - g.amortised_elbo.nats, abs=1e-3)
+    assert g.approximation_gap.nats == pytest.approx(g.log_likelihood.nats - g.per_point_elbo.nats, abs=1e-3)
+    assert g.log_likelihood.bits_per_dim == pytest.approx(-(g.log_likelihood.nats - 3072 * math.log(127.5))
+                                                          / (3072 * math.log(2)))
+    assert 0 < g.seconds_amortised < g.seconds_per_point <= g.seconds
 
 
 @pytest.mark.e2e
@@ -94,6 +104,8 @@ def test_artifact_contents(smoke_run):
     # Fixed latent noise: the two snapshot grids differ only because the model changed.
     s1, s2 = (torch.load(smoke_run / "artifacts" / "samples" / f"epoch_00{e}.pt") for e in (1, 2))
     assert s1.shape == s2.shape == (64, 3, 32, 32)
+    gaps = torch.load(smoke_run / "artifacts" / "amortisation.pt")
+    assert gaps["amortisation_gap"].shape == gaps["approximation_gap"].shape == (4,)
 
 
 @pytest.mark.e2e
