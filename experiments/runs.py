@@ -288,10 +288,12 @@ def check_config(cfg: Any) -> None:
 
 
 def same_config(old: dict, new: dict) -> dict:
-    """The fields, outside RESUMABLE_CHANGES, whose values differ: {name: (old, new)}."""
+    """The fields, outside RESUMABLE_CHANGES, whose values differ: {name: (old, new)}. Only fields both configs
+    have count: one the code gained after the run started (a `git pull` between two sessions, e.g. a new final
+    measurement's settings) takes its current value, and one it dropped no longer means anything."""
     old, new = json.loads(json.dumps(old)), json.loads(json.dumps(new))  # as in config.json: tuples become lists
-    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
-            if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)}
+    return {k: (old[k], new[k]) for k in sorted(set(old) & set(new))
+            if k not in RESUMABLE_CHANGES and old[k] != new[k]}
 
 
 def locked(run_function: Callable[..., Path]) -> Callable[..., Path]:

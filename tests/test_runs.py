@@ -37,3 +37,12 @@ def test_projection_names_the_total_the_rest_and_the_device():
     assert "30 epochs x 60 s = 30 min 00 s" in line and "29 min 00 s of it still to go" in line and "on cpu" in line
     resumed = runs.projection(60.0, epochs=30, done=20, device=torch.device("cpu"))
     assert "10 min 00 s of it still to go" in resumed
+
+
+def test_a_field_the_code_gained_since_the_run_started_does_not_block_its_resume():
+    """A run saved before a config field existed resumes after a `git pull`; a changed value is still refused."""
+    saved = {"epochs": 3, "z_dim": 32, "lr": 1e-4}
+    now = {**saved, "epochs": 5, "gap_size": 500}     # gap_size: a field added since (it takes its current value)
+    assert runs.same_config(saved, now) == {}
+    assert runs.same_config(saved, {**now, "z_dim": 16}) == {"z_dim": (32, 16)}
+    assert runs.same_config({**saved, "dropped": 1}, now) == {}
