@@ -87,7 +87,8 @@ def test_cli_records_the_precision(tmp_path):
 # CPU fp16 convolutions are emulated and slow (about 20x fp32 here): the models and data are tiny.
 def tiny_vae(root, **kw):
     return replace(vae.config_for("smoke", data="synthetic", data_root=str(root), device="cpu", precision="fp16"),
-                   batch_size=16, train_size=64, test_size=32, ll_size=8, ll_K=4, profile_size=64, **kw)
+                   batch_size=16, train_size=64, test_size=32, ll_size=8, ll_K=4, profile_size=64, gap_size=2,
+                   gap_steps=5, gap_test_draws=4, **kw)
 
 
 def tiny_ddpm(root, **kw):
