@@ -153,13 +153,8 @@ def predict(
     return extract_features(model, images_uint8, batch_size, device, to_float).argmax(dim=1)
 
 
-def accuracy(
-    model: DigitClassifier,
-    images_uint8: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int = 512,
-    device: torch.device | str = "cpu",
-) -> float:
+def accuracy(model: DigitClassifier, images_uint8: torch.Tensor, labels: torch.Tensor, batch_size: int = 512,
+             device: torch.device | str = "cpu") -> float:
     """Fraction in [0, 1] of images whose predicted digit equals `labels` (N,)."""
     if labels.shape != images_uint8.shape[:1]:
         raise ValueError(f"labels must have shape ({len(images_uint8)},), got {tuple(labels.shape)}")
@@ -205,13 +200,8 @@ def _mean_and_covariance(features: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return mu, centred.T @ centred / (len(x) - 1)
 
 
-def classifier_fid(
-    model: DigitClassifier,
-    images_a_uint8: torch.Tensor,
-    images_b_uint8: torch.Tensor,
-    batch_size: int = 512,
-    device: torch.device | str = "cpu",
-) -> float:
+def classifier_fid(model: DigitClassifier, images_a_uint8: torch.Tensor, images_b_uint8: torch.Tensor,
+                   batch_size: int = 512, device: torch.device | str = "cpu") -> float:
     """Digit-classifier FID: `frechet_distance` of `model.features` (its `body`) over two uint8 image sets.
 
     A proxy for sample quality, not the Inception FID (see the module docstring): lower means

@@ -119,9 +119,7 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
 
     vae_run: a finished VAE run folder whose final samples are drawn beside the DDPM's
     (default: the sibling folder vae-<preset>, when it exists)."""
-    train, test, provenance = data.load_train_test(cfg, "svhn")
-    setup = runs.start(cfg, out, provenance, resume=resume)
-    run_, device, prec = setup.run, setup.device, setup.prec
+    run_, device, prec, train, test = runs.start(cfg, out, "svhn", resume=resume)
     diffusion = Diffusion(cfg.timesteps, cfg.beta_start, cfg.beta_end, schedule=cfg.beta_schedule, device=device)
     layout = torch.channels_last if device.type == "cuda" else torch.preserve_format
     model = build_model(cfg).to(device, memory_format=layout)

@@ -120,21 +120,14 @@ def knn_predict(
     return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.int64, device=device)
 
 
-def knn_accuracy(
-    train_features: torch.Tensor,
-    train_labels: torch.Tensor,
-    test_features: torch.Tensor,
-    test_labels: torch.Tensor,
-    k: int = 200,
-    temperature: float = 0.1,
-    num_classes: int = 10,
-    chunk_size: int = 512,
-) -> float:
-    """Fraction in [0, 1] of queries whose `knn_predict` label equals `test_labels` (M,)."""
-    _check_labels("test_labels", test_labels, len(test_features), num_classes)
+def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                 test_labels: torch.Tensor, **knn) -> float:
+    """Fraction in [0, 1] of queries whose `knn_predict` label (options `knn`: k, temperature, num_classes,
+    chunk_size) equals `test_labels` (M,)."""
+    _check_labels("test_labels", test_labels, len(test_features), knn.get("num_classes", 10))
     if len(test_labels) == 0:
         raise ValueError("test_features is empty: accuracy is undefined without queries")
-    predictions = knn_predict(train_features, train_labels, test_features, k, temperature, num_classes, chunk_size)
+    predictions = knn_predict(train_features, train_labels, test_features, **knn)
     return (predictions == test_labels.to(predictions.device)).float().mean().item()
 
 

@@ -39,7 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -524,24 +524,28 @@ def environment(prec: Precision) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- the run skeleton
 
-@dataclasses.dataclass
-class Setup:
-    """What every experiment starts from: its run folder, device and precision policy."""
+class Setup(NamedTuple):
+    """What every experiment starts from: its run folder, device, precision policy and data."""
     run: Run
     device: torch.device
     prec: Precision
+    train: Any                     # experiments.data.ImageSet
+    test: Any
 
 
-def start(cfg: Any, out: str | Path, provenance: dict, *, resume: bool = False) -> Setup:
-    """Pick the device and precision, create (or reopen) the run folder, write provenance.json
-    (the data's `provenance` and the environment) and seed the global RNGs with cfg.seed."""
+def start(cfg: Any, out: str | Path, real_dataset: str, *, resume: bool = False) -> Setup:
+    """Load the data (`real_dataset`, "svhn" or "cifar10", or the synthetic stand-in, as cfg.data says) before
+    touching the folder, then pick the device and precision, create (or reopen) the run folder, write
+    provenance.json (the data's provenance and the environment) and seed the global RNGs with cfg.seed."""
+    from experiments import data  # here: experiments.data imports this module
+    train, test, provenance = data.load_train_test(cfg, real_dataset)
     device = pick_device(cfg.device)
     prec = Precision(device, cfg.precision)
     run = Run(out, cfg, resume=resume)
     changes = _recorded_changes(run)
     run.write_json("provenance.json", {**provenance, **environment(prec), "resume_changes": changes})
     seed_everything(cfg.seed)
-    return Setup(run, device, prec)
+    return Setup(run, device, prec, train, test)
 
 
 def _recorded_changes(run: Run) -> list[dict]:

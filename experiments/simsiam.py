@@ -340,9 +340,7 @@ def evaluate(model: q3_solution.SimSiam, train: data.ImageSet, test: data.ImageS
 @runs.locked
 def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
     """Train (or resume) a SimSiam run in folder `out`; write its metrics, summary and figures."""
-    train, test, provenance = data.load_train_test(cfg, "cifar10")
-    setup = runs.start(cfg, out, provenance, resume=resume)
-    run_, device, prec = setup.run, setup.device, setup.prec
+    run_, device, prec, train, test = runs.start(cfg, out, "cifar10", resume=resume)
     model = build_model(cfg).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

@@ -94,9 +94,7 @@ def in_order(images: torch.Tensor, batch_size: int, device: torch.device):
 @runs.locked
 def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
     """Train (or resume) a VAE run in folder `out`, write its artifacts, figures and summary."""
-    train, test, provenance = data.load_train_test(cfg, "svhn")
-    setup = runs.start(cfg, out, provenance, resume=resume)
-    run_, device, prec = setup.run, setup.device, setup.prec
+    run_, device, prec, train, test = runs.start(cfg, out, "svhn", resume=resume)
     model = build_model(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     shuffle = runs.stream(cfg.seed, "shuffle")
