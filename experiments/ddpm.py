@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import ddpm_solution
-from experiments import classifier, data, figures, monitors, names, runs
+from experiments import classifier, data, discriminator, figures, monitors, names, runs
 from experiments.diffusion import EMA, Diffusion, noise
 from experiments.precision import Precision, autocast
 from experiments.runs import Run, checked_overrides, read_json, synchronize
@@ -58,6 +58,7 @@ class DDPMConfig(runs.RunConfig):
     recon_shown: int = 10          # of which shown in the grid
     classifier_epochs: int = 6
     quality_size: int = 1000       # samples (and test images) in the classifier-FID proxy
+    discriminator_epochs: int = 10  # Question 3 on the quality samples (experiments.discriminator), per discriminator
     probe_levels: tuple[int, ...] = (1, 100, 300)   # t at which bottleneck features are probed (T = 1000)
     probe_train: int = 5000
     probe_test: int = 2000
@@ -80,7 +81,7 @@ PRESETS = {
                         train_size=640, test_size=128, eval_size=64, snapshot_every=1, n_samples=16,
                         preview_steps=10, n_final_samples=16, recon_levels=(100, 500, 1000), recon_size=32,
                         recon_shown=8, classifier_epochs=3, quality_size=32, probe_train=256, probe_test=128,
-                        eval_batch_size=64),
+                        eval_batch_size=64, discriminator_epochs=2),
 }
 
 
@@ -249,7 +250,9 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
     digits, classifier_accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=prec.device,
                                                      seed=runs.stream_seed(cfg.seed, "classifier"))
     recon = reconstruction_study(run_, cfg, diffusion, ema_net, digits, test, prec)
-    fid, confidence = quality_proxy(cfg, diffusion, ema_net, digits, test, prec)
+    fid, confidence, quality = quality_proxy(cfg, diffusion, ema_net, digits, test, prec)
+    drs = discriminator.for_run(run_, test, quality, digits, epochs=cfg.discriminator_epochs, device=prec.device,
+                                seed=cfg.seed)
     probe = bottleneck_probe(ema_model, diffusion, train, test, cfg, prec)
     metrics = run_.metrics()
     DDPMSummary(
@@ -278,6 +281,7 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
         quality_size=cfg.quality_size,
         probe=probe,
         alpha_bar=diffusion.alphas_cumprod.cpu().tolist(),  # the schedule the report reads (no recomputing)
+        discriminator=drs,
     ).write(run_.dir)
 
 
@@ -321,16 +325,17 @@ def reconstruction_study(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_n
 
 
 def quality_proxy(cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module, digits: torch.nn.Module,
-                  test: data.ImageSet, prec: Precision) -> tuple[float, float]:
+                  test: data.ImageSet, prec: Precision) -> tuple[float, float, torch.Tensor]:
     """2.3(a): a sample-quality proxy, the Frechet distance in the digit classifier's feature space between
-    `quality_size` samples and as many test images, and the samples' mean top-class probability: (fid, confidence)."""
+    `quality_size` samples and as many test images, and the samples' mean top-class probability:
+    (fid, confidence, the samples uint8 (quality_size, 3, 32, 32) on the host)."""
     g = runs.stream(cfg.seed, "quality-samples", prec.device)
     quality = sample_batches(diffusion, ema_net, cfg.quality_size, cfg.eval_batch_size, g, prec.name)
     reference = test.subset(cfg.quality_size, runs.stream_seed(cfg.seed, "quality-reference")).images
     fid = classifier.classifier_fid(digits, quality, reference, device=prec.device)
     logits = monitors.extract_features(digits, quality, cfg.eval_batch_size, prec.device, data.to_float)
     confident = logits.softmax(1).max(1).values.mean().item()
-    return fid, confident
+    return fid, confident, quality
 
 
 def bottleneck_probe(model: torch.nn.Module, diffusion: Diffusion, train: data.ImageSet, test: data.ImageSet,

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 import vae_solution
-from experiments import classifier, data, figures, names, runs
+from experiments import classifier, data, discriminator, figures, names, runs
 from experiments.runs import Run, checked_overrides, read_json
 from experiments.summaries import VAESummary
 
@@ -47,6 +47,10 @@ class VAEConfig(runs.RunConfig):
     eval_batch_size: int = 256
     # The digit classifier that reads the samples (report observations), as in the DDPM run.
     classifier_epochs: int = 6
+    # Question 3 on the samples (experiments.discriminator): samples, and as many test images, split in half
+    # for training and held-out estimates; each of the three discriminators' epochs over its training half.
+    discriminator_samples: int = 10000
+    discriminator_epochs: int = 5
 
     def __post_init__(self) -> None:
         runs.check_config(self)
@@ -57,7 +61,8 @@ PRESETS = {
     # A few hundred images, 2 epochs: offline, under 2 minutes on 2 CPU cores. The larger
     # learning rate only makes the few steps visible in the figures.
     "smoke": VAEConfig(preset="smoke", epochs=2, lr=2e-3, train_size=640, test_size=64, snapshot_every=1,
-                       profile_size=640, ll_size=32, n_interpolation_pairs=3, classifier_epochs=3),
+                       profile_size=640, ll_size=32, n_interpolation_pairs=3, classifier_epochs=3,
+                       discriminator_samples=64, discriminator_epochs=2),
 }
 
 
@@ -171,6 +176,8 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
         ll = test_log_likelihood(model, test.subset(cfg.ll_size, runs.stream_seed(cfg.seed, "ll-images")), cfg, device)
     digits, classifier_accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=device,
                                                      seed=runs.stream_seed(cfg.seed, "classifier"))
+    drs = discriminator.for_run(run_, test, discriminator_samples(model, cfg, device), digits,
+                                epochs=cfg.discriminator_epochs, device=device, seed=cfg.seed)
     metrics = run_.metrics()
     dims = 3 * 32 * 32
     VAESummary(
@@ -184,6 +191,7 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
         ll_K=cfg.ll_K,
         ll_n_images=min(len(test), cfg.ll_size or len(test)),
         classifier_test_accuracy=classifier_accuracy,
+        discriminator=drs,
         final_train_loss=metrics[-1]["loss"],
         final_test_loss=metrics[-1]["test_loss"],
         train_wall_seconds=sum(m["train_seconds"] for m in metrics),
@@ -228,3 +236,12 @@ def test_log_likelihood(model: vae_solution.VAE, test: data.ImageSet, cfg: VAECo
                   leave=False, unit="batch"):
         total += model.log_likelihood(x, K=cfg.ll_K, chunk_size=chunk).sum().item()
     return total / len(test)
+
+
+def discriminator_samples(model: vae_solution.VAE, cfg: VAEConfig, device: torch.device) -> torch.Tensor:
+    """`discriminator_samples` draws of the graded sampler (the decoder's mean at z ~ N(0, I)), uint8 (N, 3, 32, 32)
+    on the host, eval_batch_size at a time; the global RNG seeded from the stream "discriminator-samples", restored."""
+    n, batch = cfg.discriminator_samples, cfg.eval_batch_size
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(runs.stream_seed(cfg.seed, "discriminator-samples"))
+        return torch.cat([data.to_uint8(model.sample(min(batch, n - i)).cpu()) for i in range(0, n, batch)])

@@ -11,9 +11,11 @@ from experiments import ddpm, figures
 from experiments.diffusion import Diffusion
 from experiments.runs import read_checkpoint, read_metrics
 from experiments.summaries import DDPMSummary
+from tests.test_discriminator import check_run_result
 
 FIGURES = ["wall_clock.png", "loss.png", "samples_over_training.png", "previews_over_training.png",
-           "reconstructions.png", "reconstruction_curves.png", "final_samples.png", "ddpm_vs_vae.png", "probe.png"]
+           "reconstructions.png", "reconstruction_curves.png", "final_samples.png", "ddpm_vs_vae.png", "probe.png",
+           "discriminator.png"]
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s", "sample_seconds"}
 
 
@@ -71,6 +73,8 @@ def test_cli_smoke_metrics_and_summary(smoke_run):
     config = json.loads((smoke_run / "config.json").read_text())
     diffusion = Diffusion(s.timesteps, config["beta_start"], config["beta_end"], schedule=s.beta_schedule)
     assert s.alpha_bar == diffusion.alphas_cumprod.tolist()
+    # Question 3 (Part III): a discriminator between the quality proxy's samples and as many test images.
+    check_run_result(smoke_run, s.discriminator, s.quality_size)
 
 
 @pytest.mark.e2e

@@ -148,3 +148,16 @@ def test_result_round_trips_through_json_with_no_accepted_fid():
         jsd_subset=Interval(estimate=0.06, low=-0.1, high=0.2, level=0.95),
         n_real_train=64, n_fake_train=64, n_real_test=64, n_fake_test=64, epochs=2, seconds=0.5)
     assert DiscriminatorResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+
+
+def check_run_result(run_dir, result: DiscriminatorResult, n_samples: int) -> None:
+    """What a VAE or DDPM smoke run's final evaluation writes for Question 3: the summary's field, the artifact
+    and the figure (tests/test_vae_experiment.py, tests/test_ddpm_experiment.py)."""
+    assert result is not None and result.n_fake_train + result.n_fake_test == n_samples
+    assert result.n_real_test == result.n_fake_test and result.n_real_train == result.n_fake_train
+    for interval in (result.jsd, result.jsd_accepted, result.jsd_subset):
+        assert interval.low <= interval.high <= LOG2 and interval.level == 0.95
+    assert 0 < result.accepted_fraction <= 1 and 1 <= result.n_accepted <= result.n_fake_test and result.seconds > 0
+    shown = torch.load(run_dir / "artifacts" / disc.ARTIFACT)
+    assert shown["logits_fake"].shape == (result.n_fake_test,) and int(shown["accepted"].sum()) == result.n_accepted
+    assert (run_dir / "figures" / "discriminator.png").stat().st_size > 5_000

@@ -1,6 +1,7 @@
 """Question 4's spectrum measurements on linear networks whose answers are known, and a tiny SimSiam."""
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from torch import nn
 
 import q3_solution as q3
 from experiments import spectrum as spec
-from experiments.summaries import SpectrumResult
+from experiments.summaries import SpectrumResult, spectra
 
 
 class TinyBackbone(nn.Module):
@@ -128,6 +129,18 @@ def test_measure_on_a_tiny_simsiam(mode):
         assert len(out.alignment.cosines) == 4 and 0 <= out.alignment.diagonal_fraction <= 1
     assert math.isclose(spec.measure(model, z, k=4).effective_rank, out.effective_rank, rel_tol=1e-9)
     assert SpectrumResult.from_dict(json.loads(json.dumps(out.to_dict()))) == out
+
+
+def test_for_run_measures_every_few_epochs_and_at_the_last(tmp_path):
+    torch.manual_seed(0)
+    model = q3.SimSiam(TinyBackbone, dim=16, pred_dim=4)
+    images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    run_ = SimpleNamespace(dir=tmp_path, artifacts=tmp_path / "artifacts")
+    for epoch in range(1, 6):
+        spec.for_run(run_, model, images, epoch=epoch, every=2, epochs=5)
+    measured = spectra(tmp_path)
+    assert [r.epoch for r in measured] == [2, 4, 5] and all(r.n == 8 and r.alignment is not None for r in measured)
+    assert spectra(tmp_path / "elsewhere") == []
 
 
 def test_linear_simsiam_without_stop_gradient_collapses_as_4_4_predicts():
