@@ -601,7 +601,7 @@ def simsiam_spectrum(run_dirs: list[str | Path], out: str | Path) -> Path:
     a.legend(frameon=False)
     b.set(yscale="log", xlabel="epoch", ylabel="tr F = mean ||z||^2", title="scale of F (W -> 0: tr F -> 0)")
     c.set(xlabel="epoch", ylabel="effective rank", ylim=(0, None), title="effective rank of F")
-    t = np.linspace(0, 2, 100)
+    t = np.linspace(0, 5, 100)
     scale, rank = linear_collapse(t, np.linspace(0.1, 1.0, 16))
     d.plot(t, scale, color="k", label="tr F(t) / tr F(0)")
     d.plot(t, rank / 16, color="k", ls="--", label="effective rank / d")
