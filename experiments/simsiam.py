@@ -117,9 +117,9 @@ class SimSiamConfig(runs.RunConfig):
     probe_epochs: int = 100        # linear probe on frozen features at the end (Adam passes; 0: none)
     eval_batch_size: int = 1024
     # Question 4 (experiments.spectrum): F = E[z z^T] on a fixed batch of test images and the predictor's
-    # alignment with its eigenvectors, every N epochs (and at the last).
+    # alignment with its eigenvectors, every N epochs (and at the last). F has rank <= the batch: at least d.
     spectrum_every: int = 10
-    spectrum_size: int = 512
+    spectrum_size: int = 5000
 
     def __post_init__(self) -> None:
         runs.check_config(self)  # seed and epochs first: the messages below assume them sound

@@ -74,6 +74,21 @@ def test_a_polynomial_in_F_is_fully_aligned_and_a_random_map_is_not():
     assert max(abs(c) for c in random.cosines) < 0.9
 
 
+def test_alignment_ignores_the_null_space_of_a_rank_deficient_F():
+    # F from N = 5 < d = 12 samples has rank 5; W_p = F + A with A acting on F's null space only commutes with F,
+    # but eigh's basis of that null space is arbitrary, so only the top 5 eigenvectors show the alignment
+    _, _, z = _linear_features(5, 12, 6)
+    eigenvalues, U = spec.spectrum(spec.feature_correlation(z))
+    null = U[:, 5:]  # (12, 7)
+    A = 30 * null @ torch.randn(7, 7, generator=torch.Generator().manual_seed(7), dtype=torch.float64) @ null.T
+    W_p = spec.feature_correlation(z) + A
+    assert spec.alignment(W_p, U[:, :5], 5).diagonal_fraction == pytest.approx(1.0, abs=1e-9)
+    assert spec.alignment(W_p, U[:, :5], 5).chance == 1 / 5
+    assert spec.alignment(W_p, U, 5).diagonal_fraction < 0.5
+    with pytest.raises(ValueError, match="k <= 5"):
+        spec.alignment(W_p, U[:, :5], 6)
+
+
 def test_alignment_diagonal_is_the_eigenvalue_along_each_eigenvector():
     _, _, z = _linear_features(300, 6, 5)
     eigenvalues, U = spec.spectrum(spec.feature_correlation(z))
