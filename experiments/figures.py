@@ -512,7 +512,7 @@ def discriminator(run_dir: str | Path, label: str) -> Path:
     samples the discriminator rates most and least real. -> discriminator.png"""
     a = load_artifact(run_dir, DRS_ARTIFACT)
     h_real, h_fake = a["logits_real"].double(), a["logits_fake"].double()
-    fig = plt.figure(figsize=(WIDTH, 2.5))
+    fig = plt.figure(figsize=(WIDTH - 0.3, 2.6))
     cells = fig.add_gridspec(1, 3, width_ratios=[1.4, 1, 1])
     hist = fig.add_subplot(cells[0])
     bins = np.linspace(min(h_real.min(), h_fake.min()).item(), max(h_real.max(), h_fake.max()).item() + 1e-6, 25)
@@ -521,15 +521,15 @@ def discriminator(run_dir: str | Path, label: str) -> Path:
     hist.set(xlabel="logit h = log D / (1 - D)", ylabel="held-out images")
     accept = hist.twinx()
     accept.plot(bins, np.exp(bins - h_fake.max().item()).clip(max=1), color="k", lw=1)
-    accept.set(ylim=(0, 1.05), ylabel="DRS acceptance, e^(h - max h)")
+    accept.set(ylim=(0, 1.05), ylabel="DRS: accepted with e^(h - max h)")
     hist.legend(loc="upper left", frameon=False)
     for cell, key, what in ((cells[1], "most_real", "most"), (cells[2], "least_real", "least")):
         ax = fig.add_subplot(cell)
         ax.imshow(grid(a[key], nrow=int(math.ceil(math.sqrt(len(a[key]))))))
         ax.set_title(f"samples rated {what} real")
         ax.axis("off")
-    fig.suptitle(f"{label}: a discriminator between test images and samples ({dataset_name(run_dir)}); held-out JSD "
-                 f"estimate {jsd_estimate(h_real, h_fake):.3f} nats, DRS kept {a['accepted'].double().mean():.0%}")
+    fig.suptitle(f"{label}: a discriminator between test images and samples ({dataset_name(run_dir)})\nheld-out JSD "
+                 f"estimate {jsd_estimate(h_real, h_fake):.3f} nats; DRS kept {a['accepted'].double().mean():.0%}")
     fig.tight_layout()
     return _save(fig, figures_dir(run_dir), "discriminator.png")
 
@@ -560,7 +560,7 @@ def spectrum(run_dir: str | Path) -> Path:
         c.axis("off")
     else:
         c.plot(epochs, [r.alignment.diagonal_fraction for r in results], marker="o", ms=3, label="W_p in F's basis")
-        c.axhline(results[-1].alignment.chance, color="tab:gray", ls=":", label="chance, 1/d")
+        c.axhline(results[-1].alignment.chance, color="tab:gray", ls=":", label="chance, 1/r")
         c.set(xlabel="epoch", ylabel="diagonal fraction", ylim=(0, 1.02), title="predictor aligned with F")
         c.legend(frameon=False)
     for ax in (b, c):
@@ -587,7 +587,7 @@ def simsiam_spectrum(run_dirs: list[str | Path], out: str | Path) -> Path:
     wanted = (*names.compared("q4"), *(n for n in names.compared("q5a") if n not in names.compared("q4")))
     found = {read_json(d, "config.json")["ablation"]: d for d in run_dirs if summaries.spectra(d)}
     shown = [a for a in wanted if a in found]
-    fig, ((a, b), (c, d)) = plt.subplots(2, 2, figsize=(WIDTH, 4.4))
+    fig, ((a, b), (c, d)) = plt.subplots(2, 2, figsize=(WIDTH, 3.6))
     colors = dict(zip(wanted, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for ablation in shown:
         results = summaries.spectra(found[ablation])

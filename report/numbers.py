@@ -524,6 +524,7 @@ def spectrum_numbers(values: dict[str, str], slot: str, results: list[summaries.
         return
     put("align-fraction", al.diagonal_fraction, lambda v: number(v, ".3f"))
     put("align-chance", al.chance, lambda v: number(v, ".2g"))
+    put("align-r", round(1 / al.chance), str)
     put("align-times-chance", al.diagonal_fraction / al.chance, significant)
     put("align-cos", sum(abs(c) for c in al.cosines) / len(al.cosines), lambda v: number(v, ".2f"))
     put("align-k", len(al.cosines), str)
