@@ -8,6 +8,9 @@ logit h. Theory (report/theory/q3.tex):
        importance weight from p0 to p1. Discriminator rejection sampling (Azadi et al., 2019,
        "Discriminator Rejection Sampling", ICLR) accepts model samples in proportion to it.
 The discriminator is the digit classifier's network (experiments.classifier) with one logit.
+A VAE or DDPM run calls `for_run` in its final evaluation (report Part III): `measure` trains D on half of
+the samples and as many test images, estimates on the other half, and judges DRS against a random subset
+of the accepted size, by the classifier FID and by the JSD estimate of fresh discriminators.
 """
 from __future__ import annotations
 
