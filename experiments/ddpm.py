@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import ddpm_solution
-from experiments import bound, classifier, data, figures, monitors, names, observe, runs
+from experiments import bound, classifier, data, discriminator, figures, monitors, names, observe, runs
 from experiments.diffusion import EMA, Diffusion, noise
 from experiments.precision import Precision, autocast
 from experiments.runs import Run, checked_overrides, read_json, synchronize
@@ -58,6 +58,7 @@ class DDPMConfig(runs.RunConfig):
     recon_shown: int = 10          # of which shown in the grid
     classifier_epochs: int = 6
     quality_size: int = 1000       # samples (and test images) in the classifier-FID proxy
+    discriminator_epochs: int = 10  # Question 3 on the quality samples (experiments.discriminator), per discriminator
     probe_levels: tuple[int, ...] = (1, 100, 300)   # t at which bottleneck features are probed (T = 1000)
     probe_train: int = 5000
     probe_test: int = 2000
@@ -85,7 +86,8 @@ PRESETS = {
                         train_size=640, test_size=128, eval_size=64, snapshot_every=1, n_samples=8,
                         preview_steps=10, n_final_samples=16, recon_levels=(100, 500, 1000), recon_size=16,
                         recon_shown=8, classifier_epochs=3, quality_size=32, probe_train=128, probe_test=64,
-                        eval_batch_size=64, bound_size=4, bound_exact_steps=2, bound_strata=4, bound_draws=2),
+                        eval_batch_size=64, bound_size=4, bound_exact_steps=2, bound_strata=4, bound_draws=2,
+                        discriminator_epochs=2),
 }
 
 
@@ -253,6 +255,8 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
                                                      seed=runs.stream_seed(cfg.seed, "classifier"))
     recon = reconstruction_study(run_, cfg, diffusion, ema_net, digits, test, prec)
     fid, confidence = quality_proxy(cfg, samples[:cfg.quality_size], digits, test, prec)
+    drs = discriminator.for_run(run_, test, samples[:cfg.quality_size], digits, epochs=cfg.discriminator_epochs,
+                                device=prec.device, seed=cfg.seed)
     probe = bottleneck_probe(ema_model, diffusion, train, test, cfg, prec)
     metrics = run_.metrics()
     DDPMSummary(
@@ -284,6 +288,7 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
         alpha_bar=diffusion.alphas_cumprod.cpu().tolist(),  # the schedule the report reads (no recomputing)
         observations=observe.ddpm(run_, cfg, digits, test, prec.device),
         bound=bound.measure(run_, cfg, diffusion, ema_model, test, prec.device),
+        discriminator=drs,
     ).write(run_.dir)
 
 

@@ -8,20 +8,26 @@ logit h. Theory (report/theory/q3.tex):
        importance weight from p0 to p1. Discriminator rejection sampling (Azadi et al., 2019,
        "Discriminator Rejection Sampling", ICLR) accepts model samples in proportion to it.
 The discriminator is the digit classifier's network (experiments.classifier) with one logit.
+A VAE or DDPM run calls `for_run` in its final evaluation (report Part III): `measure` trains D on half of
+the samples and as many test images, estimates on the other half, and judges DRS against a random subset
+of the accepted size, by the classifier FID and by the JSD estimate of fresh discriminators.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments import classifier
-from experiments.classifier import DigitClassifier, classifier_fid
+from experiments import classifier, runs
+from experiments.classifier import DigitClassifier, frechet_distance
 from experiments.data import to_float
 from experiments.monitors import extract_features
+from experiments.summaries import DiscriminatorResult, Interval
 
 # --------------------------------------------------------------------------- the estimator (3.1)
 
@@ -74,6 +80,13 @@ def jsd_bootstrap(
     q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
     low, high = torch.quantile(replicates, q).tolist()
     return jsd_estimate(logits_real, logits_fake), low, high
+
+
+def jsd_interval(logits_real: torch.Tensor, logits_fake: torch.Tensor, *, n_boot: int, generator: torch.Generator,
+                 level: float = 0.95) -> Interval:
+    """`jsd_bootstrap` as a summaries.Interval."""
+    estimate, low, high = jsd_bootstrap(logits_real, logits_fake, n_boot, generator, level)
+    return Interval(estimate=estimate, low=low, high=high, level=level)
 
 
 # --------------------------------------------------------------------------- the discriminator
@@ -142,8 +155,8 @@ def discriminator_logits(
 
 def rejection_sample(
     fake_uint8: torch.Tensor, logits_fake: torch.Tensor, generator: torch.Generator
-) -> tuple[torch.Tensor, float]:
-    """Discriminator rejection sampling: (accepted images (M, ...), accepted fraction M / N).
+) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """Discriminator rejection sampling: (accepted images (M, ...), accepted fraction M / N, mask (N,) bool).
 
     With 3.2's importance weight w = D / (1 - D) = e^h (an estimate of f1 / f0), sample i of
     fake_uint8 (N, ...) is accepted with probability w_i / max_j w_j = exp(h_i - max_j h_j),
@@ -158,10 +171,13 @@ def rejection_sample(
     h = logits_fake.detach().to("cpu", torch.float64)
     log_accept = h - h.max()  # log(w_i / max_j w_j) <= 0
     accept = torch.rand(len(h), generator=generator, dtype=torch.float64) < log_accept.exp()  # (N,)
-    return fake_uint8[accept.to(fake_uint8.device)], accept.double().mean().item()
+    return fake_uint8[accept.to(fake_uint8.device)], accept.double().mean().item(), accept
 
 
 # --------------------------------------------------------------------------- the measurement
+
+SHOWN = 16  # held-out samples shown at each end of the discriminator's ranking (the figure)
+ARTIFACT = "discriminator.pt"  # what `for_run` saves for experiments.figures.discriminator
 
 def split(images: torch.Tensor, held_out: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """A random (train, held-out) partition of images (N, ...), round(held_out * N) images held out."""
@@ -170,6 +186,24 @@ def split(images: torch.Tensor, held_out: float, generator: torch.Generator) -> 
         raise ValueError(f"held_out={held_out} of {len(images)} images leaves fewer than 2 on one side")
     order = torch.randperm(len(images), generator=generator).to(images.device)
     return images[order[n_test:]], images[order[:n_test]]
+
+
+def random_subset(images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n of images (N, ...) drawn uniformly without replacement."""
+    return images[torch.randperm(len(images), generator=generator)[:n].to(images.device)]
+
+
+def frechet_to(digits_classifier: DigitClassifier, reference_uint8: torch.Tensor,
+               device: torch.device | str) -> Callable[[torch.Tensor], float | None]:
+    """images -> their classifier FID to reference_uint8 (as `classifier_fid`, the reference's features computed
+    once); None for fewer than 2 images."""
+    reference = extract_features(digits_classifier.body, reference_uint8, 512, device, to_float)
+
+    def fid(images: torch.Tensor) -> float | None:
+        if len(images) < 2:
+            return None
+        return frechet_distance(extract_features(digits_classifier.body, images, 512, device, to_float), reference)
+    return fid
 
 
 def measure(
@@ -183,42 +217,64 @@ def measure(
     epochs: int = 5,
     batch_size: int = 128,
     n_boot: int = 1000,
-) -> dict:
-    """JSD(model, data) through a trained discriminator, and DRS's effect on the classifier-FID proxy.
-
-    Splits real (p1) and fake (p0) uint8 images (N, 3, 32, 32) into train / held-out, trains a
-    `Discriminator` on the train halves and evaluates on the held-out ones:
-      jsd, jsd_low, jsd_high   3.1's estimate and its bootstrap interval (a lower bound on the JSD)
-      accepted_fraction        DRS on the held-out fakes (n_accepted images)
-      fid_fake, fid_accepted   classifier FID of held-out fakes, and of the accepted ones, vs held-out real
-      fid_random_subset        the same for a random subset of the fakes of the accepted size: the FID
-                               is biased upwards for small sets, so compare fid_accepted with this one
-      jsd_accepted             3.1's estimate with the accepted set as p0. Optimistic: the same D
-                               selected those images, so it is no longer an independent held-out estimate
-      seconds                  wall time of the whole measurement
-    The accepted FIDs are NaN when a single sample is accepted.
+    level: float = 0.95,
+) -> tuple[DiscriminatorResult, dict]:
+    """JSD(model, data) through a trained discriminator D, and what discriminator rejection sampling (DRS) changes:
+    splits real (p1) and fake (p0) uint8 images (N, 3, 32, 32) into train / held-out halves, trains D on the
+    train halves and measures on the held-out ones (the fields of summaries.DiscriminatorResult): 3.1's JSD
+    estimate with a bootstrap interval; DRS with D (3.2's weights e^h); the classifier FID of all samples, the
+    accepted ones and a random subset of the accepted size (the FID is biased upwards for small sets, so the
+    subset is the fair reference); and the JSD of the accepted samples and of that subset, each through a fresh
+    discriminator (same recipe and seed) trained on the train halves selected the same way: D itself would be
+    optimistic, it chose the accepted images. Also returns the figure's data (`figure_data`).
     """
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
-    real_train, real_test = split(real_uint8, held_out, generator)
-    fake_train, fake_test = split(fake_uint8, held_out, generator)
-    model = train_discriminator(real_train, fake_train, epochs=epochs, batch_size=batch_size,
-                                device=device, seed=seed)
-    h_real = discriminator_logits(model, real_test, device=device)  # (N1,)
-    h_fake = discriminator_logits(model, fake_test, device=device)  # (N0,)
-    jsd, low, high = jsd_bootstrap(h_real, h_fake, n_boot, generator)
-    accepted, fraction = rejection_sample(fake_test, h_fake, generator)
-    subset = fake_test[torch.randperm(len(fake_test), generator=generator)[: len(accepted)].to(fake_test.device)]
+    (real_train, real_test), (fake_train, fake_test) = (split(x, held_out, generator) for x in (real_uint8, fake_uint8))
 
-    def fid(images: torch.Tensor) -> float:
-        return classifier_fid(digits_classifier, images, real_test, device=device) if len(images) >= 2 else math.nan
+    def fit(fakes: torch.Tensor) -> Discriminator:
+        return train_discriminator(real_train, fakes, epochs=epochs, batch_size=batch_size, device=device, seed=seed)
 
-    return {
-        "jsd": jsd, "jsd_low": low, "jsd_high": high,
-        "jsd_accepted": jsd_estimate(h_real, discriminator_logits(model, accepted, device=device)),
-        "accepted_fraction": fraction, "n_accepted": len(accepted),
-        "fid_fake": fid(fake_test), "fid_accepted": fid(accepted), "fid_random_subset": fid(subset),
-        "n_real_train": len(real_train), "n_fake_train": len(fake_train),
-        "n_real_test": len(real_test), "n_fake_test": len(fake_test),
-        "seconds": time.perf_counter() - start,
-    }
+    logits = functools.partial(discriminator_logits, device=device)
+    held_out_jsd = functools.partial(jsd_interval, n_boot=n_boot, generator=generator, level=level)
+
+    def refit_jsd(fakes_train: torch.Tensor, fakes_test: torch.Tensor) -> Interval:
+        model = fit(fakes_train)
+        return held_out_jsd(logits(model, real_test), logits(model, fakes_test))
+
+    model = fit(fake_train)
+    h_real, h_fake = logits(model, real_test), logits(model, fake_test)  # (N1,), (N0,)
+    accepted, fraction, mask = rejection_sample(fake_test, h_fake, generator)
+    accepted_train = rejection_sample(fake_train, logits(model, fake_train), generator)[0]
+    subset, subset_train = (random_subset(x, len(a), generator) for x, a in ((fake_test, accepted),
+                                                                              (fake_train, accepted_train)))
+    fid = frechet_to(digits_classifier, real_test, device)
+    result = DiscriminatorResult(
+        jsd=held_out_jsd(h_real, h_fake), accepted_fraction=fraction, n_accepted=len(accepted),
+        fid_samples=fid(fake_test), fid_accepted=fid(accepted), fid_subset=fid(subset),
+        jsd_accepted=refit_jsd(accepted_train, accepted), jsd_subset=refit_jsd(subset_train, subset),
+        n_real_train=len(real_train), n_fake_train=len(fake_train), n_real_test=len(real_test),
+        n_fake_test=len(fake_test), epochs=epochs, seconds=time.perf_counter() - start)
+    return result, figure_data(h_real, h_fake, mask, fake_test)
+
+
+def figure_data(h_real: torch.Tensor, h_fake: torch.Tensor, accepted: torch.Tensor, fake_uint8: torch.Tensor) -> dict:
+    """The figure's data, on the CPU: held-out logits (N1,), (N0,), DRS's mask (N0,), and the SHOWN samples
+    of fake_uint8 (N0, 3, 32, 32) that D rates most real (largest h first) and least real (smallest first)."""
+    order = h_fake.argsort(descending=True).to(fake_uint8.device)
+    return {"logits_real": h_real.cpu(), "logits_fake": h_fake.cpu(), "accepted": accepted.cpu(),
+            "most_real": fake_uint8[order[:SHOWN]].cpu(), "least_real": fake_uint8[order.flip(0)[:SHOWN]].cpu()}
+
+
+def for_run(run_, test, fake_uint8: torch.Tensor, digits_classifier: DigitClassifier, *, epochs: int,
+            device: torch.device, seed: int) -> DiscriminatorResult:
+    """Question 3 in a VAE or DDPM run's final evaluation: `measure` with p0 the run's samples fake_uint8
+    (N, 3, 32, 32) and p1 as many test images (the ImageSet `test`, a subset drawn from the stream
+    "discriminator-images" of the run's `seed`); saves the figure's data as the artifact ARTIFACT.
+    Trains with gradients on even when called under torch.no_grad() (a run's final evaluation)."""
+    real = test.subset(len(fake_uint8), runs.stream_seed(seed, "discriminator-images")).images
+    with torch.enable_grad():
+        result, data = measure(real, fake_uint8, digits_classifier, device=device, epochs=epochs,
+                               seed=runs.stream_seed(seed, "discriminator"))
+    run_.save_artifact(ARTIFACT, data)
+    return result

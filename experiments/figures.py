@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,6 +18,8 @@ from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
 from experiments import amortisation, names, summaries
+from experiments.discriminator import ARTIFACT as DRS_ARTIFACT
+from experiments.discriminator import jsd_estimate
 from experiments.monitors import best_knn, monitored_epochs
 from experiments.runs import load_artifact, read_json, read_metrics, save_figure
 
@@ -227,6 +231,7 @@ def vae_figures(run_dir: str | Path) -> list[Path]:
         *latent_profiles(run_dir),                                                   # (e)
         interpolations(run_dir),                                                     # (f)
         *([amortisation_gaps(run_dir)] if (Path(run_dir) / "artifacts" / "amortisation.pt").exists() else []),
+        *discriminator_figures(run_dir, "VAE"),                                      # Part III, Q3
     ]
 
 
@@ -342,6 +347,7 @@ def ddpm_figures(run_dir: str | Path, vae_dir: str | Path | None = None) -> list
         ddpm_vs_vae(run_dir, vae_dir),                                                # (d)
         probe(run_dir),                                                               # 2.3(b)
         *([bound_terms(run_dir)] if (Path(run_dir) / "artifacts" / "bound.pt").exists() else []),
+        *discriminator_figures(run_dir, "DDPM"),                                      # Part III, Q3
     ]
 
 
@@ -451,8 +457,10 @@ def simsiam_training(run_dir: str | Path) -> Path:
 
 
 def simsiam_figures(run_dir: str | Path) -> list[Path]:
-    """Every per-run figure of Problem 3: wall-clock, and training loss / kNN accuracy / collapse."""
-    return [wall_clock(run_dir, f"SimSiam {_simsiam_label(run_dir)}"), simsiam_training(run_dir)]
+    """Every per-run figure of Problem 3: wall-clock, and training loss / kNN accuracy / collapse; the spectrum
+    of Question 4 (Part III) when the run measured it."""
+    return [wall_clock(run_dir, f"SimSiam {_simsiam_label(run_dir)}"), simsiam_training(run_dir),
+            *([spectrum(run_dir)] if summaries.spectra(run_dir) else [])]
 
 
 @READABLE
@@ -524,8 +532,9 @@ def simsiam_table(run_dirs: list[str | Path], out: str | Path) -> tuple[Path, li
 
 
 def simsiam_comparisons(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
-    """Every cross-run figure of Problem 3: Q4, Q5(a), Q5(b) and the table, into folder `out`."""
-    return [*(simsiam_comparison(run_dirs, out, q) for q in SIMSIAM_QUESTIONS), simsiam_table(run_dirs, out)[0]]
+    """Every cross-run figure of Problem 3: Q4, Q5(a), Q5(b), the table and Q4's spectra (Part III), into `out`."""
+    return [*(simsiam_comparison(run_dirs, out, q) for q in SIMSIAM_QUESTIONS), simsiam_table(run_dirs, out)[0],
+            simsiam_spectrum(run_dirs, out)]
 
 
 def show(paths: list[Path]) -> None:
@@ -534,3 +543,122 @@ def show(paths: list[Path]) -> None:
 
     for path in paths:
         display(Markdown(f"**{Path(path).name}**"), Image(filename=str(path)))
+
+
+# --------------------------------------------------------------------------- Part III: the theory on our models
+
+def discriminator_figures(run_dir: str | Path, label: str) -> list[Path]:
+    """Question 3's figure of a VAE or DDPM run that measured it (runs from before the measurement did not)."""
+    return [discriminator(run_dir, label)] if (Path(run_dir) / "artifacts" / DRS_ARTIFACT).exists() else []
+
+
+@READABLE
+def discriminator(run_dir: str | Path, label: str) -> Path:
+    """Question 3 on a run's samples (artifacts/discriminator.pt): the held-out logits h of test images and of
+    samples, with discriminator rejection sampling's acceptance probability e^(h - max h), and the held-out
+    samples the discriminator rates most and least real. -> discriminator.png"""
+    a = load_artifact(run_dir, DRS_ARTIFACT)
+    h_real, h_fake = a["logits_real"].double(), a["logits_fake"].double()
+    fig = plt.figure(figsize=(WIDTH - 0.3, 2.6))
+    cells = fig.add_gridspec(1, 3, width_ratios=[1.4, 1, 1])
+    hist = fig.add_subplot(cells[0])
+    bins = np.linspace(min(h_real.min(), h_fake.min()).item(), max(h_real.max(), h_fake.max()).item() + 1e-6, 25)
+    hist.hist(h_real.numpy(), bins=bins, alpha=0.6, color="tab:green", label="test images (p1)")
+    hist.hist(h_fake.numpy(), bins=bins, alpha=0.6, color="tab:orange", label="samples (p0)")
+    hist.set(xlabel="logit h = log D / (1 - D)", ylabel="held-out images")
+    accept = hist.twinx()
+    accept.plot(bins, np.exp(bins - h_fake.max().item()).clip(max=1), color="k", lw=1)
+    accept.set(ylim=(0, 1.05), ylabel="DRS: accepted with e^(h - max h)")
+    hist.legend(loc="upper left", frameon=False)
+    for cell, key, what in ((cells[1], "most_real", "most"), (cells[2], "least_real", "least")):
+        ax = fig.add_subplot(cell)
+        ax.imshow(grid(a[key], nrow=int(math.ceil(math.sqrt(len(a[key]))))))
+        ax.set_title(f"samples rated {what} real")
+        ax.axis("off")
+    fig.suptitle(f"{label}: a discriminator between test images and samples ({dataset_name(run_dir)})\nheld-out JSD "
+                 f"estimate {jsd_estimate(h_real, h_fake):.3f} nats; DRS kept {a['accepted'].double().mean():.0%}")
+    fig.tight_layout()
+    return _save(fig, figures_dir(run_dir), "discriminator.png")
+
+
+def _spectrum_panels(ax_spectra: plt.Axes, results: list, color_of: Callable[[int], Any]) -> None:
+    """F's normalised top eigenvalues against their index, one line per measured epoch (at most MOST_PANELS)."""
+    by_epoch = {r.epoch: r for r in results}
+    for epoch in _shown(sorted(by_epoch)):
+        values = by_epoch[epoch].eigenvalues
+        ax_spectra.plot(range(1, len(values) + 1), values, color=color_of(epoch), lw=1, label=f"epoch {epoch}")
+    ax_spectra.set(yscale="log", xlabel="eigenvalue index i", ylabel="lambda_i / lambda_1", title="spectrum of F")
+
+
+@READABLE
+def spectrum(run_dir: str | Path) -> Path:
+    """Question 4 on one SimSiam run (artifacts/spectrum/): F = E[z z^T]'s normalised spectrum at each measured
+    epoch, its effective rank, and the alignment of the predictor's linear map with F's eigenvectors. -> spectrum.png"""
+    results = summaries.spectra(run_dir)
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(WIDTH, 2.4))
+    cmap, last = plt.get_cmap("viridis"), max(r.epoch for r in results)
+    _spectrum_panels(a, results, lambda e: cmap(0.9 * e / last))
+    a.legend(fontsize=7, frameon=False)
+    epochs = [r.epoch for r in results]
+    b.plot(epochs, [r.effective_rank for r in results], marker="o", ms=3)
+    b.set(xlabel="epoch", ylabel="effective rank", ylim=(0, None), title=f"effective rank (d = {results[-1].d})")
+    if results[-1].alignment is None:
+        c.text(0.5, 0.5, "no predictor:\nthe spectrum only", ha="center", va="center", transform=c.transAxes)
+        c.axis("off")
+    else:
+        c.plot(epochs, [r.alignment.diagonal_fraction for r in results], marker="o", ms=3, label="W_p in F's basis")
+        c.axhline(results[-1].alignment.chance, color="tab:gray", ls=":", label="chance, 1/r")
+        c.set(xlabel="epoch", ylabel="diagonal fraction", ylim=(0, 1.02), title="predictor aligned with F")
+        c.legend(frameon=False)
+    for ax in (b, c):
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    fig.suptitle(f"SimSiam {_simsiam_label(run_dir)}: F on {results[-1].n} fixed test images ({dataset_name(run_dir)})")
+    fig.tight_layout()
+    return _save(fig, figures_dir(run_dir), "spectrum.png")
+
+
+def linear_collapse(t: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """4.4 in closed form: W(t) = W(0) e^{-2 X' t} with W(0) = I, X = I and X' = diag(noise). F(t) = W(t) (X + X')
+    W(t)^T has eigenvalues (1 + x'_k) e^{-4 x'_k t}: (tr F(t) / tr F(0), effective rank of F(t)) at each t."""
+    eig = (1 + noise)[None, :] * np.exp(-4 * noise[None, :] * t[:, None])  # (T, d)
+    p = eig / eig.sum(1, keepdims=True)
+    rank = np.exp(-(p * np.log(np.where(p > 0, p, 1))).sum(1))
+    return eig.sum(1) / eig[0].sum(), rank
+
+
+@READABLE
+def simsiam_spectrum(run_dirs: list[str | Path], out: str | Path) -> Path:
+    """Question 4 across runs: the last spectra of F, tr F and the effective rank against epochs of the runs given
+    with spectrum artifacts (baseline and the ablations of 4.3-4.5 first), beside 4.4's linear prediction W -> 0.
+    -> out/simsiam_q4_spectrum.png"""
+    wanted = (*names.compared("q4"), *(n for n in names.compared("q5a") if n not in names.compared("q4")))
+    found = {read_json(d, "config.json")["ablation"]: d for d in run_dirs if summaries.spectra(d)}
+    shown = [a for a in wanted if a in found]
+    fig, ((a, b), (c, d)) = plt.subplots(2, 2, figsize=(WIDTH, 3.6))
+    colors = dict(zip(wanted, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for ablation in shown:
+        results = summaries.spectra(found[ablation])
+        last = results[-1]
+        a.plot(range(1, len(last.eigenvalues) + 1), last.eigenvalues, color=colors[ablation],
+               label=f"{ablation}, epoch {last.epoch}")
+        b.plot([r.epoch for r in results], [r.trace for r in results], marker="o", ms=3, color=colors[ablation])
+        c.plot([r.epoch for r in results], [r.effective_rank for r in results], marker="o", ms=3,
+               color=colors[ablation])
+    a.set(yscale="log", xlabel="eigenvalue index i", ylabel="lambda_i / lambda_1", title="last spectrum of F")
+    a.legend(frameon=False)
+    b.set(yscale="log", xlabel="epoch", ylabel="tr F = mean ||z||^2", title="scale of F (W -> 0: tr F -> 0)")
+    c.set(xlabel="epoch", ylabel="effective rank", ylim=(0, None), title="effective rank of F")
+    t = np.linspace(0, 5, 100)
+    scale, rank = linear_collapse(t, np.linspace(0.1, 1.0, 16))
+    d.plot(t, scale, color="k", label="tr F(t) / tr F(0)")
+    d.plot(t, rank / 16, color="k", ls="--", label="effective rank / d")
+    d.set(xlabel="t (gradient-flow time)", ylim=(0, 1.02), title="4.4, linear model: W(t) = W(0) e^{-2X't}")
+    d.legend(frameon=False)
+    for ax in (b, c):
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    missing = [x for x in wanted if x not in found]
+    sources = sorted({dataset_name(found[x]) for x in shown}) or ["no runs"]
+    fig.suptitle(f"SimSiam Q4: spectrum of F = E[z z^T] ({', '.join(sources)})"
+                 + (f"\nno spectrum found for: {', '.join(missing)}" if missing else ""))
+    fig.tight_layout()
+    return _save(fig, out, "simsiam_q4_spectrum.png")

@@ -33,10 +33,10 @@ import torchvision
 from torch import nn
 
 import q3_solution
-from experiments import augment, data, figures, memory, monitors, names, runs
+from experiments import augment, data, figures, memory, monitors, names, runs, spectrum
 from experiments.precision import Precision
 from experiments.runs import Run, checked_overrides, read_json
-from experiments.summaries import SimSiamSummary
+from experiments.summaries import SimSiamSummary, spectra
 
 # --------------------------------------------------------------------------- backbones
 
@@ -116,6 +116,10 @@ class SimSiamConfig(runs.RunConfig):
     knn_temperature: float = 0.1
     probe_epochs: int = 100        # linear probe on frozen features at the end (Adam passes; 0: none)
     eval_batch_size: int = 1024
+    # Question 4 (experiments.spectrum): F = E[z z^T] on a fixed batch of test images and the predictor's
+    # alignment with its eigenvectors, every N epochs (and at the last). F has rank <= the batch: at least d.
+    spectrum_every: int = 10
+    spectrum_size: int = 5000
 
     def __post_init__(self) -> None:
         runs.check_config(self)  # seed and epochs first: the messages below assume them sound
@@ -134,6 +138,9 @@ class SimSiamConfig(runs.RunConfig):
         if self.knn_every < 1 or self.batch_size < 2 or self.probe_epochs < 0:
             raise ValueError(f"need knn_every >= 1, batch_size >= 2 (batch norm), probe_epochs >= 0; got "
                              f"{self.knn_every}, {self.batch_size}, {self.probe_epochs}")
+        if self.spectrum_every < 1 or self.spectrum_size < 2:
+            raise ValueError(f"need spectrum_every >= 1 and spectrum_size >= 2, got {self.spectrum_every} and "
+                             f"{self.spectrum_size}")
 
 
 # Each ablation as the fields it changes in a preset's config.
@@ -153,7 +160,7 @@ PRESETS = {
     # (0.56 GMACs per image forward, about 100 training views/s here), so few images, a small batch,
     # a smaller d; k = 200 is clipped to the 128 images of the memory bank.
     "smoke": SimSiamConfig(preset="smoke", epochs=2, batch_size=32, dim=256, pred_dim=64, train_size=128,
-                           test_size=64, probe_epochs=10, eval_batch_size=128),
+                           test_size=64, probe_epochs=10, eval_batch_size=128, spectrum_every=1),
 }
 
 
@@ -357,6 +364,8 @@ def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
     run_.write_json("provenance.json", {**read_json(run_.dir, "provenance.json"), "micro_batch": micro_batch,
                                         "accumulation_steps": cfg.batch_size // micro_batch})
     steps = len(train) // cfg.batch_size
+    spectrum_batch = normalize(test.subset(cfg.spectrum_size, runs.stream_seed(cfg.seed, "spectrum-images")).images
+                               .to(device))  # the fixed batch of Question 4's F
 
     def train_epoch(epoch: int) -> dict:
         model.train()
@@ -371,6 +380,7 @@ def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
         return {"loss": total.item() / steps, "lr": lrs[0], "predictor_lr": lrs[1], "images": steps * cfg.batch_size}
 
     def after_epoch(epoch: int) -> dict:
+        spectrum.for_run(run_, model, spectrum_batch, epoch=epoch, every=cfg.spectrum_every, epochs=cfg.epochs)
         if epoch % cfg.knn_every and epoch != cfg.epochs:
             return {}
         return evaluate(model, train_d, test_d, cfg, prec.name)
@@ -417,4 +427,5 @@ def write_summary(run_: Run, cfg: SimSiamConfig, model: q3_solution.SimSiam, tra
         train_images_per_s=statistics.median(m["images_per_s"] for m in metrics),
         train_wall_seconds=sum(m["train_seconds"] for m in metrics),
         wall_seconds=metrics[-1]["wall_seconds"],
+        spectrum=(spectra(run_.dir) or [None])[-1],
     ).write(run_.dir)

@@ -16,6 +16,9 @@ import torch
 from torch import nn
 from torch.func import jacrev
 
+from experiments import runs
+from experiments.summaries import SPECTRUM_FOLDER, Alignment, SpectrumResult
+
 # --------------------------------------------------------------------------- spectrum of F
 
 def feature_correlation(z: torch.Tensor) -> torch.Tensor:
@@ -70,31 +73,31 @@ def predictor_linear_map(predictor: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return W_p.detach()
 
 
-def alignment(W_p: torch.Tensor, eigvecs: torch.Tensor, k: int) -> dict:
-    """How far W_p (d, d) shares the eigenvectors U (d, d) of F; top k of them reported one by one.
+def alignment(W_p: torch.Tensor, eigvecs: torch.Tensor, k: int) -> Alignment:
+    """How far W_p (d, d) shares the eigenvectors of F (a summaries.Alignment); the top k of them one by one.
 
+    eigvecs U (d, r), r <= d orthonormal columns: F's eigenvectors, largest eigenvalue first. Pass only
+    the r = rank(F) that carry its spectrum (r = N when F comes from N < d samples): the basis of F's null
+    space is arbitrary, so including it would dilute the diagonal even for a W_p that commutes with F.
       cosines             cos(W_p u_i, u_i) for i < k (signed; 1 where u_i is an eigenvector of W_p
                           with a positive eigenvalue, -1 for a negative one, 0 if W_p u_i = 0)
       diagonal            u_i^T W_p u_i for i < k: W_p's eigenvalue along u_i when aligned
-      diagonal_fraction   ||diag(M)||^2 / ||M||_F^2 with M = U^T W_p U: 1 exactly when W_p is
-                          diagonal in F's eigenbasis (commutes with F, for distinct eigenvalues)
-      chance              1 / d, the expected diagonal fraction of a matrix with i.i.d. entries
-    Within a degenerate eigenspace of F the basis is arbitrary, so there these read low even
-    for a commuting W_p. The identity (no predictor) scores 1 trivially.
+      diagonal_fraction   ||diag(M)||^2 / ||M||_F^2 with M = U^T W_p U (r, r), W_p within span(U): 1
+                          exactly when that is diagonal in F's eigenbasis (W_p commutes with F, for
+                          distinct eigenvalues)
+      chance              1 / r, the expected diagonal fraction of a matrix with i.i.d. entries
+    Within a degenerate eigenspace of F the basis is arbitrary too, so there these read low even for a
+    commuting W_p. The identity (no predictor) scores 1 trivially.
     """
-    d = len(eigvecs)
-    if W_p.shape != (d, d) or not 1 <= k <= d:
-        raise ValueError(f"need W_p ({d}, {d}) and 1 <= k <= {d}, got {tuple(W_p.shape)} and k={k}")
+    d, r = eigvecs.shape
+    if W_p.shape != (d, d) or not 1 <= k <= r:
+        raise ValueError(f"need W_p ({d}, {d}) and 1 <= k <= {r}, got {tuple(W_p.shape)} and k={k}")
     U = eigvecs.double()
-    M = U.T @ W_p.double().to(U.device) @ U  # (d, d): W_p in F's eigenbasis
-    Wu = M[:, :k]  # (d, k): column i is U^T W_p u_i; norms are those of W_p u_i (U orthogonal)
-    cosines = M.diagonal()[:k] / Wu.norm(dim=0).clamp_min(torch.finfo(torch.float64).tiny)
-    return {
-        "cosines": cosines.tolist(),
-        "diagonal": M.diagonal()[:k].tolist(),
-        "diagonal_fraction": (M.diagonal().square().sum() / M.square().sum()).item(),
-        "chance": 1 / d,
-    }
+    W_p = W_p.double().to(U.device)
+    M = U.T @ W_p @ U  # (r, r): W_p in F's eigenbasis
+    cosines = M.diagonal()[:k] / (W_p @ U[:, :k]).norm(dim=0).clamp_min(torch.finfo(torch.float64).tiny)
+    return Alignment(cosines=cosines.tolist(), diagonal=M.diagonal()[:k].tolist(),
+                     diagonal_fraction=(M.diagonal().square().sum() / M.square().sum()).item(), chance=1 / r)
 
 
 # --------------------------------------------------------------------------- the measurement
@@ -116,28 +119,44 @@ def encode(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> tor
     return torch.cat(z)  # (N, d)
 
 
-def measure(model: nn.Module, images_or_z: torch.Tensor, *, k: int = 16, n_eigenvalues: int = 32,
-            batch_size: int = 256) -> dict:
-    """F's spectrum and the predictor's alignment with it for a SimSiam model (`encoder`, `predictor`).
+PREDICTOR_MAP = ("the Jacobian dp/dz of the predictor at the batch mean of z, in eval mode (batch norm with its "
+                 "running statistics): W2 diag(relu') diag(gamma / sigma) W1, the local linear map")
+
+
+def measure(model: nn.Module, images_or_z: torch.Tensor, *, epoch: int = 0, k: int = 16, n_eigenvalues: int = 32,
+            batch_size: int = 256) -> SpectrumResult:
+    """F's spectrum and the predictor's alignment with it for a SimSiam model (`encoder`, `predictor`), after `epoch`.
 
     images_or_z: normalised images (N, 3, H, W), encoded by `encode`, or projections z (N, d).
-    Keep N fixed across runs (e.g. 512 test images): F is estimated from that batch. The float64
-    eigendecomposition costs well under a second on a GPU at d = 2048 but some 20 s on one CPU
-    thread; on a CPU prefer the smoke preset's d = 256.
-      eigenvalues      the top n_eigenvalues of F, divided by the largest
-      effective_rank   of F's whole spectrum (1 = collapsed to a line, d = isotropic)
-      alignment        `alignment` of the predictor's Jacobian at the mean z with the top k
-      d, n, seconds    feature width, batch size, wall time
+    Keep N fixed across runs, and N >= d (F has rank <= N): F is estimated from that batch. F is
+    accumulated in float64; its eigendecomposition runs in float64 on a CPU (some 20 s on one thread at
+    d = 2048: prefer the smoke preset's d = 256 there) and in float32 on a GPU (consumer GPUs run float64
+    at 1/32 of the float32 rate or less; eigenvalues below about 1e-6 of the largest are then round-off).
+    The fields (summaries.SpectrumResult): the top n_eigenvalues of F divided by the largest, the largest,
+    tr F, the effective rank of the whole spectrum (1 = collapsed to a line, d = isotropic), and `alignment`
+    of the predictor's Jacobian at the mean z with F's top k eigenvectors, within the span of its top
+    min(N, d) (None for a model without a predictor, `nn.Identity`).
     """
     start = time.perf_counter()
     z = images_or_z if images_or_z.dim() == 2 else encode(model, images_or_z, batch_size)  # (N, d)
-    eigenvalues, U = spectrum(feature_correlation(z))
-    W_p = predictor_linear_map(model.predictor, z)  # (d, d)
-    k, n_eigenvalues = min(k, z.shape[1]), min(n_eigenvalues, z.shape[1])
-    return {
-        "eigenvalues": (eigenvalues[:n_eigenvalues] / eigenvalues[0]).tolist(),
-        "effective_rank": effective_rank(eigenvalues),
-        "alignment": alignment(W_p, U, k),
-        "d": z.shape[1], "n": len(z),
-        "seconds": time.perf_counter() - start,
-    }
+    F = feature_correlation(z)  # (d, d) float64
+    eigenvalues, U = spectrum(F if F.device.type == "cpu" else F.float())
+    r = min(z.shape)  # rank(F) <= N
+    k, n_eigenvalues = min(k, r), min(n_eigenvalues, z.shape[1])
+    aligned = None
+    if not isinstance(model.predictor, nn.Identity):
+        aligned = alignment(predictor_linear_map(model.predictor, z), U[:, :r], k)
+    return SpectrumResult(
+        epoch=epoch, eigenvalues=(eigenvalues[:n_eigenvalues] / eigenvalues[0]).tolist(),
+        largest=eigenvalues[0].item(), trace=F.trace().item(), effective_rank=effective_rank(eigenvalues),
+        alignment=aligned, predictor_map=PREDICTOR_MAP, d=z.shape[1], n=len(z), seconds=time.perf_counter() - start)
+
+
+def for_run(run_, model: nn.Module, images: torch.Tensor, *, epoch: int, every: int, epochs: int) -> None:
+    """Question 4 in a SimSiam run, after `epoch`: every `every` epochs and at the last, `measure` on the
+    fixed batch of normalised images (N, 3, H, W), saved as artifacts/spectrum/epoch_NNN.json (a
+    summaries.SpectrumResult; summaries.spectra reads them back)."""
+    if epoch % every and epoch != epochs:
+        return
+    result = measure(model, images, epoch=epoch)
+    runs.atomic_write_json(result.to_dict(), run_.artifacts / SPECTRUM_FOLDER / f"epoch_{epoch:03d}.json")

@@ -105,8 +105,11 @@ class VAESummary(Schema):
     observations: Observations | None = None  # 1.3(b-d, f): what the samples, reconstructions, interpolations look like
     amortisation: AmortisationGaps | None = None   # Q1.3-1.4 measured: amortisation and approximation gaps
 
+    discriminator: DiscriminatorResult | None = None  # Q3 on the samples: JSD and rejection sampling
+
     NESTED: ClassVar = {"observations": lambda v, where: Observations.from_dict(v, where),
-                        "amortisation": lambda v, where: AmortisationGaps.from_dict(v, where)}
+                        "amortisation": lambda v, where: AmortisationGaps.from_dict(v, where),
+                        "discriminator": lambda v, where: DiscriminatorResult.from_dict(v, where)}
 
 
 # --------------------------------------------------------------------------- Problem 2
@@ -160,10 +163,12 @@ class DDPMSummary(Schema):
     alpha_bar: list[float] | None = None  # the run's schedule, alpha_bar_t for t = 1..T (float32 values)
     observations: Observations | None = None  # 2.2(d): the final samples' statistics, comparable with the VAE's
     bound: VariationalBound | None = None  # Q2.3 measured: the variational bound on -log p(x_0), in bits/dim
+    discriminator: DiscriminatorResult | None = None  # Q3 on the quality samples: JSD and rejection sampling
 
     NESTED: ClassVar = {"probe": ProbeResult.from_dict,
                         "observations": lambda v, where: Observations.from_dict(v, where),
-                        "bound": lambda v, where: VariationalBound.from_dict(v, where)}
+                        "bound": lambda v, where: VariationalBound.from_dict(v, where),
+                        "discriminator": lambda v, where: DiscriminatorResult.from_dict(v, where)}
 
 
 # --------------------------------------------------------------------------- Problem 3
@@ -192,6 +197,9 @@ class SimSiamSummary(Schema):
     train_images_per_s: float         # median training throughput, images per second
     train_wall_seconds: float         # seconds in training steps, all epochs
     wall_seconds: float               # seconds from the start to the last epoch's end, evaluation included
+    spectrum: SpectrumResult | None = None  # Q4: F's spectrum and the predictor's alignment, last measured epoch
+
+    NESTED: ClassVar = {"spectrum": lambda v, where: SpectrumResult.from_dict(v, where)}
 
 
 # --------------------------------------------------------------------------- descriptive answers (experiments.observe)
@@ -328,3 +336,73 @@ class VariationalBound(Schema):
     seconds: float                    # wall time of the measurement
 
     NESTED: ClassVar = _estimates("nll_bound")
+
+
+# --------------------------------------------------------------------------- Question 3 on the VAE and DDPM samples
+
+@dataclass(kw_only=True)
+class Interval(Schema):
+    estimate: float                   # the point estimate
+    low: float                        # lower end of its percentile bootstrap interval
+    high: float                       # upper end
+    level: float                      # the interval's coverage, e.g. 0.95
+
+
+@dataclass(kw_only=True)
+class DiscriminatorResult(Schema):
+    """experiments.discriminator.measure: real test images (p1) against a model's samples (p0), held-out halves."""
+    jsd: Interval                     # 3.1's estimate of JSD(p0, p1) on held-out images, nats (a lower bound)
+    accepted_fraction: float          # discriminator rejection sampling (3.2's weights): held-out samples kept
+    n_accepted: int                   # held-out samples kept
+    fid_samples: float                # classifier-FID, every held-out sample vs the held-out test images
+    fid_accepted: float | None        # the same for the accepted samples; None when fewer than 2
+    fid_subset: float | None          # for a random subset of the samples of the accepted size (the fair reference)
+    jsd_accepted: Interval            # a fresh discriminator's estimate with the accepted samples as p0, nats
+    jsd_subset: Interval              # the same with the random subset as p0 (the fair reference)
+    n_real_train: int                 # test images the discriminator trained on
+    n_fake_train: int                 # samples it trained on
+    n_real_test: int                  # held-out test images
+    n_fake_test: int                  # held-out samples
+    epochs: int                       # training epochs of each discriminator
+    seconds: float                    # wall time of the whole measurement (three discriminators)
+
+    NESTED: ClassVar = {"jsd": Interval.from_dict, "jsd_accepted": Interval.from_dict,
+                        "jsd_subset": Interval.from_dict}
+
+
+# --------------------------------------------------------------------------- Question 4 on the SimSiam runs
+
+SPECTRUM_FOLDER = "spectrum"  # artifacts/spectrum/epoch_NNN.json: one SpectrumResult per measured epoch
+
+
+@dataclass(kw_only=True)
+class Alignment(Schema):
+    """experiments.spectrum.alignment: the predictor's linear map W_p in the eigenbasis U of F, M = U^T W_p U."""
+    diagonal_fraction: float          # ||diag M||^2 / ||M||_F^2: 1 when W_p shares F's eigenvectors
+    chance: float                     # 1 / d, its expected value for a map with i.i.d. entries
+    cosines: list[float]              # cos(W_p u_i, u_i) for F's top eigenvectors u_i, largest first
+    diagonal: list[float]             # u_i^T W_p u_i for the same u_i
+
+
+@dataclass(kw_only=True)
+class SpectrumResult(Schema):
+    """experiments.spectrum.measure on a fixed batch of test images, F = E[z z^T] of the projector's outputs z."""
+    epoch: int                        # epoch after which it was measured
+    eigenvalues: list[float]          # F's top eigenvalues divided by the largest, descending
+    largest: float                    # F's largest eigenvalue
+    trace: float                      # tr F = mean ||z||^2 over the batch
+    effective_rank: float             # exp(entropy of the normalised spectrum), in [1, d]
+    alignment: Alignment | None       # of the predictor's map; None for a run without a predictor
+    predictor_map: str                # how the non-linear predictor's linear map W_p was read, in words
+    d: int                            # width of z
+    n: int                            # images in the batch
+    seconds: float                    # wall time of this measurement
+
+    NESTED: ClassVar = {"alignment": Alignment.from_dict}
+
+
+def spectra(run_dir: str | Path) -> list[SpectrumResult]:
+    """A SimSiam run's per-epoch spectrum measurements (artifacts/spectrum/), by epoch; [] when it has none."""
+    folder = Path(run_dir) / "artifacts" / SPECTRUM_FOLDER
+    found = [SpectrumResult.from_dict(load(path), str(path)) for path in sorted(folder.glob("epoch_*.json"))]
+    return sorted(found, key=lambda r: r.epoch)

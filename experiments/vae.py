@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 import vae_solution
-from experiments import amortisation, classifier, data, decoder_variance, figures, names, observe, runs
+from experiments import amortisation, classifier, data, decoder_variance, discriminator, figures, names, observe, runs
 from experiments.runs import Run, checked_overrides, read_json
 from experiments.summaries import VAESummary
 
@@ -57,6 +57,10 @@ class VAEConfig(runs.RunConfig):
     gap_tol: float = 0.01          # stop once the mean best ELBO rose by less than tol nats ...
     gap_patience: int = 4          # ... over this many checks
     gap_test_draws: int = 64       # fresh draws the final ELBOs are estimated on
+    # Question 3 on the samples (experiments.discriminator): samples, and as many test images, split in half
+    # for training and held-out estimates; each of the three discriminators' epochs over its training half.
+    discriminator_samples: int = 10000
+    discriminator_epochs: int = 5
 
     def __post_init__(self) -> None:
         runs.check_config(self)
@@ -68,7 +72,8 @@ PRESETS = {
     # learning rate only makes the few steps visible in the figures.
     "smoke": VAEConfig(preset="smoke", epochs=2, lr=2e-3, train_size=640, test_size=64, snapshot_every=1,
                        profile_size=640, ll_size=32, n_interpolation_pairs=3, classifier_epochs=3,
-                       gap_size=4, gap_steps=20, gap_eval_every=5, gap_test_draws=16),
+                       gap_size=4, gap_steps=20, gap_eval_every=5, gap_test_draws=16,
+                       discriminator_samples=64, discriminator_epochs=2),
 }
 
 
@@ -184,6 +189,8 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
         ll_images.images, cfg.eval_batch_size, runs.stream(cfg.seed, "variance-draws", device))
     digits, classifier_accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=device,
                                                      seed=runs.stream_seed(cfg.seed, "classifier"))
+    drs = discriminator.for_run(run_, test, discriminator_samples(model, cfg, device), digits,
+                                epochs=cfg.discriminator_epochs, device=device, seed=cfg.seed)
     metrics = run_.metrics()
     dims = 3 * 32 * 32
     VAESummary(
@@ -200,6 +207,7 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
         classifier_test_accuracy=classifier_accuracy,
         observations=observe.vae(run_, cfg, model, digits, test, device),
         amortisation=amortisation.measure(run_, cfg, model, test, device),
+        discriminator=drs,
         final_train_loss=metrics[-1]["loss"],
         final_test_loss=metrics[-1]["test_loss"],
         train_wall_seconds=sum(m["train_seconds"] for m in metrics),
@@ -244,3 +252,12 @@ def test_log_likelihood(model: vae_solution.VAE, test: data.ImageSet, cfg: VAECo
                   leave=False, unit="batch"):
         total += model.log_likelihood(x, K=cfg.ll_K, chunk_size=chunk).sum().item()
     return total / len(test)
+
+
+def discriminator_samples(model: vae_solution.VAE, cfg: VAEConfig, device: torch.device) -> torch.Tensor:
+    """`discriminator_samples` draws of the graded sampler (the decoder's mean at z ~ N(0, I)), uint8 (N, 3, 32, 32)
+    on the host, eval_batch_size at a time; the global RNG seeded from the stream "discriminator-samples", restored."""
+    n, batch = cfg.discriminator_samples, cfg.eval_batch_size
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(runs.stream_seed(cfg.seed, "discriminator-samples"))
+        return torch.cat([data.to_uint8(model.sample(min(batch, n - i)).cpu()) for i in range(0, n, batch)])

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments import names
+from experiments import names, summaries
 from experiments.summaries import (
     AmortisationGaps,
     DDPMSummary,
@@ -420,7 +420,8 @@ def compute_numbers(runs: dict[str, RunFolder | None], preset: str) -> dict[str,
         else:
             simsiam_numbers(values, run)
     tstudy_numbers(values, runs)
-    measured_numbers(values, runs)
+    measured_numbers(values, runs)        # Part III: Q1 and Q2
+    measured_q3_q4_numbers(values, runs)  # Part III: Q3 and Q4
     simsiam_comparisons(values, runs)
     problem_numbers(values, runs)
     # Sentences chosen by the measured outcome (report.wording), and the thresholds that choose them.
@@ -593,3 +594,141 @@ def bound_against_vae(values: dict[str, str], b: VariationalBound, g: Amortisati
     values["ddpm-bound-images-phrase"] = (
         "the same test images as the VAE's (same data, seed, test set and number of images)" if same_images else
         "other test images than the VAE's (the runs differ in data, seed, test set or number of images)")
+
+
+# --------------------------------------------------------------------------- Part III: the theory on our models
+
+FID_SAME_WITHIN = 0.05        # classifier-FIDs within this fraction of each other count as "about the same"
+ALIGNED_ABOVE = 0.5           # diagonal fraction of W_p in F's eigenbasis above which the predictor is "aligned"
+PARTLY_ALIGNED_TIMES = 10     # ... and above this many times chance (1/d), "partly aligned"
+SPECTRUM_COLLAPSED_BELOW = 0.25  # effective rank or tr F below this fraction of the baseline's: "collapsed"
+# What the linear model of Question 4 predicts for an ablation's spectrum: (what was removed, the prediction).
+COLLAPSE_PREDICTED = {"no-stop-grad": ("the stop-gradient", "4.3"),
+                      "no-predictor": ("the predictor", "the linear calculation of 4.5")}
+
+
+def significant(x: float) -> str:
+    """A positive number of any size for running text: 2048, 20.5, 0.543, or $5.0\\cdot10^{-6}$ below 0.01."""
+    if x >= 100:
+        return f"{x:.0f}"
+    if x == 0 or x >= 0.01:
+        return f"{x:#.3g}".rstrip(".")
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"${mantissa}\\cdot10^{{{int(exponent)}}}$"
+
+
+def measured_q3_q4_numbers(values: dict[str, str], runs: dict[str, RunFolder | None]) -> None:
+    """Part III: Question 3 on the VAE and DDPM samples, Question 4 on the SimSiam runs."""
+    values.update({"fid-same-within": percent(FID_SAME_WITHIN, 0), "aligned-above": str(ALIGNED_ABOVE),
+                   "partly-aligned-times": str(PARTLY_ALIGNED_TIMES),
+                   "spectrum-collapsed-below": str(SPECTRUM_COLLAPSED_BELOW)})
+    for slot in ("vae", "ddpm"):
+        run = runs.get(slot)
+        if run is not None and run.summary is not None and run.summary.discriminator is not None:
+            discriminator_numbers(values, slot, run.summary.discriminator)
+    spectra = {slot: _spectra(run) for slot, run in runs.items() if run is not None and problem_of(slot) == "simsiam"}
+    for slot, results in spectra.items():
+        if results:
+            spectrum_numbers(values, slot, results)
+    base = spectra.get(f"simsiam-{names.BASELINE}")
+    for ablation in COLLAPSE_PREDICTED:
+        if base and spectra.get(f"simsiam-{ablation}"):
+            collapse_numbers(values, f"simsiam-{ablation}", spectra[f"simsiam-{ablation}"][-1], base[-1])
+
+
+def _spectra(run: RunFolder) -> list[summaries.SpectrumResult]:
+    """The run's per-epoch spectra (summaries.spectra); [] with a note when one cannot be read."""
+    try:
+        return summaries.spectra(run.path)
+    except ValueError as e:
+        print(f"note: spectra of {run.path} unavailable ({e})", file=sys.stderr)
+        return []
+
+
+def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.DiscriminatorResult) -> None:
+    """Question 3 on one run's samples: the JSD estimate, DRS's accepted fraction, and whether the accepted samples
+    are closer to the test images than a random subset of the same size, by the classifier FID and by the JSD."""
+    put = _putter(values, f"{slot}-drs")
+    for key, interval in (("jsd", r.jsd), ("jsd-accepted", r.jsd_accepted), ("jsd-subset", r.jsd_subset)):
+        put(key, interval.estimate, lambda v: number(v, ".3f"))
+        put(f"{key}-interval", interval, lambda i: f"[{number(i.low, '.3f')}, {number(i.high, '.3f')}]")
+    put("level", r.jsd.level, lambda v: percent(v, 0))
+    put("jsd-bound-word", r.jsd.low, lambda low: "clearly above 0: the discriminator found a difference" if low > 0
+        else "not clearly above 0: the discriminator found no reliable difference")
+    put("accepted", r.accepted_fraction, percent)
+    put("n-accepted", r.n_accepted, str)
+    put("n-test", r.n_fake_test, str)
+    put("n-train", r.n_fake_train, str)
+    put("epochs", r.epochs, str)
+    put("seconds", r.seconds, duration)
+    for key, value in (("fid-samples", r.fid_samples), ("fid-accepted", r.fid_accepted), ("fid-subset", r.fid_subset)):
+        put(key, value, significant)
+    closer_fid = None
+    if finite(r.fid_accepted) and finite(r.fid_subset):
+        values[f"{slot}-drs-fid-word"] = compare(r.fid_accepted, r.fid_subset, higher="higher (farther) than",
+                                                 lower="lower (closer) than", tolerance=FID_SAME_WITHIN * r.fid_subset,
+                                                 same="about the same as")
+        closer_fid = r.fid_accepted < (1 - FID_SAME_WITHIN) * r.fid_subset
+    a, s = r.jsd_accepted, r.jsd_subset
+    values[f"{slot}-drs-jsd-word"] = ("below" if a.high < s.low else "above" if a.low > s.high
+                                      else "within the bootstrap intervals of")
+    values[f"{slot}-drs-verdict"] = drs_verdict(closer_fid, a.high < s.low)
+
+
+def drs_verdict(closer_fid: bool | None, closer_jsd: bool) -> str:
+    """The clause on whether discriminator rejection sampling brought the samples closer to the test images."""
+    if closer_fid is None:
+        return ("too few samples were accepted for a classifier-FID; by the JSD estimate resampling brought them "
+                + ("closer to the test images" if closer_jsd else "not clearly closer to the test images"))
+    if closer_fid and closer_jsd:
+        return "resampling brought the samples closer to the test images by both measures"
+    if closer_fid or closer_jsd:
+        return ("resampling brought the samples closer to the test images by the "
+                + ("classifier-FID proxy but not clearly by the JSD estimate" if closer_fid
+                   else "JSD estimate but not by the classifier-FID proxy"))
+    return "resampling did not bring the samples closer to the test images by either measure"
+
+
+def spectrum_numbers(values: dict[str, str], slot: str, results: list[summaries.SpectrumResult]) -> None:
+    """Question 4 on one SimSiam run: F's effective rank and scale at the first and last measured epochs, and
+    how far the predictor's linear map shares F's eigenvectors (DirectPred's alignment)."""
+    first, last = results[0], results[-1]
+    put = _putter(values, slot)
+    for suffix, r in (("-first", first), ("", last)):
+        put(f"spectrum-epoch{suffix}", r.epoch, str)
+        put(f"erank{suffix}", r.effective_rank, lambda v: number(v, ".1f"))
+        put(f"trace{suffix}", r.trace, significant)
+    put("spectrum-d", last.d, str)
+    put("spectrum-n", last.n, str)
+    put("spectrum-seconds", sum(r.seconds for r in results), duration)
+    values[f"{slot}-spectrum-epochs"] = ", ".join(str(r.epoch) for r in results)
+    al = last.alignment
+    if al is None:
+        return
+    put("align-fraction", al.diagonal_fraction, lambda v: number(v, ".3f"))
+    put("align-chance", al.chance, lambda v: number(v, ".2g"))
+    put("align-r", round(1 / al.chance), str)
+    put("align-times-chance", al.diagonal_fraction / al.chance, significant)
+    put("align-cos", sum(abs(c) for c in al.cosines) / len(al.cosines), lambda v: number(v, ".2f"))
+    put("align-k", len(al.cosines), str)
+    if al.diagonal_fraction > ALIGNED_ABOVE:
+        values[f"{slot}-align-verdict"] = "aligned with F's eigenvectors, as DirectPred observed"
+    elif al.diagonal_fraction > PARTLY_ALIGNED_TIMES * al.chance:
+        values[f"{slot}-align-verdict"] = ("partly aligned with F's eigenvectors: more than chance, short of the "
+                                           "alignment DirectPred observed")
+    else:
+        values[f"{slot}-align-verdict"] = ("not aligned with F's eigenvectors (chance level), unlike what DirectPred "
+                                           "observed after long training")
+
+
+def collapse_numbers(values: dict[str, str], slot: str, r: summaries.SpectrumResult,
+                     base: summaries.SpectrumResult) -> None:
+    """An ablation's last spectrum against the baseline's: effective rank and tr F as fractions of the baseline's,
+    and whether it collapsed (either below SPECTRUM_COLLAPSED_BELOW of the baseline's), against the prediction."""
+    rank, scale = r.effective_rank / base.effective_rank, r.trace / base.trace if base.trace > 0 else math.inf
+    values[f"{slot}-erank-ratio"] = significant(rank)
+    values[f"{slot}-trace-ratio"] = significant(scale)
+    removed, theory = COLLAPSE_PREDICTED[slot.removeprefix("simsiam-")]
+    values[f"{slot}-spectrum-verdict"] = (
+        f"collapsed without {removed}, as {theory} predicts" if min(rank, scale) < SPECTRUM_COLLAPSED_BELOW
+        else f"did not collapse without {removed} in this run, although {theory} predicts that it does")

@@ -11,10 +11,11 @@ from experiments import ddpm, figures
 from experiments.diffusion import Diffusion
 from experiments.runs import read_checkpoint, read_metrics
 from experiments.summaries import DDPMSummary
+from tests.test_discriminator import check_run_result
 
 FIGURES = ["wall_clock.png", "loss.png", "samples_over_training.png", "previews_over_training.png",
            "reconstructions.png", "reconstruction_curves.png", "final_samples.png", "ddpm_vs_vae.png", "probe.png",
-           "bound_terms.png"]
+           "bound_terms.png", "discriminator.png"]
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s", "sample_seconds"}
 
 
@@ -85,6 +86,8 @@ def test_cli_smoke_metrics_and_summary(smoke_run):
     assert b.nll_bound.bits_per_dim == pytest.approx(b.nll_bound.nats / (3072 * math.log(2)))
     steps = torch.load(smoke_run / "artifacts" / "bound.pt")
     assert steps["weight"].sum().item() == pytest.approx(49) and steps["t"].min() >= 2   # t = 2..50
+    # Question 3 (Part III): a discriminator between the quality proxy's samples and as many test images.
+    check_run_result(smoke_run, s.discriminator, s.quality_size)
 
 
 @pytest.mark.e2e

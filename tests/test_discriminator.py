@@ -1,4 +1,6 @@
 """Question 3's estimators on a model's samples: closed forms, quadrature oracles, a tiny end-to-end run."""
+import dataclasses
+import json
 import math
 
 import pytest
@@ -7,6 +9,7 @@ from scipy import integrate, stats
 
 from experiments import discriminator as disc
 from experiments.classifier import DigitClassifier
+from experiments.summaries import DiscriminatorResult, Interval
 
 LOG2 = math.log(2)
 
@@ -74,8 +77,8 @@ def test_rejection_sampling_with_exact_weights_targets_p1():
     # samples of p0 = N(0, 1), target p1 = N(0.5, 1): h*(x) = log f1 - log f0 = 0.5 x - 0.125
     g = torch.Generator().manual_seed(0)
     x = torch.randn(20_000, generator=g, dtype=torch.float64)
-    accepted, fraction = disc.rejection_sample(x, 0.5 * x - 0.125, g)
-    assert fraction == len(accepted) / len(x)
+    accepted, fraction, mask = disc.rejection_sample(x, 0.5 * x - 0.125, g)
+    assert fraction == len(accepted) / len(x) and torch.equal(accepted, x[mask])
     assert len(accepted) > 1000
     assert abs(accepted.mean().item() - 0.5) < 4 / math.sqrt(len(accepted))
     assert accepted.std().item() == pytest.approx(1.0, abs=0.05)
@@ -84,9 +87,9 @@ def test_rejection_sampling_with_exact_weights_targets_p1():
 def test_rejection_sampling_keeps_the_argmax_and_all_of_a_constant_set():
     g = torch.Generator().manual_seed(0)
     x = torch.arange(5)
-    accepted, _ = disc.rejection_sample(x, torch.tensor([0.0, -50.0, 3.0, -50.0, -50.0]), g)
+    accepted, _, _ = disc.rejection_sample(x, torch.tensor([0.0, -50.0, 3.0, -50.0, -50.0]), g)
     assert 2 in accepted.tolist() and 1 not in accepted.tolist()
-    accepted, fraction = disc.rejection_sample(x, torch.full((5,), 7.0), g)
+    accepted, fraction, _ = disc.rejection_sample(x, torch.full((5,), 7.0), g)
     assert fraction == 1.0 and torch.equal(accepted, x)
 
 
@@ -114,16 +117,47 @@ def test_trained_discriminator_finds_nothing_between_two_halves_of_one_set():
 
 def test_measure_end_to_end_on_a_model_that_mixes_in_dark_images():
     # p1 = bright noise B; p0 = 1/2 B + 1/2 dark noise. m = 3/4 B + 1/4 dark, so
-    # JSD = 1/2 log(4/3) + 1/4 log(2/3) + 1/4 log 2 = 0.216; DRS should keep the bright half
+    # JSD = 1/2 log(4/3) + 1/4 log(2/3) + 1/4 log 2 = 0.216; DRS should keep the bright half,
+    # whose JSD to p1 is 0: a fresh discriminator finds less there than in a random subset
     real = _images(128, 180, 256, 3)
     fake = torch.cat([_images(64, 180, 256, 4), _images(64, 0, 76, 5)])
     true_jsd = 0.5 * math.log(4 / 3) + 0.25 * math.log(2 / 3) + 0.25 * LOG2
     torch.manual_seed(0)
     digits = DigitClassifier().eval()
-    out = disc.measure(real, fake, digits, epochs=4, batch_size=32, n_boot=100, seed=0)
-    assert out["n_real_test"] == out["n_fake_test"] == out["n_real_train"] == out["n_fake_train"] == 64
-    assert out["jsd_low"] <= out["jsd"] <= out["jsd_high"]
-    assert 0.1 < out["jsd"] < true_jsd + 0.05 and out["jsd_low"] < true_jsd
-    assert 0.25 < out["accepted_fraction"] < 0.75 and out["n_accepted"] == round(out["accepted_fraction"] * 64)
-    assert out["fid_accepted"] < out["fid_random_subset"] / 2
-    assert out["jsd_accepted"] < out["jsd"] and out["seconds"] > 0
+    out, shown = disc.measure(real, fake, digits, epochs=4, batch_size=32, n_boot=100, seed=0)
+    assert out.n_real_test == out.n_fake_test == out.n_real_train == out.n_fake_train == 64
+    assert out.jsd.low <= out.jsd.estimate <= out.jsd.high and out.jsd.level == 0.95
+    assert 0.1 < out.jsd.estimate < true_jsd + 0.05 and out.jsd.low < true_jsd
+    assert 0.25 < out.accepted_fraction < 0.75 and out.n_accepted == round(out.accepted_fraction * 64)
+    assert out.fid_accepted < out.fid_subset / 2
+    assert out.jsd_accepted.estimate < out.jsd_subset.estimate and out.seconds > 0
+    # The figure's data: the held-out logits, DRS's mask, the samples rated most and least real.
+    assert shown["logits_fake"].shape == shown["accepted"].shape == (64,) and shown["logits_real"].shape == (64,)
+    assert int(shown["accepted"].sum()) == out.n_accepted
+    assert shown["most_real"].shape == (disc.SHOWN, 3, 32, 32) and shown["most_real"].float().mean() > 150
+    assert shown["least_real"].float().mean() < 60
+    again, _ = disc.measure(real, fake, digits, epochs=4, batch_size=32, n_boot=100, seed=0)
+    assert dataclasses.replace(again, seconds=0) == dataclasses.replace(out, seconds=0)  # deterministic in seed
+
+
+def test_result_round_trips_through_json_with_no_accepted_fid():
+    result = DiscriminatorResult(
+        jsd=Interval(estimate=0.2, low=0.1, high=0.3, level=0.95), accepted_fraction=1 / 64, n_accepted=1,
+        fid_samples=3.0, fid_accepted=None, fid_subset=None,
+        jsd_accepted=Interval(estimate=0.05, low=-0.1, high=0.2, level=0.95),
+        jsd_subset=Interval(estimate=0.06, low=-0.1, high=0.2, level=0.95),
+        n_real_train=64, n_fake_train=64, n_real_test=64, n_fake_test=64, epochs=2, seconds=0.5)
+    assert DiscriminatorResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+
+
+def check_run_result(run_dir, result: DiscriminatorResult, n_samples: int) -> None:
+    """What a VAE or DDPM smoke run's final evaluation writes for Question 3: the summary's field, the artifact
+    and the figure (tests/test_vae_experiment.py, tests/test_ddpm_experiment.py)."""
+    assert result is not None and result.n_fake_train + result.n_fake_test == n_samples
+    assert result.n_real_test == result.n_fake_test and result.n_real_train == result.n_fake_train
+    for interval in (result.jsd, result.jsd_accepted, result.jsd_subset):
+        assert interval.low <= interval.high <= LOG2 and interval.level == 0.95
+    assert 0 < result.accepted_fraction <= 1 and 1 <= result.n_accepted <= result.n_fake_test and result.seconds > 0
+    shown = torch.load(run_dir / "artifacts" / disc.ARTIFACT)
+    assert shown["logits_fake"].shape == (result.n_fake_test,) and int(shown["accepted"].sum()) == result.n_accepted
+    assert (run_dir / "figures" / "discriminator.png").stat().st_size > 5_000

@@ -19,7 +19,15 @@ from matplotlib.text import Text
 from PIL import Image
 
 from experiments import figures, names
-from experiments.summaries import DDPMSummary, LevelAccuracy, ProbeResult, SimSiamSummary
+from experiments.summaries import (
+    SPECTRUM_FOLDER,
+    Alignment,
+    DDPMSummary,
+    LevelAccuracy,
+    ProbeResult,
+    SimSiamSummary,
+    SpectrumResult,
+)
 from tests.conftest import ROOT
 
 matplotlib.use("Agg")
@@ -44,7 +52,7 @@ def text_area() -> tuple[float, float]:
 def printed_widths() -> dict[str, float]:
     """{PNG name: the narrowest width, as a fraction of \\linewidth, at which a practical .tex file includes it}."""
     widths: dict[str, float] = {}
-    for tex in (REPORT / "practical").glob("*.tex"):
+    for tex in (*(REPORT / "practical").glob("*.tex"), *(REPORT / "measured").glob("*.tex")):
         for width, name in re.findall(r"\\fig(?:\[([^\]]*)\])?\{[^}]+\}\{([^}]+)\}", tex.read_text()):
             fraction = float(width.replace("\\linewidth", "") or 1) if width else 1.0
             widths[name] = min(widths.get(name, 1.0), fraction)
@@ -101,7 +109,17 @@ def vae_run(root: Path) -> Path:
     strips = images(132, 2).view(6, 22, 3, 32, 32)  # 6 pairs: 10 test frames, 2 endpoints, 10 prior frames
     save(run, "interpolations.pt", {"test": strips[:, :10], "test_endpoints": strips[:, 10:12],
                                     "prior": strips[:, 12:]})
+    save_discriminator(run, 5000)
     return run
+
+
+def save_discriminator(run: Path, n: int) -> None:
+    """Question 3's artifact (experiments.discriminator.figure_data) for n held-out samples and test images."""
+    g = torch.Generator().manual_seed(n)
+    h_fake = torch.randn(n, generator=g) - 2
+    save(run, "discriminator.pt", {"logits_real": torch.randn(n, generator=g) + 2, "logits_fake": h_fake,
+                                   "accepted": torch.rand(n, generator=g) < (h_fake - h_fake.max()).exp(),
+                                   "most_real": images(16, 6), "least_real": images(16, 7)})
 
 
 def ddpm_run(root: Path, T: int) -> Path:
@@ -122,6 +140,7 @@ def ddpm_run(root: Path, T: int) -> Path:
         "levels": levels, "original": images(10, 4), "reconstructions": images(110, 5).view(11, 10, 3, 32, 32),
         "n_evaluated": 500, "mse": [t / 1000 for t in levels], "label_preserved": [1 - t / 1100 for t in levels],
         "clean_accuracy": 0.95, "t_star": 500})
+    save_discriminator(run, 500)
     return run
 
 
@@ -130,7 +149,16 @@ def simsiam_run(root: Path, ablation: str) -> Path:
     config = {"ablation": ablation, "backbone": names.DEFAULT_BACKBONE, "batch_size": batch, "dim": dim,
               "knn_k": 200, "knn_temperature": 0.1}
     metrics = epochs(200, knn_accuracy=0.8, collapse_std=0.02, collapse_std_reference=dim ** -0.5)
-    return run_folder(root, f"simsiam-{ablation}", config, metrics, SimSiamSummary.partial(linear_probe_accuracy=0.85))
+    run = run_folder(root, f"simsiam-{ablation}", config, metrics, SimSiamSummary.partial(linear_probe_accuracy=0.85))
+    (run / "artifacts" / SPECTRUM_FOLDER).mkdir()
+    for e in range(10, 201, 10):  # Question 4 every 10 epochs, on 5000 test images
+        alignment = None if ablation == "no-predictor" else Alignment(
+            diagonal_fraction=e / 400, chance=1 / dim, cosines=[0.5] * 16, diagonal=[1.0] * 16)
+        result = SpectrumResult(epoch=e, eigenvalues=(0.8 ** torch.arange(32.0)).tolist(), largest=10.0,
+                                trace=dim / e, effective_rank=dim / e, alignment=alignment, predictor_map="Jacobian",
+                                d=dim, n=5000, seconds=0.5)
+        (run / "artifacts" / SPECTRUM_FOLDER / f"epoch_{e:03d}.json").write_text(json.dumps(result.to_dict()))
+    return run
 
 
 @pytest.fixture(scope="module")

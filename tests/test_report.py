@@ -24,17 +24,22 @@ import torch
 
 from experiments import names
 from experiments.summaries import (
+    SPECTRUM_FOLDER,
+    Alignment,
     AmortisationGaps,
     DDPMSummary,
     DigitPatterns,
+    DiscriminatorResult,
     Estimate,
     Interpolations,
+    Interval,
     LevelAccuracy,
     Observations,
     ProbeResult,
     ReconstructionObservations,
     SampleObservations,
     SimSiamSummary,
+    SpectrumResult,
     StripObservations,
     VAESummary,
     VariationalBound,
@@ -83,6 +88,14 @@ def tex_values() -> set[str]:
         p.read_text() for part in ("practical", "measured") for p in (REPORT / part).glob("*.tex"))
     text = re.sub(r"(?<!\\)%.*", "", text)  # comments
     return set(re.findall(r"\\val\{([^}#]+)\}", text))
+
+
+def macro_values(macro: str) -> set[str]:
+    """The keys, less their '#1-' prefix, that the body of \\newcommand{\\<macro>} in report/measured reads."""
+    text = "".join(p.read_text() for p in (REPORT / "measured").glob("*.tex"))
+    body = re.search(r"\\newcommand\{\\" + macro + r"\}\[1\]\{(.*?)\n\n", text, flags=re.S)
+    assert body, f"no \\newcommand{{\\{macro}}} in report/measured"
+    return set(re.findall(r"\\val\{#1-([^}]+)\}", body[1]))
 
 
 def metrics_lines(epochs: int, **extra) -> list[dict]:
@@ -170,11 +183,39 @@ def fake_bound(bits: float = 3.3, prior: float = 0.05) -> VariationalBound:
                             network_evaluations=241, seconds=6.0)
 
 
+def drs_result(fid_accepted: float | None = 2.0, fid_subset: float | None = 3.0, jsd_accepted: float = 0.05,
+               jsd_subset: float = 0.2) -> DiscriminatorResult:
+    """Question 3's measurement; JSD intervals of +-0.03 around each estimate."""
+    def interval(v: float) -> Interval:
+        return Interval(estimate=v, low=v - 0.03, high=v + 0.03, level=0.95)
+    return DiscriminatorResult(
+        jsd=interval(0.3), accepted_fraction=0.125, n_accepted=625, fid_samples=2.5, fid_accepted=fid_accepted,
+        fid_subset=fid_subset, jsd_accepted=interval(jsd_accepted), jsd_subset=interval(jsd_subset),
+        n_real_train=5000, n_fake_train=5000, n_real_test=5000, n_fake_test=5000, epochs=5, seconds=42.0)
+
+
+def spectrum_result(epoch: int, erank: float, trace: float = 2000.0, diagonal_fraction: float | None = 0.7,
+                    d: int = 2048) -> SpectrumResult:
+    """Question 4's measurement after `epoch`; diagonal_fraction None: a run without a predictor."""
+    alignment = None if diagonal_fraction is None else Alignment(
+        diagonal_fraction=diagonal_fraction, chance=1 / d, cosines=[0.9, -0.8, 0.7, 0.6],
+        diagonal=[1.0, -0.5, 0.4, 0.3])
+    return SpectrumResult(epoch=epoch, eigenvalues=[1.0, 0.5, 0.25], largest=10.0, trace=trace, effective_rank=erank,
+                          alignment=alignment, predictor_map="the Jacobian", d=d, n=512, seconds=0.5)
+
+
+def write_spectra(run: Path, results: list[SpectrumResult]) -> None:
+    folder = run / "artifacts" / SPECTRUM_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        (folder / f"epoch_{r.epoch:03d}.json").write_text(json.dumps(r.to_dict()))
+
+
 VAE_SUMMARY = VAESummary(epochs=3, dataset="synthetic", test_log_likelihood_nats=-3084.81, test_bits_per_dim=1.4487,
                          test_bits_per_dim_8bit=8.4431, test_elbo_bits_per_dim_8bit_fitted_variance=5.1234, ll_K=100,
                          ll_n_images=26032, final_train_loss=3155.05, final_test_loss=3110.82, train_wall_seconds=90.0,
                          wall_seconds=126.0, classifier_test_accuracy=0.953, observations=VAE_OBSERVATIONS,
-                         amortisation=fake_gaps())
+                         amortisation=fake_gaps(), discriminator=drs_result())
 
 
 def vae_run(results: Path, name: str = "vae-full", *, artifacts: bool = False, **kw) -> Path:
@@ -214,7 +255,8 @@ def ddpm_summary(T: int, fid: float, sample_s: float, t_star: float | None = 312
         t_star_rule="first t' where the rate falls below half", quality_classifier_fid=fid,
         quality_mean_confidence=0.812, quality_size=1000, probe=probe, alpha_bar=linear_alpha_bar(T),
         observations=observations(sharpness=1.05, confident=0.71, fid=2.0, recon=0.93, recon_t=50),
-        bound=fake_bound())
+        bound=fake_bound(),
+        discriminator=drs_result(fid_accepted=3.05, jsd_accepted=0.19))
 
 
 def ddpm_run(results: Path, name: str, T: int, *, fid: float = 12.5, sample_s: float = 0.5, **kw) -> Path:
@@ -231,7 +273,8 @@ def ddpm_run(results: Path, name: str, T: int, *, fid: float = 12.5, sample_s: f
 
 
 def simsiam_run(results: Path, ablation: str, *, knn: float, collapse: float = 0.04, preset: str = "full",
-                **kw) -> Path:
+                erank: float | None = 300.0, trace: float = 2000.0, **kw) -> Path:
+    """A finished SimSiam run; with erank, Question 4's spectra after epochs 1 and 3 (the rank from 400 to erank)."""
     dim = 4096 if ablation == "proj-4096" else 2048
     batch = 4096 if ablation == "batch-4096" else 1024
     config = {"preset": preset, "ablation": ablation, "backbone": "resnet18", "epochs": 3, "batch_size": batch,
@@ -239,13 +282,19 @@ def simsiam_run(results: Path, ablation: str, *, knn: float, collapse: float = 0
               "knn_k": 200, "knn_temperature": 0.1, "warmup_epochs": 1 if ablation == "batch-4096" else 0}
     metrics = [dict(m, knn_accuracy=knn - 0.1 * (3 - m["epoch"]), collapse_std=collapse,
                     collapse_std_reference=dim ** -0.5) for m in metrics_lines(3)]
+    spectra = [] if erank is None else [
+        spectrum_result(e, r, t, None if ablation == "no-predictor" else 0.7, dim)
+        for e, r, t in ((1, 400.0, 2000.0), (3, erank, trace))]
     summary = SimSiamSummary(
         ablation=ablation, backbone="resnet18", epochs=3, dataset="synthetic", batch_size=batch, dim=dim,
         peak_lr=0.03 * batch / 256, final_loss=metrics[-1]["loss"], final_knn_accuracy=knn, final_knn_epoch=3,
         best_knn_accuracy=knn, best_knn_epoch=3, knn_k=200, final_collapse_std=collapse,
         collapse_std_reference=dim ** -0.5, linear_probe_accuracy=knn + 0.05, linear_probe_train_accuracy=None,
-        train_seconds_per_epoch=31.0, train_images_per_s=1500.0, train_wall_seconds=96.0, wall_seconds=126.0)
-    return make_run(results, f"simsiam-{preset}-{ablation}", config=config, summary=summary, metrics=metrics, **kw)
+        train_seconds_per_epoch=31.0, train_images_per_s=1500.0, train_wall_seconds=96.0, wall_seconds=126.0,
+        spectrum=spectra[-1] if spectra else None)
+    run = make_run(results, f"simsiam-{preset}-{ablation}", config=config, summary=summary, metrics=metrics, **kw)
+    write_spectra(run, spectra)
+    return run
 
 
 KNN = {"baseline": 0.80, "no-stop-grad": 0.12, "no-predictor": 0.15, "proj-4096": 0.803, "batch-4096": 0.70}
@@ -261,6 +310,7 @@ def complete_results(results: Path, *, figures: bool = False, artifacts: bool = 
     for ablation, knn in KNN.items():
         collapsed = ablation in ("no-stop-grad", "no-predictor")
         simsiam_run(results, ablation, knn=knn, collapse=0.004 if collapsed else 0.02,
+                    erank=1.5 if collapsed else 300.0, trace=0.01 if ablation == "no-stop-grad" else 2000.0,
                     figures=names.get(f"simsiam-{ablation}", set()))
     return results
 
@@ -427,7 +477,25 @@ def test_numbers_of_a_complete_set_of_runs(tmp_path):
     assert v["ddpm-bound-bpd"] == "3.300" and v["ddpm-bound-evaluations"] == "241"
     assert v["ddpm-bound-vs-vae"].startswith("below the VAE's") and v["ddpm-bound-cost-fraction"] == r"5.0\%"
     # Every value the text reads exists (no [missing: ...] box in a complete build).
+
+
+    # Part III: Question 3 on both models' samples, Question 4 on the SimSiam runs, each in one branch.
+    assert v["vae-drs-verdict"] == "resampling brought the samples closer to the test images by both measures"
+    assert v["vae-drs-fid-word"] == "lower (closer) than" and v["vae-drs-jsd-word"] == "below"
+    assert v["ddpm-drs-verdict"] == "resampling did not bring the samples closer to the test images by either measure"
+    assert v["ddpm-drs-fid-word"] == "about the same as" and v["ddpm-drs-jsd-interval"] == "[0.270, 0.330]"
+    assert v["vae-drs-accepted"] == r"12.5\%" and v["vae-drs-seconds"] == "42.0 s"
+    assert v["simsiam-no-stop-grad-spectrum-verdict"] == "collapsed without the stop-gradient, as 4.3 predicts"
+    assert v["simsiam-no-stop-grad-erank-ratio"] == r"$5.0\cdot10^{-3}$"
+    assert v["simsiam-no-stop-grad-trace-ratio"] == r"$5.0\cdot10^{-6}$"
+    assert v["simsiam-no-predictor-spectrum-verdict"].startswith("collapsed without the predictor")
+    assert v["simsiam-baseline-align-verdict"] == "aligned with F's eigenvectors, as DirectPred observed"
+    assert v["simsiam-baseline-spectrum-epochs"] == "1, 3" and v["simsiam-baseline-erank-first"] == "400.0"
+    assert "simsiam-no-predictor-align-fraction" not in v  # no predictor: the spectrum only
+    # Every value the text reads exists (no [missing: ...] box in a complete build), the macros' ones included.
     assert tex_values() - set(v) == set()
+    for slot in ("vae", "ddpm"):
+        assert {f"{slot}-{key}" for key in macro_values("drsresult")} - set(v) == set()
     assert r"\settable{latent}" in (out / "tables.tex").read_text()
 
 
@@ -442,6 +510,42 @@ def test_the_decoder_variance_sentence_follows_the_measured_bits():
     numbers.decoder_variance_numbers(values, dataclasses.replace(VAE_SUMMARY,
                                                                  test_elbo_bits_per_dim_8bit_fitted_variance=None))
     assert "vae-bpd-8bit-fitted" not in values and "vae-bpd-8bit-fitted-vs-unit" not in values
+
+
+@pytest.mark.parametrize("fid_accepted, jsd_accepted, verdict", [
+    (2.0, 0.19, "by the classifier-FID proxy but not clearly by the JSD estimate"),
+    (3.0, 0.05, "by the JSD estimate but not by the classifier-FID proxy"),
+    (None, 0.05, "too few samples were accepted for a classifier-FID; by the JSD estimate resampling brought them "
+                 "closer to the test images"),
+])
+def test_discriminator_sentences_follow_the_outcome(fid_accepted, jsd_accepted, verdict):
+    values = {}
+    r = drs_result(fid_accepted=fid_accepted, fid_subset=None if fid_accepted is None else 3.0,
+                   jsd_accepted=jsd_accepted)
+    numbers.discriminator_numbers(values, "vae", r)
+    assert values["vae-drs-verdict"].endswith(verdict)
+    assert ("vae-drs-fid-accepted" in values) == (fid_accepted is not None)
+    low = dataclasses.replace(r, jsd=Interval(estimate=0.01, low=-0.01, high=0.03, level=0.95))
+    numbers.discriminator_numbers(values, "vae", low)
+    assert values["vae-drs-jsd-bound-word"].startswith("not clearly above 0")
+
+
+@pytest.mark.parametrize("erank, trace, fraction, collapse, alignment", [
+    (290.0, 1900.0, 0.3, "did not collapse without the stop-gradient in this run, although 4.3 predicts that it does",
+     "partly aligned"),
+    (290.0, 1.0, 0.003, "collapsed without the stop-gradient, as 4.3 predicts", "not aligned"),
+])
+def test_spectrum_sentences_follow_the_outcome(tmp_path, erank, trace, fraction, collapse, alignment):
+    base = [spectrum_result(1, 400.0), spectrum_result(3, 300.0, diagonal_fraction=fraction)]
+    ablation = [spectrum_result(3, erank, trace)]
+    for ablation_name, results in (("baseline", base), ("no-stop-grad", ablation)):
+        write_spectra(tmp_path / ablation_name, results)
+    found = {f"simsiam-{a}": runs.RunFolder(f"simsiam-{a}", tmp_path / a) for a in ("baseline", "no-stop-grad")}
+    values = {}
+    numbers.measured_q3_q4_numbers(values, found)
+    assert values["simsiam-no-stop-grad-spectrum-verdict"] == collapse
+    assert values["simsiam-baseline-align-verdict"].startswith(alignment)
+    assert "simsiam-no-predictor-spectrum-verdict" not in values and "vae-drs-verdict" not in values
 
 
 def test_missing_runs_get_placeholders_and_commands(tmp_path):

@@ -14,7 +14,7 @@ from experiments import __main__ as cli
 from experiments import augment, data, figures, monitors, simsiam
 from experiments.precision import Precision
 from experiments.runs import NonFiniteLossError, read_checkpoint, read_metrics
-from experiments.summaries import SimSiamSummary
+from experiments.summaries import SimSiamSummary, spectra
 
 ABLATIONS = ["baseline", "no-stop-grad", "no-predictor", "proj-4096", "batch-4096"]
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s"}
@@ -87,16 +87,22 @@ def test_cli_smoke_run_of_each_ablation(cli_runs, name):
     assert summary.best_knn_accuracy == max(m["knn_accuracy"] for m in metrics)
     assert summary.knn_k == smoke.train_size  # k = 200 clipped to the memory bank
     assert 0 <= summary.linear_probe_accuracy <= 1
-    for png in ("wall_clock.png", "training.png"):
+    for png in ("wall_clock.png", "training.png", "spectrum.png"):
         assert (run_dir / "figures" / png).stat().st_size > 5_000, png
+    # Question 4 (Part III): F's spectrum after each epoch (smoke: every epoch), the last one in the summary.
+    measured = spectra(run_dir)
+    assert [r.epoch for r in measured] == [1, 2] and summary.spectrum == measured[-1]
+    assert all(r.d == config["dim"] and r.n == smoke.test_size and 1 <= r.effective_rank <= r.d for r in measured)
+    assert measured[-1].eigenvalues[0] == 1.0 and measured[-1].trace > 0
+    assert (measured[-1].alignment is None) == (name == "no-predictor")
 
 
 @pytest.mark.e2e
 def test_comparison_figures_and_table_from_the_run_folders(cli_runs, tmp_path):
     dirs = [cli_runs[name] for name in ABLATIONS]
     paths = figures.simsiam_comparisons(dirs, tmp_path)
-    assert sorted(p.name for p in paths) == ["simsiam_q4.png", "simsiam_q5a.png", "simsiam_q5b.png",
-                                             "simsiam_table.png"]
+    assert sorted(p.name for p in paths) == ["simsiam_q4.png", "simsiam_q4_spectrum.png", "simsiam_q5a.png",
+                                             "simsiam_q5b.png", "simsiam_table.png"]
     assert all(p.stat().st_size > 5_000 for p in paths)
     _, rows, markdown = figures.simsiam_table(dirs, tmp_path)
     assert [r["run"] for r in rows] == ABLATIONS

@@ -1,5 +1,7 @@
 """Question 4's spectrum measurements on linear networks whose answers are known, and a tiny SimSiam."""
+import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -7,6 +9,7 @@ from torch import nn
 
 import q3_solution as q3
 from experiments import spectrum as spec
+from experiments.summaries import SpectrumResult, spectra
 
 
 class TinyBackbone(nn.Module):
@@ -63,12 +66,27 @@ def test_a_polynomial_in_F_is_fully_aligned_and_a_random_map_is_not():
     _, U = spec.spectrum(F)
     for W_p in (F, F @ F + 2 * F + 0.5 * torch.eye(16, dtype=F.dtype)):
         out = spec.alignment(W_p, U, 5)
-        assert out["cosines"] == pytest.approx([1.0] * 5, abs=1e-9)
-        assert out["diagonal_fraction"] == pytest.approx(1.0, abs=1e-9)
-    assert spec.alignment(-F, U, 3)["cosines"] == pytest.approx([-1.0] * 3, abs=1e-9)
+        assert out.cosines == pytest.approx([1.0] * 5, abs=1e-9)
+        assert out.diagonal_fraction == pytest.approx(1.0, abs=1e-9)
+    assert spec.alignment(-F, U, 3).cosines == pytest.approx([-1.0] * 3, abs=1e-9)
     random = spec.alignment(torch.randn(16, 16, generator=torch.Generator().manual_seed(4)), U, 5)
-    assert random["diagonal_fraction"] < 0.3 and random["chance"] == 1 / 16
-    assert max(abs(c) for c in random["cosines"]) < 0.9
+    assert random.diagonal_fraction < 0.3 and random.chance == 1 / 16
+    assert max(abs(c) for c in random.cosines) < 0.9
+
+
+def test_alignment_ignores_the_null_space_of_a_rank_deficient_F():
+    # F from N = 5 < d = 12 samples has rank 5; W_p = F + A with A acting on F's null space only commutes with F,
+    # but eigh's basis of that null space is arbitrary, so only the top 5 eigenvectors show the alignment
+    _, _, z = _linear_features(5, 12, 6)
+    eigenvalues, U = spec.spectrum(spec.feature_correlation(z))
+    null = U[:, 5:]  # (12, 7)
+    A = 30 * null @ torch.randn(7, 7, generator=torch.Generator().manual_seed(7), dtype=torch.float64) @ null.T
+    W_p = spec.feature_correlation(z) + A
+    assert spec.alignment(W_p, U[:, :5], 5).diagonal_fraction == pytest.approx(1.0, abs=1e-9)
+    assert spec.alignment(W_p, U[:, :5], 5).chance == 1 / 5
+    assert spec.alignment(W_p, U, 5).diagonal_fraction < 0.5
+    with pytest.raises(ValueError, match="k <= 5"):
+        spec.alignment(W_p, U[:, :5], 6)
 
 
 def test_alignment_diagonal_is_the_eigenvalue_along_each_eigenvector():
@@ -76,7 +94,7 @@ def test_alignment_diagonal_is_the_eigenvalue_along_each_eigenvector():
     eigenvalues, U = spec.spectrum(spec.feature_correlation(z))
     sqrt_F = U @ torch.diag(eigenvalues.sqrt()) @ U.T  # DirectPred's W_p = F^{1/2}
     out = spec.alignment(sqrt_F, U, 6)
-    assert out["diagonal"] == pytest.approx(eigenvalues.sqrt().tolist())
+    assert out.diagonal == pytest.approx(eigenvalues.sqrt().tolist())
 
 
 def test_predictor_map_of_a_linear_predictor_is_the_product_of_its_weights():
@@ -111,13 +129,55 @@ def test_measure_on_a_tiny_simsiam(mode):
     torch.manual_seed(0)
     model = q3.SimSiam(TinyBackbone, dim=16, pred_dim=4, MLP_mode=mode).train()
     images = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    out = spec.measure(model, images, k=4, n_eigenvalues=8, batch_size=32)
+    out = spec.measure(model, images, epoch=3, k=4, n_eigenvalues=8, batch_size=32)
     assert model.training and model.encoder.training
-    assert out["d"] == 16 and out["n"] == 64 and out["seconds"] > 0
-    assert out["eigenvalues"][0] == 1.0 and len(out["eigenvalues"]) == 8
-    assert all(a >= b for a, b in zip(out["eigenvalues"], out["eigenvalues"][1:]))
-    assert 1 <= out["effective_rank"] <= 16 and len(out["alignment"]["cosines"]) == 4
-    if mode == "no_pred_mlp":  # the identity commutes with everything
-        assert out["alignment"]["diagonal_fraction"] == pytest.approx(1.0)
+    assert out.epoch == 3 and out.d == 16 and out.n == 64 and out.seconds > 0
+    assert out.eigenvalues[0] == 1.0 and len(out.eigenvalues) == 8
+    assert all(a >= b for a, b in zip(out.eigenvalues, out.eigenvalues[1:]))
+    assert 1 <= out.effective_rank <= 16
     z = spec.encode(model, images)
-    assert math.isclose(spec.measure(model, z, k=4)["effective_rank"], out["effective_rank"], rel_tol=1e-9)
+    assert out.trace == pytest.approx(z.double().square().sum(1).mean().item(), rel=1e-6)
+    assert out.largest == pytest.approx(torch.linalg.eigvalsh(spec.feature_correlation(z))[-1].item(), rel=1e-6)
+    if mode == "no_pred_mlp":  # no predictor: the spectrum only
+        assert out.alignment is None
+    else:
+        assert len(out.alignment.cosines) == 4 and 0 <= out.alignment.diagonal_fraction <= 1
+    assert math.isclose(spec.measure(model, z, k=4).effective_rank, out.effective_rank, rel_tol=1e-9)
+    assert SpectrumResult.from_dict(json.loads(json.dumps(out.to_dict()))) == out
+
+
+def test_for_run_measures_every_few_epochs_and_at_the_last(tmp_path):
+    torch.manual_seed(0)
+    model = q3.SimSiam(TinyBackbone, dim=16, pred_dim=4)
+    images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    run_ = SimpleNamespace(dir=tmp_path, artifacts=tmp_path / "artifacts")
+    for epoch in range(1, 6):
+        spec.for_run(run_, model, images, epoch=epoch, every=2, epochs=5)
+    measured = spectra(tmp_path)
+    assert [r.epoch for r in measured] == [2, 4, 5] and all(r.n == 8 and r.alignment is not None for r in measured)
+    assert spectra(tmp_path / "elsewhere") == []
+
+
+def test_linear_simsiam_without_stop_gradient_collapses_as_4_4_predicts():
+    """4.4 (no predictor, no stop-gradient): J = 1/2 E||W (x1 - x2)||^2, gradient descent gives W(t) = W(0) e^{-2 X' t}.
+    Trained by autograd on views x_k = x + noise, the spectrum of F = E[f f^T] shrinks towards 0 and its
+    effective rank falls, as the closed form says, direction by direction (the noisiest first)."""
+    g = torch.Generator().manual_seed(0)
+    d, n, lr, steps = 6, 4096, 0.05, 200
+    scales = torch.tensor([0.2, 0.4, 0.6, 0.8, 1.0, 1.2], dtype=torch.float64)  # X' = diag(scales^2)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    W0 = torch.eye(d, dtype=torch.float64) + 0.1 * torch.randn(d, d, generator=g, dtype=torch.float64)
+    W = W0.clone().requires_grad_(True)
+    for _ in range(steps):
+        noise = torch.randn(2, n, d, generator=g, dtype=torch.float64) * scales
+        x1, x2 = x + noise[0], x + noise[1]
+        loss = 0.5 * ((x1 - x2) @ W.T).square().sum(1).mean()  # both branches differentiated (no stop-gradient)
+        W.grad = None
+        loss.backward()
+        with torch.no_grad():
+            W -= lr * W.grad
+    predicted = W0 @ torch.diag(torch.exp(-2 * scales ** 2 * lr * steps))  # W(0) e^{-2 X' t}, t = lr * steps
+    assert torch.allclose(W.detach(), predicted, atol=0.03)
+    before = spec.effective_rank(spec.spectrum(spec.feature_correlation(x @ W0.T))[0])
+    after = spec.effective_rank(spec.spectrum(spec.feature_correlation(x @ W.detach().T))[0])
+    assert after < before / 2 and W.detach().norm() < W0.norm() / 5

@@ -16,10 +16,11 @@ from experiments import figures, vae
 from experiments.runs import NonFiniteLossError, read_checkpoint, read_metrics
 from experiments.summaries import VAESummary
 from tests.conftest import ROOT
+from tests.test_discriminator import check_run_result
 
 FIGURES = ["wall_clock.png", "loss.png", "samples_over_training.png", "reconstructions_over_training.png",
            "final_samples.png", "latent_profiles_bars.png", "latent_profiles_heatmap.png", "interpolations.png",
-           "amortisation_gaps.png"]
+           "amortisation_gaps.png", "discriminator.png"]
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s"}
 
 
@@ -91,6 +92,8 @@ def test_cli_smoke_metrics_and_summary(smoke_run):
     assert g.log_likelihood.bits_per_dim == pytest.approx(-(g.log_likelihood.nats - 3072 * math.log(127.5))
                                                           / (3072 * math.log(2)))
     assert 0 < g.seconds_amortised < g.seconds_per_point <= g.seconds
+    # Question 3 (Part III): a discriminator between the VAE's samples and as many test images.
+    check_run_result(smoke_run, summary.discriminator, vae.PRESETS["smoke"].discriminator_samples)
 
 
 @pytest.mark.e2e
