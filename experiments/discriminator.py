@@ -103,16 +103,8 @@ class Discriminator(DigitClassifier):
         return self.head(self.body(x))
 
 
-def train_discriminator(
-    real_uint8: torch.Tensor,
-    fake_uint8: torch.Tensor,
-    *,
-    epochs: int = 5,
-    batch_size: int = 128,
-    lr: float = 3e-3,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-) -> Discriminator:
+def train_discriminator(real_uint8: torch.Tensor, fake_uint8: torch.Tensor, *, epochs: int = 5, batch_size: int = 128,
+                        lr: float = 3e-3, device: torch.device | str = "cpu", seed: int = 0) -> Discriminator:
     """Train a `Discriminator` to tell real images (label 1, p1) from model samples (label 0, p0).
 
     real_uint8 (N1, 3, 32, 32), fake_uint8 (N0, 3, 32, 32): the training split; keep a held-out

@@ -494,13 +494,12 @@ def gap_numbers(values: dict[str, str], g: AmortisationGaps, train_seconds: floa
     _estimate_numbers(values, "vae-gap-amortisation", g.amortisation_gap)
     _estimate_numbers(values, "vae-gap-approximation", g.approximation_gap)
     put = _putter(values, "vae-gap")
-    put("n", g.n_images, str)
-    put("k", g.ll_K, str)
-    put("steps", g.per_point_steps, str)
+    for key, count in (("n", g.n_images), ("k", g.ll_K), ("steps", g.per_point_steps)):
+        put(key, count, str)
     put("rule", g.stopping_rule, escape)
-    put("seconds-amortised", g.seconds_amortised, _seconds)
-    put("seconds-per-point", g.seconds_per_point, _seconds)
-    put("seconds", g.seconds, _seconds)
+    for key, seconds in (("seconds-amortised", g.seconds_amortised), ("seconds-per-point", g.seconds_per_point),
+                         ("seconds", g.seconds)):
+        put(key, seconds, _seconds)
     if finite(train_seconds) and train_seconds > 0:
         values["vae-gap-cost-fraction"] = percent(g.seconds / train_seconds)
     if g.seconds_amortised > 0:
@@ -656,10 +655,9 @@ def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.Discri
     put("jsd-bound-word", r.jsd.low, lambda low: "clearly above 0: the discriminator found a difference" if low > 0
         else "not clearly above 0: the discriminator found no reliable difference")
     put("accepted", r.accepted_fraction, percent)
-    put("n-accepted", r.n_accepted, str)
-    put("n-test", r.n_fake_test, str)
-    put("n-train", r.n_fake_train, str)
-    put("epochs", r.epochs, str)
+    for key, count in (("n-accepted", r.n_accepted), ("n-test", r.n_fake_test), ("n-train", r.n_fake_train),
+                       ("epochs", r.epochs)):
+        put(key, count, str)
     put("seconds", r.seconds, duration)
     for key, value in (("fid-samples", r.fid_samples), ("fid-accepted", r.fid_accepted), ("fid-subset", r.fid_subset)):
         put(key, value, significant)
