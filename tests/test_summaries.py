@@ -49,3 +49,20 @@ def test_another_problems_summary_is_refused(tmp_path):
     SimSiamSummary.partial().write(tmp_path)
     with pytest.raises(SummaryError, match="key 'problem' is 'simsiam', expected 'ddpm'"):
         DDPMSummary.read(tmp_path)
+
+
+@pytest.mark.parametrize("schema, field", [(VAESummary, "discriminator"), (DDPMSummary, "discriminator"),
+                                           (SimSiamSummary, "spectrum")])
+def test_a_summary_from_before_part_iii_reads_with_none(tmp_path, schema, field):
+    d = schema.partial().to_dict()
+    del d[field]
+    (tmp_path / summaries.FILE).write_text(json.dumps(d))
+    assert getattr(schema.read(tmp_path), field) is None
+
+
+def test_round_trip_with_the_nested_spectrum_without_a_predictor(tmp_path):
+    spectrum = summaries.SpectrumResult(epoch=3, eigenvalues=[1.0, 0.1], largest=4.0, trace=5.0, effective_rank=1.5,
+                                        alignment=None, predictor_map="none", d=2, n=8, seconds=0.1)
+    written = SimSiamSummary.partial(epochs=3, spectrum=spectrum)
+    written.write(tmp_path)
+    assert summaries.read(tmp_path) == written and summaries.read(tmp_path).spectrum.alignment is None
