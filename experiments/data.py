@@ -17,12 +17,14 @@ Where the data comes from is decided once, by `resolve_source`:
   synthetic stand-in, announced loudly (warning and stderr).
 
 The synthetic stand-in renders 6,000-8,000 images/s on 2 CPU cores (its 20,000 training images
-in about 3 s); this module caches it under ``root/synthetic/``, one file per split.
+in about 3 s); this module caches it under ``root/synthetic/``, one file per split, or in the folder
+named by the environment variable A3_SYNTHETIC_CACHE when set (the test suite shares one across its runs).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import sys
 import warnings
@@ -272,8 +274,8 @@ def load_split(
 
     Real sources are read by torchvision from `root` (downloaded there when `download` and the
     host is reachable); any failure raises DatasetError. "synthetic" renders `synthetic_size`
-    images (default SYNTHETIC_SIZES[split]) from (seed, split), cached in root/synthetic/;
-    train and test are different images.
+    images (default SYNTHETIC_SIZES[split]) from (seed, split), cached in root/synthetic/ (or
+    $A3_SYNTHETIC_CACHE); train and test are different images.
     """
     _check_choice("source", source, SOURCES)
     _check_choice("split", split, SPLITS)
@@ -281,7 +283,7 @@ def load_split(
     if source != "synthetic":
         return _load_real(source, split, root, download)
     n = SYNTHETIC_SIZES[split] if synthetic_size is None else synthetic_size
-    images, labels = _cached_synthetic(root / "synthetic", split, n, seed)
+    images, labels = _cached_synthetic(Path(os.environ.get("A3_SYNTHETIC_CACHE") or root / "synthetic"), split, n, seed)
     return ImageSet(images=images, labels=labels, source="synthetic", split=split)
 
 

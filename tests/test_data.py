@@ -219,6 +219,7 @@ def test_unknown_choices_are_rejected(tmp_path, call):
 
 
 def test_synthetic_splits_and_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("A3_SYNTHETIC_CACHE")  # the default place, under the data root
     train = data.load_split("synthetic", "train", tmp_path, synthetic_size=64, seed=3)
     test = data.load_split("synthetic", "test", tmp_path, synthetic_size=64, seed=3)
     assert (train.source, train.split, test.split) == ("synthetic", "train", "test")
@@ -232,13 +233,23 @@ def test_synthetic_splits_and_cache(tmp_path, monkeypatch):
     assert torch.equal(again.images, train.images) and torch.equal(again.labels, train.labels)
 
 
-def test_corrupt_cache_is_rendered_again(tmp_path):
+def test_corrupt_cache_is_rendered_again(tmp_path, monkeypatch):
+    monkeypatch.delenv("A3_SYNTHETIC_CACHE")
     first = data.load_split("synthetic", "test", tmp_path, synthetic_size=32)
     cache = tmp_path / "synthetic" / f"digits-v{synthetic.VERSION}-test-32-seed0.pt"
     cache.write_bytes(cache.read_bytes()[:100])
     again = data.load_split("synthetic", "test", tmp_path, synthetic_size=32)
     assert torch.equal(again.images, first.images)
     assert torch.equal(torch.load(cache, weights_only=True)["images"], first.images)  # repaired
+
+
+def test_the_synthetic_cache_folder_can_be_shared(tmp_path, monkeypatch):
+    monkeypatch.setenv("A3_SYNTHETIC_CACHE", str(tmp_path / "shared"))
+    first = data.load_split("synthetic", "test", tmp_path / "a", synthetic_size=16)
+    monkeypatch.setattr(data, "synthetic_digits", _refuse)  # another data root reads the same file
+    again = data.load_split("synthetic", "test", tmp_path / "b", synthetic_size=16)
+    assert torch.equal(again.images, first.images) and (tmp_path / "shared").is_dir()
+    assert not (tmp_path / "a" / "synthetic").exists()
 
 
 # ---------------------------------------------------------------------------------------------

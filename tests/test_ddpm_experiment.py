@@ -148,6 +148,7 @@ def test_cli_rejects_a_bad_timesteps_value(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- resume
 
+@pytest.mark.e2e  # three DDPM runs; the VAE and SimSiam ctrl-c resumes stay in plain pytest
 def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     """Interrupted in the 2nd epoch, resumed: the metrics (losses, EMA test loss) equal a straight run's."""
     # A tiny U-Net and T = 10: resuming is about the loop's state, not the model's size.

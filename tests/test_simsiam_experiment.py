@@ -264,6 +264,7 @@ def collapse_ratio_after_training(data_root: str, stop_gradient: bool) -> tuple[
     return loss.item(), monitors.collapse_std(z) / monitors.collapse_std_reference(cfg.dim)
 
 
+@pytest.mark.e2e  # two trainings of a minute: run by scripts/test.sh
 def test_without_stop_gradient_the_outputs_collapse(data_root):
     """Q4 in miniature (Chen & He 2021, Sec. 4.1, Fig. 2): without the stop-gradient the network finds
     the degenerate solution, its loss near the minimum -1 and std(z / ||z||) far below 1/sqrt(d) (with

@@ -29,6 +29,16 @@ def smoke(tmp_path, **overrides) -> vae.VAEConfig:
                    **overrides)
 
 
+# The resume and failure tests are about the training loop and its checkpoints: the smoke preset with a
+# smaller final evaluation (the CLI smoke run above checks the full one).
+QUICK = dict(ll_size=8, ll_K=8, classifier_epochs=1, gap_size=2, gap_steps=5, gap_test_draws=4,
+             discriminator_samples=16, discriminator_epochs=1)
+
+
+def quick(tmp_path, **overrides) -> vae.VAEConfig:
+    return smoke(tmp_path, **{**QUICK, **overrides})
+
+
 def without_timings(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
 
@@ -126,7 +136,7 @@ def test_existing_run_is_not_overwritten_without_resume(smoke_run, capsys):
 
 
 def test_resume_refuses_a_different_config(tmp_path):
-    cfg = smoke(tmp_path, epochs=1)
+    cfg = quick(tmp_path, epochs=1)
     vae.run(cfg, tmp_path / "run")
     with pytest.raises(ValueError, match="z_dim: saved 32 vs now 16"):  # the lr may change (--lr), the model not
         vae.run(replace(cfg, z_dim=16), tmp_path / "run", resume=True)
@@ -138,7 +148,7 @@ def test_resume_refuses_a_different_config(tmp_path):
 def reference(tmp_path_factory):
     """An uninterrupted 3-epoch run to compare resumed runs against."""
     tmp = tmp_path_factory.mktemp("ref")
-    run_dir = vae.run(smoke(tmp, epochs=3), tmp / "run")
+    run_dir = vae.run(quick(tmp, epochs=3), tmp / "run")
     return read_metrics(run_dir), VAESummary.read(run_dir)
 
 
@@ -149,7 +159,7 @@ def assert_same_run(run_dir, reference):
 
 
 def test_resume_after_ctrl_c_mid_epoch_matches_an_uninterrupted_run(tmp_path, reference, monkeypatch):
-    cfg = smoke(tmp_path, epochs=3)
+    cfg = quick(tmp_path, epochs=3)
     calls = {"n": 0}
     real = vae.data.iterate_batches
 
@@ -171,7 +181,7 @@ def test_resume_after_ctrl_c_mid_epoch_matches_an_uninterrupted_run(tmp_path, re
 
 def test_resume_after_a_crash_between_metrics_and_checkpoint(tmp_path, reference, monkeypatch):
     """The epoch-2 metrics line is on disk but its checkpoint is not: epoch 2 is redone, once."""
-    cfg = smoke(tmp_path, epochs=3)
+    cfg = quick(tmp_path, epochs=3)
     real = vae.Run.save_checkpoint
 
     def crash_at_epoch_2(self, state):
@@ -190,8 +200,8 @@ def test_resume_after_a_crash_between_metrics_and_checkpoint(tmp_path, reference
 
 
 def test_resume_extends_a_finished_run(tmp_path, reference):
-    vae.run(smoke(tmp_path, epochs=2), tmp_path / "run")
-    vae.run(smoke(tmp_path, epochs=3), tmp_path / "run", resume=True)
+    vae.run(quick(tmp_path, epochs=2), tmp_path / "run")
+    vae.run(quick(tmp_path, epochs=3), tmp_path / "run", resume=True)
     assert_same_run(tmp_path / "run", reference)
 
 
@@ -218,7 +228,7 @@ def test_resume_after_kill_9(tmp_path):
 # --------------------------------------------------------------------------- non-finite loss
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    cfg = smoke(tmp_path, epochs=3)
+    cfg = quick(tmp_path, epochs=3)
     real_build = vae.build_model
 
     def poisoned(cfg):
