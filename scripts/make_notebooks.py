@@ -59,7 +59,7 @@ else:
     while not (ROOT / "experiments").exists() and ROOT != ROOT.parent:
         ROOT = ROOT.parent
     WORK = Path(os.environ.get("A3_WORK", ROOT))
-RESULTS = Path(os.environ.get("A3_RESULTS", RESULTS))   # the run folders (the report reads them)
+RESULTS = Path(os.environ.get("A3_RESULTS", WORK / "results"))   # the run folders (the report reads them)
 os.chdir(ROOT)
 sys.path.insert(0, str(ROOT))
 print("repository:", ROOT, "| data under:", WORK, "| runs under:", RESULTS)""")
