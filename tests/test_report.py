@@ -567,7 +567,8 @@ def test_missing_runs_get_placeholders_and_commands(tmp_path):
     provenance = (out / "provenance.tex").read_text()
     assert latex.breakable("python -m experiments simsiam --preset full --ablation batch-4096") in provenance
     tables = (out / "tables.tex").read_text()
-    assert tables.count(r"\textbf{missing run}") == 3 + 5 + 1 and r"\settable{latent}" not in tables  # T, SimSiam, DDPM
+    missing = 3 + len(names.ABLATIONS) + 1  # T study, SimSiam, DDPM
+    assert tables.count(r"\textbf{missing run}") == missing and r"\settable{latent}" not in tables
 
 
 def test_unfinished_run_reads_metrics_and_offers_resume(tmp_path):

@@ -11,12 +11,13 @@ import torchvision
 from torch import nn
 
 from experiments import __main__ as cli
-from experiments import augment, data, figures, monitors, simsiam
+from experiments import augment, data, figures, monitors, names, simsiam
 from experiments.precision import Precision
 from experiments.runs import NonFiniteLossError, read_checkpoint, read_metrics
 from experiments.summaries import SimSiamSummary, spectra
 
-ABLATIONS = ["baseline", "no-stop-grad", "no-predictor", "proj-4096", "batch-4096"]
+ASSIGNMENT_ABLATIONS = ["baseline", "no-stop-grad", "no-predictor", "proj-4096", "batch-4096"]  # Q4, Q5
+ABLATIONS = list(names.ABLATION_NAMES)  # those, and any added in experiments/names.py
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s"}
 MONITOR_KEYS = {"knn_accuracy", "collapse_std", "collapse_std_reference"}
 
@@ -123,6 +124,7 @@ def test_cli_rejects_options_of_other_problems(capsys, tmp_path):
 # --------------------------------------------------------------------------- configuration
 
 def test_presets_ablations_and_run_names():
+    assert ABLATIONS[:len(ASSIGNMENT_ABLATIONS)] == ASSIGNMENT_ABLATIONS
     full = {name: simsiam.config_for("full", ablation=name) for name in ABLATIONS}
     base = full["baseline"]
     assert (base.seed, base.batch_size, base.dim, base.pred_dim, base.epochs) == (2022, 1024, 2048, 512, 100)
