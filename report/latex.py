@@ -178,9 +178,9 @@ def simsiam_table(runs: dict[str, RunFolder | None]) -> str:
 
 def observations_table(runs: dict[str, RunFolder | None]) -> str:
     """2.2(d): the VAE's and the DDPM's final samples on the same statistics (experiments.observe)."""
-    columns = [("obs-n", "samples"), ("obs-sharpness", "sharpness ratio"), ("obs-confident", "clear digits"),
-               ("obs-ref-confident", "test images: clear digits"), ("obs-class-tv", "class TV distance"),
-               ("obs-fid", "classifier-FID"), ("obs-fid-n", "FID set size")]
+    columns = [("obs-n", "samples"), ("obs-sharpness", "sharpness"), ("obs-confident", "clear digits"),
+               ("obs-ref-confident", "test: clear"), ("obs-class-tv", "class TV"),
+               ("obs-fid", "cl.-FID"), ("obs-fid-n", "FID images")]
     return run_table(runs, [("vae", "VAE"), ("ddpm", "DDPM")], columns, "model")
 
 
