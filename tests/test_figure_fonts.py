@@ -29,6 +29,7 @@ from experiments.summaries import (
     SpectrumResult,
 )
 from tests.conftest import ROOT
+from tests.test_report import fake_bound
 
 matplotlib.use("Agg")
 
@@ -110,6 +111,10 @@ def vae_run(root: Path) -> Path:
     save(run, "interpolations.pt", {"test": strips[:, :10], "test_endpoints": strips[:, 10:12],
                                     "prior": strips[:, 12:]})
     save_discriminator(run, 5000)
+    g = torch.Generator().manual_seed(1)  # Q1.3 measured on 500 test images (experiments.amortisation)
+    save(run, "amortisation.pt", {"amortisation_gap": 5 * torch.rand(500, generator=g),
+                                  "amortisation_gap_mc_se": torch.full((500,), 0.5),
+                                  "approximation_gap": 20 + 3 * torch.randn(500, generator=g)})
     return run
 
 
@@ -128,7 +133,7 @@ def ddpm_run(root: Path, T: int) -> Path:
                         feature_dim=256, n_train=5000, n_test=2000)
     summary = DDPMSummary.partial(timesteps=T, epochs=20, dataset="svhn", train_seconds_per_epoch=95.0,
                                   sample_seconds_per_image=0.05 * T / 1000, quality_classifier_fid=12.0 * 1000 / T,
-                                  quality_mean_confidence=0.9, t_star=0.4 * T, probe=probe)
+                                  quality_mean_confidence=0.9, t_star=0.4 * T, probe=probe, bound=fake_bound())
     run = run_folder(root, f"ddpm-T{T}", {"timesteps": T, "preview_steps": 50}, epochs(20), summary)
     for e in range(1, 21):
         save(run, f"previews/epoch_{e:03d}.pt", images(64, e))
@@ -141,6 +146,8 @@ def ddpm_run(root: Path, T: int) -> Path:
         "n_evaluated": 500, "mse": [t / 1000 for t in levels], "label_preserved": [1 - t / 1100 for t in levels],
         "clean_accuracy": 0.95, "t_star": 500})
     save_discriminator(run, 500)
+    t = torch.linspace(2, T, 60).long()  # Q2.3 measured: the bound's stratified steps (experiments.bound)
+    save(run, "bound.pt", {"t": t, "L_t": 1000 / t.float(), "weight": torch.full((60,), (T - 1) / 60)})
     return run
 
 
