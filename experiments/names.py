@@ -144,10 +144,11 @@ def parse_run_name(name: str) -> RunName | None:
 # --------------------------------------------------------------------------- commands
 
 def command(problem: str, preset: str | None, *, timesteps: int | None = None, ablation: str | None = None,
-            backbone: str | None = None, out: str | None = None, resume: bool = False) -> str:
+            backbone: str | None = None, out: str | None = None, resume: bool = False, **options) -> str:
     """The command line that produces (or, with out and resume, continues) a run; preset None leaves the
     default (full) implicit. command("ddpm", "full", timesteps=500) -> python -m experiments ddpm --preset
-    full --timesteps 500."""
+    full --timesteps 500. `options` (data, data_root, epochs, seed, ...) are added as --name value when not None:
+    a resume repeats the options its run was started with."""
     if problem not in PROBLEMS:
         raise ValueError(f"problem must be one of {PROBLEMS}, got {problem!r}")
     parts = ["python -m experiments", problem] + ([] if preset is None else [f"--preset {preset}"])
@@ -159,6 +160,7 @@ def command(problem: str, preset: str | None, *, timesteps: int | None = None, a
         parts.append(f"--backbone {backbone}")
     if out is not None:
         parts.append(f"--out {out}")
+    parts += [f"--{name.replace('_', '-')} {value}" for name, value in options.items() if value is not None]
     if resume:
         parts.append("--resume")
     return " ".join(parts)

@@ -36,6 +36,9 @@ UNIFORM_8BIT = 8.0      # bits per dimension of a uniform distribution over a pi
 # -log2 of N(x; mu, 1)'s peak density on the 8-bit scale: no decoder with the graded unit variance scores below it.
 UNIT_VARIANCE_FLOOR_8BIT = 0.5 * math.log2(2 * math.pi) + math.log2(127.5)
 REDRAW = {"vae": "vae_figures", "ddpm": "ddpm_figures", "simsiam": "simsiam_figures"}  # experiments.figures
+# Summary fields written by the final evaluation (the report's measurements); a run finished before one existed
+# gets it by redoing that evaluation: summary.json deleted, the run resumed (no epoch is retrained).
+REDO = {"vae": ("observations", "amortisation", "discriminator"), "ddpm": ("observations", "bound", "discriminator")}
 
 
 def fix_command(slot: str, run: RunFolder | None, preset: str, main_timesteps: int | None) -> tuple[str, str]:
@@ -45,6 +48,11 @@ def fix_command(slot: str, run: RunFolder | None, preset: str, main_timesteps: i
     folder = str(run.path)
     if not run.finished:  # the same options as the run's config, in its folder
         return f"run folder {folder} is unfinished (no summary.json)", resume_command(slot, run, preset)
+    lacking = [f for f in REDO.get(problem_of(slot), ()) if run.summary is not None
+               and getattr(run.summary, f, None) is None]
+    if lacking:  # finished by an older version: redo the final evaluation, the training stays
+        return (f"run folder {folder} finished before its final evaluation measured {', '.join(lacking)}",
+                f"rm {Path(folder) / 'summary.json'} && {resume_command(slot, run, preset)}")
     function = REDRAW[problem_of(slot)]
     return (f"run folder {folder} is finished but lacks this figure",
             f"python -c \"from experiments import figures; figures.{function}('{folder}')\"")

@@ -257,6 +257,10 @@ def slot_command(slot: str, preset: str, timesteps: int | None = None) -> str:
     return names.command(problem, preset, ablation=ablation_of(slot) if problem == "simsiam" else None)
 
 
+# The config fields a resume must repeat (--data and the others default to values the run may not have used).
+RESUME_OPTIONS = ("data", "data_root", "seed", "epochs")
+
+
 def resume_command(slot: str, run: RunFolder, preset: str) -> str:
     """The command that continues an unfinished run in its folder, with the options of its config."""
     problem = problem_of(slot)
@@ -264,4 +268,4 @@ def resume_command(slot: str, run: RunFolder, preset: str) -> str:
                          timesteps=run.config.get("timesteps") or None if slot in T_SLOTS else None,
                          ablation=ablation_of(slot) if problem == "simsiam" else None,
                          backbone=run.config.get("backbone") if problem == "simsiam" else None,
-                         out=str(run.path), resume=True)
+                         out=str(run.path), resume=True, **{k: run.config.get(k) for k in RESUME_OPTIONS})

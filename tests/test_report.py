@@ -578,9 +578,21 @@ def test_unfinished_run_reads_metrics_and_offers_resume(tmp_path):
     v = read_values(out)
     assert v["vae-status"] == "unfinished: epoch 3 of 3" and v["vae-epochs"] == "3"
     assert v["vae-wall"] == latex.duration(metrics_lines(3)[-1]["wall_seconds"])
-    assert v["cmd-vae"] == latex.escape(f"python -m experiments vae --preset smoke --out {run} --resume")
+    # The resume repeats the options the run was started with (its config.json: here epochs 3).
+    assert v["cmd-vae"] == latex.escape(f"python -m experiments vae --preset smoke --out {run} --epochs 3 --resume")
     assert "vae-ll-nats" not in v and v["preset"] == "smoke"
     assert r"\textit{(unfinished: epoch 3 of 3)}" in (out / "provenance.tex").read_text()
+
+
+def test_a_run_finished_before_a_measurement_existed_offers_to_redo_its_final_evaluation(tmp_path):
+    old = dataclasses.replace(VAE_SUMMARY, amortisation=None, discriminator=None)
+    run = vae_run(tmp_path / "results", "vae-smoke", summary=old)
+    out = tmp_path / "build"
+    build.generate(tmp_path / "results", {}, out)
+    v = read_values(out)
+    assert v["status-vae"].endswith(latex.escape("measured amortisation, discriminator"))
+    assert v["cmd-vae"] == latex.escape(f"rm {run / 'summary.json'} && "
+                                        f"python -m experiments vae --preset smoke --out {run} --epochs 3 --resume")
 
 
 def test_provenance_warns_about_synthetic_data_only_when_used(tmp_path):
