@@ -19,7 +19,6 @@ The decoder is the graded one, p(x|z) = N(mu_theta(z), I), so log p(x|z) = -deco
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -27,23 +26,12 @@ from tqdm.auto import tqdm
 
 from experiments import data, names, runs
 from experiments.bound import LOG_HALF_BINS
+from experiments.diffusion import noise
 from experiments.summaries import AmortisationGaps, Estimate
 from vae_solution import DiagonalGaussianDistribution
 
 LL_REPEATS = 2   # independent K-sample log-likelihood estimates per image: its Monte Carlo SE needs two
 NEGATIVE_BELOW = 2   # an image's amortisation gap counts as negative below -NEGATIVE_BELOW of its own Monte Carlo SE
-
-
-def _randn(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """N(0, I) draws from `generator` (on the generator's own device), moved to `device`."""
-    return torch.randn(shape, generator=generator, device=generator.device).to(device)
-
-
-def _clock(device: torch.device) -> float:
-    """Wall time in seconds, after the device's queued work has finished."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def _check_eval(model) -> None:
@@ -96,12 +84,12 @@ def optimise_per_point(model, x: torch.Tensor, *, generator: torch.Generator, st
     less than `tol` nats over the last `patience` evaluations. The model's weights get no gradient.
     """
     _check_eval(model)
-    start = _clock(x.device)
+    start = runs.clock(x.device)
     with torch.no_grad():
         q = model.encode(x)
     mu = q.mean.detach().clone().requires_grad_()                    # (N, z_dim)
     logvar = q.logvar.detach().clone().requires_grad_()
-    eps_eval = _randn((eval_S, *mu.shape), generator, x.device)      # (eval_S, N, z_dim), fixed
+    eps_eval = noise((eval_S, *mu.shape), generator).to(x.device)      # (eval_S, N, z_dim), fixed
     with torch.no_grad():
         amortised = elbo(model, x, mu, logvar, eps_eval)
     best, best_mu, best_logvar = amortised.clone(), mu.detach().clone(), logvar.detach().clone()
@@ -109,7 +97,7 @@ def optimise_per_point(model, x: torch.Tensor, *, generator: torch.Generator, st
     optimiser = torch.optim.Adam([mu, logvar], lr=lr)
     step, bar = 0, tqdm(total=steps, desc="per-point ELBO", leave=False, unit="step")
     while step < steps:
-        eps = _randn((S, *mu.shape), generator, x.device)            # fresh noise each step
+        eps = noise((S, *mu.shape), generator).to(x.device)            # fresh noise each step
         loss = -elbo(model, x, mu, logvar, eps).sum()
         mu.grad, logvar.grad = torch.autograd.grad(loss, [mu, logvar])
         optimiser.step()
@@ -126,7 +114,7 @@ def optimise_per_point(model, x: torch.Tensor, *, generator: torch.Generator, st
         if len(history) > patience and history[-1] - history[-1 - patience] < tol:
             break
     bar.close()
-    return PerPoint(amortised, best, best_mu, best_logvar, step, _clock(x.device) - start)
+    return PerPoint(amortised, best, best_mu, best_logvar, step, runs.clock(x.device) - start)
 
 
 def log_likelihood(model, x: torch.Tensor, K: int, generator: torch.Generator) -> torch.Tensor:
@@ -165,12 +153,12 @@ def gaps(model, x: torch.Tensor, *, generator: torch.Generator, K: int = 100, ll
     the per-point optimisation (Q1.4b). `per_point` goes to `optimise_per_point`.
     """
     _check_eval(model)
-    start = _clock(x.device)
+    start = runs.clock(x.device)
     with torch.no_grad():
         q = model.encode(x)                                          # the amortised approach: one pass
-    seconds_amortised = _clock(x.device) - start
+    seconds_amortised = runs.clock(x.device) - start
     fit = optimise_per_point(model, x, generator=generator, **per_point)
-    eps = _randn((test_S, *q.mean.shape), generator, x.device)       # (test_S, N, z_dim)
+    eps = noise((test_S, *q.mean.shape), generator).to(x.device)       # (test_S, N, z_dim)
     amortised_draws = _elbo_samples_chunked(model, x, q.mean, q.logvar, eps)  # (test_S, N)
     per_point_draws = _elbo_samples_chunked(model, x, fit.mu, fit.logvar, eps)
     with torch.no_grad():
@@ -229,13 +217,13 @@ def measure(run_: runs.Run, cfg, model, test: data.ImageSet, device: torch.devic
     summary. Callable under torch.no_grad(): the per-point optimisation enables its own gradients."""
     images = test.subset(cfg.gap_size, runs.stream_seed(cfg.seed, names.MEASURED_IMAGES)).images
     x = data.to_float(images).to(device)                             # (N, 3, 32, 32) in [-1, 1]
-    start = _clock(device)
+    start = runs.clock(device)
     with torch.enable_grad():
         result = gaps(model, x, generator=runs.stream(cfg.seed, "amortisation", device), K=cfg.ll_K,
                       test_S=cfg.gap_test_draws, steps=cfg.gap_steps, lr=cfg.gap_lr, S=cfg.gap_draws,
                       eval_S=cfg.gap_eval_draws, eval_every=cfg.gap_eval_every, tol=cfg.gap_tol,
                       patience=cfg.gap_patience)
-    seconds = _clock(device) - start
+    seconds = runs.clock(device) - start
     per_image, s = result["per_image"], result["summary"]
     run_.save_artifact("amortisation.pt", per_image)
     dims = x[0].numel()

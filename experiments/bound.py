@@ -15,24 +15,18 @@ t = i + 1. Everything follows x_0's device; randomness comes from an explicit ge
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from experiments import data, names, runs
-from experiments.diffusion import Diffusion
+from experiments.diffusion import Diffusion, noise
 from experiments.summaries import Estimate, VariationalBound
 
 VARIANCES = ("posterior", "beta")
 DECODERS = ("discrete", "gaussian")
 LOG_HALF_BINS = math.log(127.5)   # [-1, 1] -> the 8-bit scale [0, 255]: a density changes by 127.5 per dimension
-
-
-def _randn(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """N(0, I) draws from `generator` (on the generator's own device), moved to `device`."""
-    return torch.randn(shape, generator=generator, device=generator.device).to(device)
 
 
 def normal_kl(mean1: torch.Tensor, var1: torch.Tensor, mean2: torch.Tensor, var2: torch.Tensor) -> torch.Tensor:
@@ -69,7 +63,7 @@ def reverse_variance(diffusion: Diffusion, i: int, variance: str) -> torch.Tenso
 
 def q_sample(diffusion: Diffusion, x0: torch.Tensor, i: int, generator: torch.Generator) -> torch.Tensor:
     """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, one draw per image (eq. 4); like x_0."""
-    eps = _randn(x0.shape, generator, x0.device)
+    eps = noise(x0.shape, generator).to(x0.device)
     return diffusion.sqrt_alphas_cumprod[i] * x0 + diffusion.sqrt_one_minus_alphas_cumprod[i] * eps
 
 
@@ -235,13 +229,11 @@ def measure(run_: runs.Run, cfg, diffusion: Diffusion, eps_model, test: data.Ima
     x0 = data.to_float(images).to(device)                               # (N, 3, 32, 32) in [-1, 1]
     was_training = eps_model.training
     eps_model.eval()
-    runs.synchronize(device)
-    start = time.perf_counter()
+    start = runs.clock(device)
     bound = variational_bound(diffusion, eps_model, x0, generator=runs.stream(cfg.seed, "bound", device),
                               n_strata=cfg.bound_strata, draws_per_stratum=cfg.bound_draws,
                               exact_steps=cfg.bound_exact_steps)
-    runs.synchronize(device)
-    seconds = time.perf_counter() - start
+    seconds = runs.clock(device) - start
     eps_model.train(was_training)
     s = bound.summary()
     run_.save_artifact("bound.pt", {"t": bound.t, "L_t": bound.L_t, "weight": bound.weight})  # (M,) each

@@ -22,7 +22,7 @@ import ddpm_solution
 from experiments import bound, classifier, data, discriminator, figures, monitors, names, observe, runs
 from experiments.diffusion import EMA, Diffusion, noise
 from experiments.precision import Precision, autocast
-from experiments.runs import Run, checked_overrides, read_json, synchronize
+from experiments.runs import Run, checked_overrides, read_json
 from experiments.summaries import DDPMSummary, LevelAccuracy, ProbeResult
 
 
@@ -178,11 +178,9 @@ def snapshots(run_: Run, cfg: DDPMConfig, epoch: int, diffusion: Diffusion, ema_
     if epoch in runs.snapshot_epochs(cfg.snapshot_every, cfg.epochs):
         g = runs.stream(cfg.seed, "snapshot-noise", prec.device)  # the same x_T and the same later draws
         x_T = noise(shape, g)
-        synchronize(prec.device)
-        t0 = time.perf_counter()
+        t0 = runs.clock(prec.device)
         samples = diffusion.sample(ema_net, x_T, generator=g, precision=prec.name)
-        synchronize(prec.device)
-        record["sample_seconds"] = time.perf_counter() - t0
+        record["sample_seconds"] = runs.clock(prec.device) - t0
         run_.save_artifact(f"samples/epoch_{epoch:03d}.pt", data.to_uint8(samples.cpu()))
     return record
 
@@ -298,12 +296,10 @@ def final_samples(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: tor
     first `n_final_samples` saved as the final samples (2.2d), the first `quality_size` read by the quality
     proxy (2.3a). Returns (samples uint8 on the host, seconds the pass took)."""
     g = runs.stream(cfg.seed, "final-samples", prec.device)
-    synchronize(prec.device)
-    t0 = time.perf_counter()
+    t0 = runs.clock(prec.device)
     samples = sample_batches(diffusion, ema_net, max(cfg.n_final_samples, cfg.quality_size), cfg.eval_batch_size,
                              g, prec.name)
-    synchronize(prec.device)
-    seconds = time.perf_counter() - t0
+    seconds = runs.clock(prec.device) - t0
     run_.save_artifact("final_samples.pt", samples[:cfg.n_final_samples])
     return samples, seconds
 

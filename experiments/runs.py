@@ -196,6 +196,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def clock(device: torch.device) -> float:
+    """time.perf_counter() once the device's queued work has finished: differences time the work itself."""
+    synchronize(device)
+    return time.perf_counter()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
