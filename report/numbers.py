@@ -614,7 +614,7 @@ COLLAPSE_PREDICTED = {"no-stop-grad": ("the stop-gradient", "4.3"),
                       "no-predictor": ("the predictor", "the linear calculation of 4.5")}
 
 
-def significant(x: float) -> str:
+def scientific(x: float) -> str:
     """A positive number of any size for running text: 2048, 20.5, 0.543, or $5.0\\cdot10^{-6}$ below 0.01."""
     if x >= 100:
         return f"{x:.0f}"
@@ -668,7 +668,7 @@ def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.Discri
         put(key, count, str)
     put("seconds", r.seconds, duration)
     for key, value in (("fid-samples", r.fid_samples), ("fid-accepted", r.fid_accepted), ("fid-subset", r.fid_subset)):
-        put(key, value, significant)
+        put(key, value, scientific)
     closer_fid = None
     if finite(r.fid_accepted) and finite(r.fid_subset):
         values[f"{slot}-drs-fid-word"] = compare(r.fid_accepted, r.fid_subset, higher="higher (farther) than",
@@ -703,7 +703,7 @@ def spectrum_numbers(values: dict[str, str], slot: str, results: list[summaries.
     for suffix, r in (("-first", first), ("", last)):
         put(f"spectrum-epoch{suffix}", r.epoch, str)
         put(f"erank{suffix}", r.effective_rank, lambda v: number(v, ".1f"))
-        put(f"trace{suffix}", r.trace, significant)
+        put(f"trace{suffix}", r.trace, scientific)
     put("spectrum-d", last.d, str)
     put("spectrum-n", last.n, str)
     put("spectrum-seconds", sum(r.seconds for r in results), duration)
@@ -714,7 +714,7 @@ def spectrum_numbers(values: dict[str, str], slot: str, results: list[summaries.
     put("align-fraction", al.diagonal_fraction, lambda v: number(v, ".3f"))
     put("align-chance", al.chance, lambda v: number(v, ".2g"))
     put("align-r", round(1 / al.chance), str)
-    put("align-times-chance", al.diagonal_fraction / al.chance, significant)
+    put("align-times-chance", al.diagonal_fraction / al.chance, scientific)
     put("align-cos", sum(abs(c) for c in al.cosines) / len(al.cosines), lambda v: number(v, ".2f"))
     put("align-k", len(al.cosines), str)
     if al.diagonal_fraction > ALIGNED_ABOVE:
@@ -732,8 +732,8 @@ def collapse_numbers(values: dict[str, str], slot: str, r: summaries.SpectrumRes
     """An ablation's last spectrum against the baseline's: effective rank and tr F as fractions of the baseline's,
     and whether it collapsed (either below SPECTRUM_COLLAPSED_BELOW of the baseline's), against the prediction."""
     rank, scale = r.effective_rank / base.effective_rank, r.trace / base.trace if base.trace > 0 else math.inf
-    values[f"{slot}-erank-ratio"] = significant(rank)
-    values[f"{slot}-trace-ratio"] = significant(scale)
+    values[f"{slot}-erank-ratio"] = scientific(rank)
+    values[f"{slot}-trace-ratio"] = scientific(scale)
     removed, theory = COLLAPSE_PREDICTED[slot.removeprefix("simsiam-")]
     values[f"{slot}-spectrum-verdict"] = (
         f"collapsed without {removed}, as {theory} predicts" if min(rank, scale) < SPECTRUM_COLLAPSED_BELOW
