@@ -427,10 +427,11 @@ def epochs_table(m: dict) -> str:
             cfg = real_config(r["problem"], m["preset"])
             projected = (f"{duration(epoch_projection(r['problem'], cfg, r))} ({cfg.epochs} epochs of "
                          f"{images_per_epoch(family(r['problem']), cfg):,} images)")
-        rows.append([r["problem"], f"`{r['command']}`", f"{r['images']:,}" if r.get("images") else "",
+        precision = r.get("provenance", {}).get("precision", "not recorded")
+        rows.append([r["problem"], f"`{r['command']}`", precision, f"{r['images']:,}" if r.get("images") else "",
                      "; ".join(seconds) or "none finished", projected, r.get("note", "")])
-    return markdown(["problem", "command", "images", "train s / epoch s, per epoch", "projected run on the real "
-                     "dataset (estimate)", "note"], rows)
+    return markdown(["problem", "command", "precision", "images", "train s / epoch s, per epoch",
+                     "projected run on the real dataset (estimate)", "note"], rows)
 
 
 def estimates_table(m: dict) -> str:

@@ -2,27 +2,28 @@
 batch sizes, one CLI epoch per problem, and the DDPM against the starter, eager and compiled. Writes
 benchmarks/measured/<device>.json and .md (the markdown also printed). Under 8 minutes on one GPU, offline.
 
-    python3 benchmarks/gpu_check.py                  # CUDA: the full presets; about 7.5 minutes
+    python3 benchmarks/gpu_check.py                  # CUDA: the full presets; at most 7.5 minutes
     python3 benchmarks/gpu_check.py --device cpu     # the CPU mode (the tests'): smoke models, seconds
 
 Needs python3 with torch, torchvision, numpy, matplotlib, pillow, tqdm and einops (requirements.txt); no
 install of this package and no network: it runs from a copy of the repository.
 
 Parts, in order, each with a time budget in seconds on CUDA (BUDGETS; --budget-scale multiplies them); a part
-that would run past the whole check's deadline (the sum, 460 s) gets what is left, and one past its budget is
+that would run past the whole check's deadline (the sum, 445 s) gets what is left, and one past its budget is
 stopped and its row says so:
-    data      the synthetic stand-in's 20,000 + 5,000 images, rendered once into the shared cache
-              ($A3_SYNTHETIC_CACHE when set) so that every part below reads the same images    20
     steps     the harness's training step of every problem in bf16 (compute capability >= 8.0), fp16
               (with its gradient scaler) and fp32, each at the full preset's batch and at a second
-              batch (SECOND_BATCH): images/s and peak memory, the points the step model of
-              benchmarks/cost.py is fitted to                                                   75
+              batch (SECOND_BATCH), on 2,048 synthetic digits: images/s and peak memory, the points
+              the step model of benchmarks/cost.py is fitted to                                 65
+    data      the synthetic stand-in's 20,000 + 5,000 images, rendered once into the cache the CLI
+              runs share ($A3_SYNTHETIC_CACHE, set to a temporary folder when unset)            20
     cli-*     `python -m experiments PROBLEM --preset full --data synthetic --out TMP`, stopped once
               two epochs are logged (the preset's own epoch count is kept, so these are ordinary
               epochs, not the last one with its snapshots): each epoch's train and total seconds from
-              metrics.jsonl, and the whole run projected from them          vae 35, ddpm 110, simsiam 50
+              metrics.jsonl, the precision the run chose (provenance.json), and the whole run
+              projected from them                                            vae 35, ddpm 95, simsiam 50
     bench-*   benchmarks/bench_ddpm.py at full size (1000 steps, 64 images, batch 64), one repeat,
-              eager (--compile none) and compiled (--compile reduce-overhead), as subprocesses       60, 110
+              eager (--compile none) and compiled (--compile reduce-overhead), as subprocesses       60, 120
 Cells of `steps` (Precision from experiments.precision, the harness's losses):
     vae      recon, nll, kl = model(x); loss = (nll + kl).mean(); Adam
     ddpm     experiments.diffusion.Diffusion(1000).loss (smooth-L1 noise prediction at uniform t); Adam
@@ -62,7 +63,7 @@ def missing_packages(names: tuple[str, ...] = REQUIRED) -> list[str]:
 
 if __name__ == "__main__" and missing_packages(("torch", *REQUIRED)):
     sys.exit(f"gpu_check.py: {', '.join(missing_packages(('torch', *REQUIRED)))} not installed for {sys.executable}; "
-             "nothing was measured. Install them (pip install -r requirements.txt) or carry their wheels.")
+             "nothing was measured. Install them: pip install -r requirements.txt (or from wheels brought along).")
 
 import torch  # noqa: E402  (after the check above, so a missing package is one line, not a traceback)
 
@@ -78,8 +79,8 @@ PRECISIONS = ("bf16", "fp16", "fp32")
 PROBLEMS = cost.PROBLEMS
 SECOND_BATCH = {"vae": 512, "ddpm": 512, "simsiam-resnet18": 256, "simsiam-resnet18-cifar": 256}
 CLI_PROBLEMS = ("vae", "ddpm", "simsiam-resnet18")       # the CLI's default backbone; -cifar has steps only
-BUDGETS = {"data": 20, "steps": 75, "cli-vae": 35, "cli-ddpm": 110, "cli-simsiam-resnet18": 50,
-           "bench-eager": 60, "bench-compiled": 110}     # seconds on CUDA; 460 in all
+BUDGETS = {"data": 20, "steps": 65, "cli-vae": 35, "cli-ddpm": 95, "cli-simsiam-resnet18": 50,
+           "bench-eager": 60, "bench-compiled": 120}     # seconds on CUDA; 445 in all
 BENCHES = {"bench-eager": ["--compile", "none", "--repeats", "1"],
            "bench-compiled": ["--compile", "reduce-overhead", "--repeats", "1"]}
 QUICK = {"preset": "smoke", "batches": (2, 4), "precisions": ("fp32",), "steps": 1, "warmup": 1, "pool": 16,
@@ -237,9 +238,12 @@ def cli_epochs(problem: str, args, device: torch.device, budget: float) -> dict:
             stop(process)
             err.seek(0)
             last_error = (err.read().strip().splitlines() or [""])[-1][:200]
-        metrics = out / "metrics.jsonl"
+        metrics, provenance = out / "metrics.jsonl", out / "provenance.json"
         records = [json.loads(line) for line in metrics.read_text().splitlines() if line.endswith("}")] \
             if metrics.exists() else []
+        if provenance.exists():   # how the run decided to execute its steps
+            row["provenance"] = {k: v for k, v in json.loads(provenance.read_text()).items()
+                                 if k.startswith(("precision", "compile", "execution", "tf32"))}
     records = records[:args.cli_epochs]
     row["measured"] = [{"train_seconds": round(r["train_seconds"], 3), "epoch_seconds": round(r["epoch_seconds"], 3)}
                        for r in records]
@@ -313,7 +317,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="problems to run one CLI epoch of (default: all three; the CPU mode: vae)")
     parser.add_argument("--steps", type=int, default=300, help="timed steps per cell at most")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per cell first")
-    parser.add_argument("--cell-seconds", type=float, default=1.5, help="timed seconds per cell at most")
+    parser.add_argument("--cell-seconds", type=float, default=1.0, help="timed seconds per cell at most")
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiplies every part's budget")
     parser.add_argument("--measured-dir", type=Path, default=cost.MEASURED, help="where the .json and .md go")
     args = parser.parse_args(argv)
