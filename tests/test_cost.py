@@ -136,7 +136,7 @@ def test_readme_tables_are_the_measured_files():
     """The README's cost tables are what cost.py renders from benchmarks/measured/ (rerun cost.py --write after
     a new measurement), and every measured number in them is in a committed measurement file."""
     readme = (ROOT / "README.md").read_text()
-    assert cost.with_readme_block(readme, cost.readme_block()) == readme
+    assert cost.with_readme_block(readme, cost.readme_block()) == readme, "stale: run benchmarks/cost.py --write"
     begin, end = cost.README_MARKS
     block = readme[readme.index(begin):readme.index(end)]
     files = [json.loads(p.read_text()) for p in sorted(cost.MEASURED.glob("*.json"))]
@@ -153,7 +153,7 @@ def test_cost_md_is_up_to_date_and_names_its_sources():
     text = (ROOT / "benchmarks" / "COST.md").read_text()
     for m in cost.measurements():
         if m["device_kind"] == "cuda":
-            assert cost.measurement_section(m) in text
+            assert cost.measurement_section(m) in text, "stale: run benchmarks/cost.py --write"
     assert cost.not_measured_line() in text
     for name in ["vae-full", "ddpm-smoke", "simsiam-full-batch-4096 (resnet18-cifar)", "log-likelihood, K = 100",
                  "final samples: 100 images x 1000 steps"]:
