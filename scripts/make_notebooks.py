@@ -91,7 +91,7 @@ from experiments.runs import device_line
 PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
 cfg = vae.config_for(PRESET, data=DATA, data_root=str(WORK / "data"))
-from benchmarks.cost import projected_line
+from benchmarks.cost import projected_line   # time estimated from benchmarks/measured/, else "not measured"
 print(projected_line("vae", cfg))
 OUT = RESULTS / vae.run_name(cfg)
 print(cfg)
@@ -142,7 +142,7 @@ from experiments.runs import device_line
 PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
 cfg = ddpm.config_for(PRESET, data=DATA, data_root=str(WORK / "data"))
-from benchmarks.cost import projected_line
+from benchmarks.cost import projected_line   # time estimated from benchmarks/measured/, else "not measured"
 print(projected_line("ddpm", cfg))
 OUT = RESULTS / ddpm.run_name(cfg)
 VAE_RUN = RESULTS / f"vae-{PRESET}"   # the VAE notebook's run, for the side-by-side of 2.2(d)
@@ -205,7 +205,7 @@ PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
 ABLATIONS = list(simsiam.ABLATIONS)   # what each one changes: experiments/names.py
 print("ablations:", names.ablation_help())
-from benchmarks.cost import projected_line
+from benchmarks.cost import projected_line   # time estimated from benchmarks/measured/, else "not measured"
 print("each ablation:", projected_line("simsiam", simsiam.config_for(PRESET, data=DATA)))
 print(device_line())"""),
         code("""# Train every ablation, or resume the one a disconnect interrupted (finished runs are skipped quickly).
