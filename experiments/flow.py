@@ -285,9 +285,10 @@ PRESETS = {
     # two residual blocks (4.7 GFLOP per image) would afford 2 epochs. README "Four families" has the numbers.
     "full": FlowConfig(),
     # Seconds on 2 CPU cores: a narrow two-scale flow, a few hundred images.
-    "smoke": FlowConfig(preset="smoke", epochs=2, scales=2, width=8, blocks=1, train_size=256, test_size=64,
-                        snapshot_every=1, n_samples=16, n_final_samples=32, eval_size=32, eval_batch_size=64,
-                        classifier_epochs=2, discriminator_samples=32, discriminator_epochs=1),
+    # The data, final samples and digit classifier of the VAE's smoke preset, so that the yardstick compares them.
+    "smoke": FlowConfig(preset="smoke", epochs=2, scales=2, width=8, blocks=1, train_size=640, test_size=64,
+                        snapshot_every=1, n_samples=16, eval_size=32, eval_batch_size=64, classifier_epochs=3,
+                        discriminator_samples=64, discriminator_epochs=2),
 }
 
 

@@ -94,6 +94,8 @@ DEFAULT_TIMESTEPS = {"full": 1000, "smoke": 50}
 # Beside the assignment's problems, a normalizing flow and a GAN measured on the VAE's and DDPM's yardstick
 # (experiments.flow, experiments.gan, experiments.yardstick; run names flow-<preset>, gan-<preset>).
 FAMILY_PROBLEMS = ("flow", "gan")
+FAMILIES = ("flow", "vae", "ddpm", "gan")   # as the yardstick's table lists them: exact likelihood, two bounds, none
+FAMILY_TITLES = {"flow": "Normalizing flow (RealNVP)", "vae": "VAE", "ddpm": "DDPM", "gan": "GAN (DCGAN)"}
 
 
 def flow_run_name(preset: str) -> str:

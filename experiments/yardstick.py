@@ -11,29 +11,28 @@ Each run's final evaluation calls `measure`, which gives the fields of summaries
   counted by torch.utils.flop_counter on the meta device, as benchmarks/cost.py counts them).
 The rest of the yardstick is read from what each summary already holds: the sharpness ratio and clear-digit
 share (experiments.observe, `observations`), Part III's JSD estimate (experiments.discriminator,
-`discriminator`), and bits/dim where the family defines one (`bits_per_dim` below). `table_rows` puts the
-four side by side; the GAN's bits/dim is the string NO_LIKELIHOOD, never a blank.
+`discriminator`), and bits/dim where the family defines one; report/families.py reads the four summaries into
+one table (the GAN's bits/dim cell says it has none, never a blank). The chapter's two figures are drawn here
+from the run folders alone: `sample_grids` and `fid_against_bits`.
 """
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from experiments import runs
+from experiments import names, runs
 from experiments.classifier import DigitClassifier, frechet_distance
 from experiments.data import to_float
 from experiments.monitors import extract_features
 
 K = 3                           # neighbours of Kynkaanniemi et al.'s manifold estimate (their default)
-FAMILIES = ("flow", "vae", "ddpm", "gan")   # the table's order: exact likelihood, two bounds, none
-DIVERGENCES = {"flow": "forward KL", "vae": "forward KL (through a bound)", "ddpm": "forward KL (through a bound)",
-               "gan": "Jensen-Shannon"}
-NO_LIKELIHOOD = "none: no likelihood"
 
 
 # --------------------------------------------------------------------------- precision and recall
@@ -92,7 +91,7 @@ def _training_step(family: str, cfg, x: torch.Tensor) -> Callable[[], None]:
             module.discriminator_step_loss(model, x).backward()
             module.generator_step_loss(model, len(x)).backward()
     else:
-        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+        raise ValueError(f"family must be one of {names.FAMILIES}, got {family!r}")
     return step
 
 
@@ -104,7 +103,8 @@ def training_flops_per_image(family: str, cfg, batch: int = 4) -> float:
 
 
 def parameters(models: Sequence[torch.nn.Module]) -> int:
-    return sum(p.numel() for m in models for p in m.parameters() if p.requires_grad)
+    """Parameters of the models (an EMA copy counts: it is frozen, not smaller)."""
+    return sum(p.numel() for m in models for p in m.parameters())
 
 
 # --------------------------------------------------------------------------- the measurement
@@ -128,59 +128,62 @@ def measure(samples_uint8: torch.Tensor, reference_uint8: torch.Tensor, digits: 
             "train_flops_per_image": flops_per_image}
 
 
-# --------------------------------------------------------------------------- reading the four summaries
+# --------------------------------------------------------------------------- the chapter's figures
 
-@dataclass
-class Row:
-    """One family's line of the table, from its summary (None: not measured)."""
-    family: str
-    bits_per_dim: float | None
-    bits_per_dim_method: str          # how it was obtained, or NO_LIKELIHOOD for the GAN
-    fid: float | None
-    precision: float | None
-    recall: float | None
-    sharpness_ratio: float | None
-    clear_digit_share: float | None
-    jsd: float | None
-    sample_seconds_64: float | None
-    parameters: int | None
-    train_flops_per_image: float | None
+def sample_grids(run_dirs: dict[str, Path | None], out: str | Path) -> Path:
+    """The final samples of each family side by side (names.FAMILIES order), one panel each, all the same size
+    and the same number of images (the largest square all present runs have, at most 8 x 8); the family named
+    under its panel, nothing written inside the images. A family without a run gets an empty panel."""
+    from experiments import figures  # matplotlib: only when drawing
 
-
-def bits_per_dim(family: str, summary) -> tuple[float | None, str]:
-    """(bits/dim on the 8-bit scale, how it was obtained): the flow's exact value, the VAE's importance-sampled
-    estimate, the DDPM's variational bound; the GAN has none (None, NO_LIKELIHOOD)."""
-    if family == "gan":
-        return None, NO_LIKELIHOOD
-    if family == "flow":
-        return summary.bits_per_dim, "exact (dequantised)"
-    if family == "vae":
-        return summary.test_bits_per_dim_8bit, f"importance-sampled, K = {summary.ll_K}"
-    if family == "ddpm":
-        bound = summary.bound
-        return (bound.nll_bound.bits_per_dim if bound else None), "variational bound"
-    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    images = {f: runs.load_artifact(d, "final_samples.pt") for f, d in run_dirs.items() if d is not None}
+    if not images:
+        raise FileNotFoundError("no run folder with final samples to draw")
+    side = min(8, math.isqrt(min(len(x) for x in images.values())))
+    with figures.READABLE:
+        fig, axes = figures.plt.subplots(1, len(names.FAMILIES), figsize=(figures.WIDTH, figures.WIDTH / 4 + 0.4))
+        for ax, family in zip(axes, names.FAMILIES):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if family in images:
+                ax.imshow(figures.grid(images[family][:side * side], nrow=side))
+            else:
+                ax.imshow(np.full((side * 33 + 1, side * 33 + 1, 3), 255, dtype=np.uint8))
+            ax.set_xlabel(names.FAMILY_TITLES[family] + ("" if family in images else " (no run)"))
+        fig.tight_layout()
+        return _save(fig, Path(out) / "grids.png")
 
 
-def row(family: str, summary) -> Row:
-    """The table's row for a family's summary (VAESummary, DDPMSummary, FlowSummary or GANSummary)."""
-    bpd, method = bits_per_dim(family, summary)
-    obs, drs = summary.observations, summary.discriminator
-    return Row(family=family, bits_per_dim=bpd, bits_per_dim_method=method, fid=summary.fid,
-               precision=summary.precision, recall=summary.recall,
-               sharpness_ratio=obs.samples.sharpness_ratio if obs else None,
-               clear_digit_share=obs.samples.digits.confident_fraction if obs else None,
-               jsd=drs.jsd.estimate if drs else None, sample_seconds_64=summary.sample_seconds_64,
-               parameters=summary.parameters, train_flops_per_image=summary.train_flops_per_image)
+def fid_against_bits(points: dict[str, tuple[float | None, float | None]], out: str | Path) -> Path:
+    """Classifier-FID against bits/dim, one point per family ({family: (bits/dim or None, FID)}); a family
+    without a likelihood (the GAN) is drawn on its own axis line at the right, sharing the FID axis."""
+    from experiments import figures
+
+    with figures.READABLE:
+        fig, (ax, side) = figures.plt.subplots(1, 2, sharey=True, figsize=(4.2, 2.8),
+                                               gridspec_kw={"width_ratios": [5, 1], "wspace": 0.05})
+        for k, family in enumerate(names.FAMILIES):
+            bpd, fid = points.get(family, (None, None))
+            if fid is None:
+                continue
+            target, x = (ax, bpd) if bpd is not None else (side, 0.0)
+            target.scatter([x], [fid], color=f"C{k}", zorder=3)
+            target.annotate(names.FAMILY_TITLES[family].split(" (")[0], (x, fid), textcoords="offset points",
+                            xytext=(4, 4))
+        ax.set(xlabel="bits/dim (8-bit scale; lower is better)", ylabel="classifier-FID (lower is better)")
+        ax.margins(x=0.25, y=0.2)
+        side.set_xticks([0.0], ["none"])
+        side.set_xlabel("no likelihood")
+        side.set_xlim(-1, 1)
+        return _save(fig, Path(out) / "fid-vs-bits.png")
 
 
-def table_rows(summaries: dict[str, object]) -> list[Row]:
-    """Rows in FAMILIES order for the families present in `summaries` ({family: summary})."""
-    return [row(family, summaries[family]) for family in FAMILIES if summaries.get(family) is not None]
+def _save(fig, path: Path) -> Path:
+    """Write a figure atomically (runs.save_figure), at experiments.figures' resolution, and close it."""
+    from experiments import figures
 
-
-def format_bits(r: Row, digits: int = 2) -> str:
-    """The bits/dim cell: the value, or what the family lacks (NO_LIKELIHOOD for the GAN, "not measured")."""
-    if r.bits_per_dim is not None:
-        return f"{r.bits_per_dim:.{digits}f}"
-    return NO_LIKELIHOOD if r.bits_per_dim_method == NO_LIKELIHOOD else "not measured"
+    try:
+        runs.save_figure(fig, path, dpi=110, bbox_inches="tight")
+    finally:
+        figures.plt.close(fig)
+    return path
