@@ -291,7 +291,8 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
             samples[:cfg.n_final_samples], observe.reference_images(test, cfg.n_final_samples, cfg.seed), digits,
             sample64=lambda: sample_batches(diffusion, ema_net, 64, 64, runs.stream(cfg.seed, "timed-samples",
                                                                                     prec.device), prec.name),
-            models=[ema_model], device=prec.device, flops_per_image=yardstick.training_flops_per_image("ddpm", cfg)),
+            models=[ema_model], device=prec.device, flops_per_image=yardstick.training_flops_per_image("ddpm", cfg),
+            warmup=False),  # the sampler has just run (final samples, reconstruction study): T passes saved
     ).write(run_.dir)
 
 

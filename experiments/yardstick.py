@@ -111,15 +111,17 @@ def parameters(models: Sequence[torch.nn.Module]) -> int:
 
 def measure(samples_uint8: torch.Tensor, reference_uint8: torch.Tensor, digits: DigitClassifier, *,
             sample64: Callable[[], object], models: Sequence[torch.nn.Module], flops_per_image: float,
-            device: torch.device | str, k: int = K) -> dict:
+            device: torch.device | str, k: int = K, warmup: bool = True) -> dict:
     """The fields of summaries.YardstickFields for a run: its final samples (uint8 (N, 3, 32, 32)) against as many
-    reference test images, in `digits`' features; sample64() draws 64 images once (timed, after one untimed
-    draw that warms the caches); `models`: what is trained (their parameters are counted)."""
+    reference test images, in `digits`' features; sample64() draws 64 images, timed (after one untimed draw
+    when `warmup`: a sampler that has not run yet pays for allocation and kernel selection); `models`: what is
+    trained (their parameters are counted)."""
     n = min(len(samples_uint8), len(reference_uint8))
     real = extract_features(digits.body, reference_uint8[:n], 512, device, to_float)
     fake = extract_features(digits.body, samples_uint8[:n], 512, device, to_float)
     precision, recall = precision_recall(real, fake, k)
-    sample64()
+    if warmup:
+        sample64()
     t0 = runs.clock(torch.device(device))
     sample64()
     seconds = runs.clock(torch.device(device)) - t0
@@ -140,7 +142,9 @@ def sample_grids(run_dirs: dict[str, Path | None], out: str | Path) -> Path:
     if not images:
         raise FileNotFoundError("no run folder with final samples to draw")
     side = min(8, math.isqrt(min(len(x) for x in images.values())))
-    with figures.READABLE:
+
+    @figures.READABLE
+    def draw() -> Path:
         fig, axes = figures.plt.subplots(1, len(names.FAMILIES), figsize=(figures.WIDTH, figures.WIDTH / 4 + 0.4))
         for ax, family in zip(axes, names.FAMILIES):
             ax.set_xticks([])
@@ -152,6 +156,7 @@ def sample_grids(run_dirs: dict[str, Path | None], out: str | Path) -> Path:
             ax.set_xlabel(names.FAMILY_TITLES[family] + ("" if family in images else " (no run)"))
         fig.tight_layout()
         return _save(fig, Path(out) / "grids.png")
+    return draw()
 
 
 def fid_against_bits(points: dict[str, tuple[float | None, float | None]], out: str | Path) -> Path:
@@ -159,7 +164,8 @@ def fid_against_bits(points: dict[str, tuple[float | None, float | None]], out: 
     without a likelihood (the GAN) is drawn on its own axis line at the right, sharing the FID axis."""
     from experiments import figures
 
-    with figures.READABLE:
+    @figures.READABLE
+    def draw() -> Path:
         fig, (ax, side) = figures.plt.subplots(1, 2, sharey=True, figsize=(4.2, 2.8),
                                                gridspec_kw={"width_ratios": [5, 1], "wspace": 0.05})
         for k, family in enumerate(names.FAMILIES):
@@ -176,6 +182,7 @@ def fid_against_bits(points: dict[str, tuple[float | None, float | None]], out: 
         side.set_xlabel("no likelihood")
         side.set_xlim(-1, 1)
         return _save(fig, Path(out) / "fid-vs-bits.png")
+    return draw()
 
 
 def _save(fig, path: Path) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 from experiments import names
 from report.latex import escape, number, percent
 from report.runs import RunFolder, finite, load_run, modified, scan
+from report.wording import listing, significant
 
 NO_LIKELIHOOD = "none: no likelihood"
 BITS_SAME_WITHIN = 0.05      # bits/dim closer than this read "about the same"
@@ -133,60 +134,65 @@ def table(rows: list[Row], missing: dict[str, str]) -> str:
 
 # --------------------------------------------------------------------------- the paragraphs
 
-def _comparable(rows: list[Row]) -> bool:
-    """Whether the rows' FIDs compare: the same number of images and identically trained classifiers."""
-    return len({r.fid_size for r in rows}) == 1 and len({r.classifier_accuracy for r in rows}) == 1 \
-        and all(finite(r.fid) for r in rows)
+SHORT = {"flow": "flow", "vae": "VAE", "ddpm": "DDPM", "gan": "GAN"}   # in running text: "the flow", "the VAE"
 
 
-def rank_phrase(value: float, others: dict[str, float], within: float, relative: bool, what: str,
-                best_is_low: bool = True) -> str:
-    """Where `value` stands among the other families' values of a measure (lower is better): "the best X",
-    "the worst X", "about the same X as A", or "X between the others'"; within: the margin (relative or not)."""
+def _the(families: list[str]) -> str:
+    return listing([f"the {SHORT[f]}" for f in families])
+
+
+def peers(r: Row, rows: list[Row]) -> list[Row]:
+    """The other rows whose FID and precision/recall compare with r's: the same number of images, and digit
+    classifiers trained identically (the same test accuracy)."""
+    return [o for o in rows if o.family != r.family and o.fid_size == r.fid_size
+            and o.classifier_accuracy == r.classifier_accuracy]
+
+
+def rank_phrase(value: float, others: dict[str, float], within: float, relative: bool, what: str) -> str:
+    """Where `value` stands among the other families' values of a measure: "the lowest X", "the highest X" (with
+    the families within the margin named), "about the same X as ...", or "between the others'"; within: the
+    margin, relative to the larger value when `relative`. "" when there is nothing to compare with."""
     if not others:
         return ""
-    margin = (lambda a, b: within * max(abs(a), abs(b))) if relative else (lambda a, b: within)
-    sign = 1 if best_is_low else -1
-    beats = [f for f, v in others.items() if sign * (v - value) > margin(v, value)]
-    loses = [f for f, v in others.items() if sign * (value - v) > margin(v, value)]
-    if len(beats) == len(others):
-        return f"the best {what}"
-    if len(loses) == len(others):
-        return f"the worst {what}"
-    ties = [names.FAMILY_TITLES[f] for f, v in others.items() if f not in beats + loses]
-    if ties and not loses:
-        return f"the best {what} together with the {', '.join(ties)} (within the margin)"
-    if ties and not beats:
-        return f"the worst {what} together with the {', '.join(ties)} (within the margin)"
+    margin = (lambda a: within * max(abs(a), abs(value))) if relative else (lambda a: within)
+    above = [f for f, v in others.items() if v - value > margin(v)]     # families with a higher value
+    below = [f for f, v in others.items() if value - v > margin(v)]
+    ties = [f for f in others if f not in above + below]
+    tied = f", with {_the(ties)} within the margin" if ties else ""
+    if not above and not below:
+        return f"about the same {what} as {_the(ties)}"
+    if not below:
+        return f"the lowest {what}{tied}"
+    if not above:
+        return f"the highest {what}{tied}"
     return f"a {what} between the others'"
 
 
 def paragraph(r: Row, rows: list[Row]) -> str:
     """The family's paragraph: what it minimises, then each measurement's sentence chosen by the numbers."""
     others = [o for o in rows if o.family != r.family]
-    sentences = [f"The {names.FAMILY_TITLES[r.family]} minimises {DIVERGENCE[r.family]}."]
+    sentences = [f"The {SHORT[r.family]} minimises {DIVERGENCE[r.family]}."]
     with_bits = {o.family: o.bits_per_dim for o in others if finite(o.bits_per_dim)}
-    comparable = _comparable(rows)
-    fids = {o.family: o.fid for o in others if finite(o.fid)} if comparable else {}
+    bits_rank = rank_phrase(r.bits_per_dim, with_bits, BITS_SAME_WITHIN, False, "bits/dim") \
+        if finite(r.bits_per_dim) else ""
     if finite(r.bits_per_dim):
-        bits_rank = rank_phrase(r.bits_per_dim, with_bits, BITS_SAME_WITHIN, False, "bits/dim")
         sentences.append(f"Its bits/dim ({r.bits_per_dim_method}) is {number(r.bits_per_dim, '.2f')}"
                          + (f", {bits_rank} of the families that define one" if bits_rank else "") + ".")
     elif r.family == "gan":
         sentences.append("It defines no likelihood, so it has no bits/dim: the table says so, and the scatter "
                          "plot puts it on an axis line of its own.")
+    fids = {o.family: o.fid for o in peers(r, rows) if finite(o.fid)}
     if finite(r.fid) and fids:
         fid_rank = rank_phrase(r.fid, fids, FID_SAME_WITHIN, True, "classifier-FID")
-        bits_rank = rank_phrase(r.bits_per_dim, with_bits, BITS_SAME_WITHIN, False, "bits/dim") \
-            if finite(r.bits_per_dim) else ""
-        if bits_rank.startswith("the best") and fid_rank.startswith("the worst"):
-            sentences.append(f"It has the best bits/dim but the worst classifier-FID ({_g(r.fid)}): a good "
+        group = "" if len(fids) == len(others) else f" (of the families it compares with: {_the(list(fids))})"
+        if bits_rank.startswith("the lowest") and fid_rank.startswith("the highest"):
+            sentences.append(f"It has the best bits/dim but the worst classifier-FID ({_g(r.fid)}){group}: a good "
                              "likelihood does not make good samples (Theis et al., 2016).")
         else:
-            sentences.append(f"Its classifier-FID, {_g(r.fid)}, is {fid_rank}.")
+            sentences.append(f"Its classifier-FID, {_g(r.fid)}, is {fid_rank}{group}.")
     elif finite(r.fid):
-        sentences.append(f"Its classifier-FID is {_g(r.fid)}; the families' FIDs use different numbers of images "
-                         "or differently trained classifiers here, so they are not ranked.")
+        sentences.append(f"Its classifier-FID is {_g(r.fid)}; no other family's was measured on as many images "
+                         "with an identically trained classifier, so it is not ranked.")
     if finite(r.precision) and finite(r.recall):
         sentences.append(pr_sentence(r))
     if finite(r.jsd):
@@ -194,13 +200,13 @@ def paragraph(r: Row, rows: list[Row]) -> str:
         jsd_rank = rank_phrase(r.jsd, jsds, JSD_SAME_WITHIN, False, "estimate")
         sentences.append(f"Part III's discriminator puts the Jensen-Shannon divergence between its samples and test "
                          f"images at {number(r.jsd, '.3f')} nats (at most $\\log 2 \\approx 0.693$)"
-                         + (f", {jsd_rank} of the four" if jsd_rank else "") + ".")
+                         + (f", {jsd_rank}" if jsd_rank else "") + ".")
     if finite(r.sample_seconds_64):
         fastest = min((o for o in rows if finite(o.sample_seconds_64)), key=lambda o: o.sample_seconds_64)
         ratio = r.sample_seconds_64 / max(fastest.sample_seconds_64, 1e-12)
-        sentences.append(f"Drawing 64 images took {r.sample_seconds_64:.3g} s"
+        sentences.append(f"Drawing 64 images took {significant(r.sample_seconds_64)} s"
                          + (", the fastest of the four." if fastest.family == r.family else
-                            f", {_g(ratio)} times the fastest ({names.FAMILY_TITLES[fastest.family]})."))
+                            f", {significant(ratio)} times as long as the fastest, the {SHORT[fastest.family]}."))
     return " ".join(sentences)
 
 
@@ -211,9 +217,11 @@ def pr_sentence(r: Row) -> str:
     p, q = r.precision, r.recall
     measured = f"precision {number(p, '.2f')} and recall {number(q, '.2f')}"
     if p - q > PR_GAP:
-        shape = "its samples mostly lie on the data's manifold but cover less of it (precision above recall)"
+        shape = ("a larger share of its samples lies on the data's manifold than of the test images on its "
+                 "samples' manifold (precision above recall)")
     elif q - p > PR_GAP:
-        shape = "its samples cover the data's manifold but many fall off it (recall above precision)"
+        shape = ("a larger share of the test images lies on its samples' manifold than of its samples on the "
+                 "data's (recall above precision)")
     else:
         shape = "precision and recall are balanced"
     seeking = r.family == "gan"
@@ -225,6 +233,21 @@ def pr_sentence(r: Row) -> str:
 
 def _g(x: float) -> str:
     return number(x, ".3g")
+
+
+def comparability(rows: list[Row]) -> str:
+    """Which families' FIDs, precisions and recalls compare (the same images, identically trained classifiers)."""
+    groups: dict[tuple, list[str]] = {}
+    for r in rows:
+        groups.setdefault((r.fid_size, r.classifier_accuracy), []).append(r.family)
+    if len(groups) == 1 and len(rows) == len(names.FAMILIES):
+        return ("The four families' FIDs, precisions and recalls compare: each uses the same number of samples and "
+                "test images, in the features of identically trained digit classifiers.")
+    parts = [f"{_the(fams)} ({size} images each)" for (size, _), fams in groups.items() if len(fams) > 1]
+    return ("Classifier-FID, precision and recall compare only between runs that use the same number of images and "
+            "identically trained digit classifiers (the smoke presets differ in both); here "
+            + ("that holds for " + "; and for ".join(parts) if parts else "no two runs share them")
+            + ", and each paragraph ranks a FID only among the families it compares with.")
 
 
 # --------------------------------------------------------------------------- the chapter
@@ -267,12 +290,7 @@ def chapter(results: Path | None, runs: dict[str, RunFolder | None], build: Path
             f"{escape(commands[f])}}}.")
         if found[f] is not None and found[f].dataset:
             v[f"fam-dataset-{f}"] = escape(found[f].dataset)
-    v["fam-comparable"] = ("The four FIDs, precisions and recalls compare: each uses the same number of samples "
-                           "and test images, in the features of identically trained digit classifiers."
-                           if rows and _comparable(rows) else
-                           "The families' FIDs, precisions and recalls here use different numbers of images or "
-                           "differently trained digit classifiers (as the smoke presets do), so the text does not "
-                           "rank their FIDs.")
+    v["fam-comparable"] = comparability(rows)
     out.figures = draw(found, rows, build)
     return out
 
@@ -291,8 +309,16 @@ def draw(found: dict[str, RunFolder | None], rows: list[Row], build: Path) -> di
         return {}
     folder = build / "figures" / "families"
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [yardstick.sample_grids(dirs, folder)]
     points = {r.family: (r.bits_per_dim, r.fid) for r in rows if finite(r.fid)}
+    jobs = [("grids", lambda: yardstick.sample_grids(dirs, folder))]
     if points:
-        paths.append(yardstick.fid_against_bits(points, folder))
-    return {f"families/{p.stem}": p.relative_to(build.parent).as_posix() for p in paths}
+        jobs.append(("fid-vs-bits", lambda: yardstick.fid_against_bits(points, folder)))
+    drawn = {}
+    for name, job in jobs:
+        try:
+            path = job()
+        except (OSError, KeyError, ValueError, RuntimeError, TypeError) as e:
+            print(f"note: the families' {name} figure is not drawn ({e})", file=sys.stderr)
+            continue
+        drawn[f"families/{path.stem}"] = path.relative_to(build.parent).as_posix()
+    return drawn

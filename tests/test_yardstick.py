@@ -89,7 +89,7 @@ def test_the_best_bits_but_worst_fid_sentence_appears_only_when_the_numbers_say_
     assert "the best bits/dim but the worst classifier-FID" in families.paragraph(rows[0], rows)
     rows = rows_with(flow_fid=3.0)                       # now the best FID as well
     text = families.paragraph(rows[0], rows)
-    assert "worst" not in text and "is the best classifier-FID" in text
+    assert "worst" not in text and "is the lowest classifier-FID" in text
     rows = rows_with(flow_fid=10.0, fid_size=50)         # FIDs on different set sizes are not ranked
     text = families.paragraph(rows[0], rows)
     assert "worst" not in text and "not ranked" in text
