@@ -1,10 +1,12 @@
 """experiments/flow.py: the RealNVP is invertible, its log-determinant is the Jacobian's, its bits/dim the formula's."""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from experiments import flow
+from experiments import flow, summaries
+from experiments.runs import load_artifact, read_metrics
 
 
 def randomised(model: torch.nn.Module, seed: int = 0, std: float = 0.1) -> torch.nn.Module:
@@ -106,3 +108,53 @@ def test_bad_masks_and_sizes_are_refused():
         flow.Coupling(3, "diagonal", 4, 1)
     with pytest.raises(ValueError, match="scales"):
         flow.RealNVP(scales=0)
+
+
+TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s"}
+
+
+def quick(tmp_path, **overrides) -> flow.FlowConfig:
+    """The smoke preset on 128 images with a small final evaluation: the loop and its checkpoints are tested."""
+    return replace(flow.config_for("smoke", data="synthetic", data_root=str(tmp_path / "data"), device="cpu"),
+                   train_size=128, n_final_samples=16, classifier_epochs=1, discriminator_samples=16,
+                   discriminator_epochs=1, **overrides)
+
+
+def interrupt_in_epoch_2(module, monkeypatch) -> None:
+    """Make the 2nd training epoch's 2nd batch raise KeyboardInterrupt (Ctrl-C)."""
+    real, calls = module.data.iterate_batches, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        for i, idx in enumerate(real(*args, **kwargs)):
+            if kwargs.get("shuffle") and calls["n"] == 1 and i == 1:
+                raise KeyboardInterrupt
+            yield idx
+        calls["n"] += bool(kwargs.get("shuffle"))
+    monkeypatch.setattr(module.data, "iterate_batches", interrupted)
+
+
+def assert_resume_is_exact(module, cfg, tmp_path, monkeypatch) -> dict:
+    """A run interrupted in epoch 2 and resumed ends as an uninterrupted one: the same metrics, the same final
+    samples and summary (timings aside). Returns the resumed run's summary."""
+    straight = module.run(cfg, tmp_path / "straight")
+    real = module.data.iterate_batches
+    interrupt_in_epoch_2(module, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        module.run(cfg, tmp_path / "resumed")
+    assert [m["epoch"] for m in read_metrics(tmp_path / "resumed")] == [1]
+    monkeypatch.setattr(module.data, "iterate_batches", real)
+    resumed = module.run(cfg, tmp_path / "resumed", resume=True)
+    drop = lambda records: [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]  # noqa: E731
+    assert drop(read_metrics(resumed)) == drop(read_metrics(straight))
+    assert torch.equal(load_artifact(resumed, "final_samples.pt"), load_artifact(straight, "final_samples.pt"))
+    a, b = summaries.read(resumed).to_dict(), summaries.read(straight).to_dict()
+    for key in ("fid", "precision", "recall"):
+        assert a[key] == b[key], key
+    return a
+
+
+def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    summary = assert_resume_is_exact(flow, quick(tmp_path, epochs=3), tmp_path, monkeypatch)
+    assert summary["problem"] == "flow" and summary["bits_per_dim"] > 0
+    figures = {p.name for p in (tmp_path / "resumed" / "figures").glob("*.png")}
+    assert {"loss.png", "samples_over_training.png", "samples_T1.png", "samples_T0.7.png"} <= figures

@@ -1,11 +1,13 @@
 """experiments/gan.py: the DCGAN's shapes, the signs of its losses, a discriminator step, the EMA generator sampled."""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from experiments import gan
 from experiments.diffusion import EMA
+from tests.test_flow import assert_resume_is_exact
 
 
 @pytest.mark.parametrize("spectral_norm", [False, True])
@@ -80,3 +82,13 @@ def test_resumed_optimisers_take_the_new_learning_rate():
     restored = gan.Optimisers(model, 2e-4, 0.5)
     restored.load_state_dict(optimisers.state_dict())
     assert restored.g.param_groups[0]["lr"] == 1e-5
+
+
+def test_resume_after_ctrl_c_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    cfg = replace(gan.config_for("smoke", data="synthetic", data_root=str(tmp_path / "data"), device="cpu"),
+                  epochs=3, train_size=128, n_final_samples=16, classifier_epochs=1, discriminator_samples=16,
+                  discriminator_epochs=1)
+    summary = assert_resume_is_exact(gan, cfg, tmp_path, monkeypatch)
+    assert summary["problem"] == "gan" and summary["final_loss_d"] > 0
+    figures = {p.name for p in (tmp_path / "resumed" / "figures").glob("*.png")}
+    assert {"loss.png", "samples_over_training.png", "samples.png"} <= figures
