@@ -78,8 +78,8 @@ def resume_command(name: str, args: argparse.Namespace, out: Path, variant: dict
     words = ["python", "-m", "experiments", name, "--preset", args.preset, "--data", args.data, "--out", str(out)]
     given = {k: getattr(args, k) for k in ("data_root", "device", "epochs", "seed", "precision")}
     for option, value in {**given, **variant}.items():
-        if value is not None:
-            words += [f"--{option.replace('_', '-')}", str(value)]
+        if value is not None:   # a flag (--spectral-norm) is given alone
+            words += [f"--{option.replace('_', '-')}"] + ([] if value is True else [str(value)])
     return shlex.join([*words, "--resume", "--lr", f"{lr:.3g}"])
 
 
