@@ -180,6 +180,10 @@ class RealNVP(nn.Module):
                                     for k in range(scales))
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = 2 ** (len(self.scales) - 1)
+        if y.dim() != 4 or y.shape[2] % k or y.shape[3] % k:
+            raise ValueError(f"expected images (B, C, H, W) with H and W divisible by {k} ({len(self.scales)} "
+                             f"scales), got {tuple(y.shape)}")
         h, logdet, zs = y, torch.zeros(len(y), device=y.device, dtype=y.dtype), []
         for scale in self.scales:
             h, ld, z = scale(h)
@@ -192,11 +196,9 @@ class RealNVP(nn.Module):
         C, H, W = shape
         shapes = []
         for scale in self.scales:
-            if scale.last:
-                shapes.append((C, H, W))
-            else:
+            if not scale.last:                                       # squeeze (4C, H/2, W/2), half factored out
                 C, H, W = 2 * C, H // 2, W // 2
-                shapes.append((C, H, W))
+            shapes.append((C, H, W))
         return shapes
 
     def inverse(self, z: torch.Tensor, shape: tuple[int, int, int] = (3, 32, 32)) -> torch.Tensor:

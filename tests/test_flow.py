@@ -108,6 +108,8 @@ def test_bad_masks_and_sizes_are_refused():
         flow.Coupling(3, "diagonal", 4, 1)
     with pytest.raises(ValueError, match="scales"):
         flow.RealNVP(scales=0)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        flow.RealNVP(scales=3, width=4, blocks=0)(torch.zeros(1, 3, 6, 6))
 
 
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s"}
