@@ -87,7 +87,7 @@ class Schema:
 class YardstickFields:
     """The measures every generative family's summary carries (flow, VAE, DDPM, GAN), on its final samples
     against as many test images, in the run's digit classifier's feature space. Optional (None: not measured,
-    e.g. a summary written before these existed); the flow and the GAN always write them."""
+    e.g. a summary written before these existed); FlowSummary and GANSummary require fid, precision and recall."""
     fid: float | None = None                     # classifier-FID, final samples vs as many test images
     precision: float | None = None               # Kynkaanniemi et al. 2019, k = yardstick_k: samples on the data
     recall: float | None = None                  # test images on the samples' manifold
@@ -282,6 +282,10 @@ class Observations(Schema):
 @dataclass(kw_only=True)
 class FlowSummary(YardstickFields, Schema):
     problem: str = "flow"
+    # The yardstick's three sample measures, required here (field(): no default inherited from YardstickFields).
+    fid: float = dataclasses.field()
+    precision: float = dataclasses.field()
+    recall: float = dataclasses.field()
     epochs: int                       # epochs trained
     dataset: str                      # data source: "svhn" or "synthetic"
     bits_per_dim: float               # exact -log p(x) of uniformly dequantised test images, 8-bit scale, bits/dim
@@ -300,6 +304,10 @@ class FlowSummary(YardstickFields, Schema):
 @dataclass(kw_only=True)
 class GANSummary(YardstickFields, Schema):
     problem: str = "gan"
+    # The yardstick's three sample measures, required here (field(): no default inherited from YardstickFields).
+    fid: float = dataclasses.field()
+    precision: float = dataclasses.field()
+    recall: float = dataclasses.field()
     epochs: int                       # epochs trained
     dataset: str                      # data source: "svhn" or "synthetic"
     spectral_norm: bool               # spectral normalisation in the discriminator
