@@ -1,10 +1,11 @@
-"""Command line: python -m experiments {vae,ddpm,simsiam,all} [--preset smoke|full] [--data ...] [--out DIR]
+"""Command line: python -m experiments {vae,ddpm,simsiam,flow,gan,all} [--preset smoke|full] [--data ...] [--out DIR]
 [--resume] ...
 
 Each run writes one folder (default results/<run name>, e.g. results/ddpm-full or
 results/ddpm-full-T500); --resume continues an interrupted run in that folder. `all` runs
 every problem and every variant the report uses (the DDPM with T = 500 and 1500, the five
-SimSiam ablations), each in its own folder under --out (default results/).
+SimSiam ablations), then the two families beside the assignment's (a normalizing flow and a GAN, measured
+on the VAE's and DDPM's yardstick), each in its own folder under --out (default results/).
 """
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from experiments import data, ddpm, names, precision, runs, simsiam, vae
+from experiments import data, ddpm, flow, gan, names, precision, runs, simsiam, vae
 from experiments.lock import RunLockedError
 from experiments.runs import CheckpointError, DiskFullError, NonFiniteLossError
 
-PROBLEMS = {"vae": vae, "ddpm": ddpm, "simsiam": simsiam}
+PROBLEMS = {"vae": vae, "ddpm": ddpm, "simsiam": simsiam,
+            "flow": flow, "gan": gan}   # the two families beside the assignment's, run after the VAE and DDPM
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     simsiam_options.add_argument("--micro-batch", type=int, default=None,
                                  help="images per forward/backward pass, gradients accumulated over the batch "
                                       "(default: planned from the GPU's free memory)")
+    gan_options = parser.add_argument_group("gan")
+    gan_options.add_argument("--spectral-norm", action="store_true", default=None,
+                             help="spectral normalisation in the discriminator (Miyato et al. 2018)")
     return parser.parse_args(argv)
 
 
@@ -73,15 +78,15 @@ def resume_command(name: str, args: argparse.Namespace, out: Path, variant: dict
     words = ["python", "-m", "experiments", name, "--preset", args.preset, "--data", args.data, "--out", str(out)]
     given = {k: getattr(args, k) for k in ("data_root", "device", "epochs", "seed", "precision")}
     for option, value in {**given, **variant}.items():
-        if value is not None:
-            words += [f"--{option.replace('_', '-')}", str(value)]
+        if value is not None:   # a flag (--spectral-norm) is given alone
+            words += [f"--{option.replace('_', '-')}"] + ([] if value is True else [str(value)])
     return shlex.join([*words, "--resume", "--lr", f"{lr:.3g}"])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     options = {"timesteps": args.timesteps, "ablation": args.ablation, "backbone": args.backbone,
-               "micro_batch": args.micro_batch}
+               "micro_batch": args.micro_batch, "spectral_norm": args.spectral_norm}
     try:
         if args.problem == "all":
             parent = Path(args.out or "results")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import ddpm_solution
-from experiments import bound, classifier, data, discriminator, figures, monitors, names, observe, runs
+from experiments import bound, classifier, data, discriminator, figures, monitors, names, observe, runs, yardstick
 from experiments.diffusion import EMA, Diffusion, noise
 from experiments.precision import Precision, autocast
 from experiments.runs import Run, checked_overrides, read_json
@@ -287,6 +287,12 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
         observations=observe.ddpm(run_, cfg, digits, test, prec.device),
         bound=bound.measure(run_, cfg, diffusion, ema_model, test, prec.device),
         discriminator=drs,
+        **yardstick.measure(  # the four families' common measures (last: it shifts no other measurement's draws)
+            samples[:cfg.n_final_samples], observe.reference_images(test, cfg.n_final_samples, cfg.seed), digits,
+            sample64=lambda: sample_batches(diffusion, ema_net, 64, 64, runs.stream(cfg.seed, "timed-samples",
+                                                                                    prec.device), prec.name),
+            models=[ema_model], device=prec.device, flops_per_image=yardstick.training_flops_per_image("ddpm", cfg),
+            warmup=False),  # the sampler has just run (final samples, reconstruction study): T passes saved
     ).write(run_.dir)
 
 

@@ -8,6 +8,7 @@ Run names (the folder of a run under results/):
     vae-<preset>
     ddpm-<preset>[-T<timesteps>]                  T when it is not the preset's
     simsiam-<preset>-<ablation>[-<backbone>]      the backbone when it is not DEFAULT_BACKBONE
+    flow-<preset>, gan-<preset>                   the two families beside the assignment's
 Adding a SimSiam ablation: its name, question and description in ABLATIONS below, and the config
 fields it changes in experiments/simsiam.py (ABLATIONS there).
 """
@@ -88,6 +89,23 @@ BACKBONE_HELP = ("resnet18 (default: torchvision's, as the starter) or resnet18-
 DEFAULT_TIMESTEPS = {"full": 1000, "smoke": 50}
 
 
+# --------------------------------------------------------------------------- two more families
+
+# Beside the assignment's problems, a normalizing flow and a GAN measured on the VAE's and DDPM's yardstick
+# (experiments.flow, experiments.gan, experiments.yardstick; run names flow-<preset>, gan-<preset>).
+FAMILY_PROBLEMS = ("flow", "gan")
+FAMILIES = ("flow", "vae", "ddpm", "gan")   # as the yardstick's table lists them: exact likelihood, two bounds, none
+FAMILY_TITLES = {"flow": "Normalizing flow (RealNVP)", "vae": "VAE", "ddpm": "DDPM", "gan": "GAN (DCGAN)"}
+
+
+def flow_run_name(preset: str) -> str:
+    return f"flow-{preset}"
+
+
+def gan_run_name(preset: str) -> str:
+    return f"gan-{preset}"
+
+
 # --------------------------------------------------------------------------- run names
 
 def vae_run_name(preset: str) -> str:
@@ -124,10 +142,10 @@ def parse_run_name(name: str) -> RunName | None:
     simsiam-smoke-no-predictor-resnet18-cifar -> RunName("simsiam", "smoke", ablation="no-predictor",
     backbone="resnet18-cifar")."""
     m = _RUN_NAME.match(name)
-    if not m or m["problem"] not in PROBLEMS:
+    if not m or m["problem"] not in (*PROBLEMS, *FAMILY_PROBLEMS):
         return None
     problem, preset, variant = m["problem"], m["preset"], m["variant"]
-    if problem in ("vae", "ddpm") and variant is None:
+    if problem in ("vae", "ddpm", *FAMILY_PROBLEMS) and variant is None:
         return RunName(problem, preset)
     if problem == "ddpm" and (t := re.fullmatch(r"T(\d+)", variant)):
         return RunName(problem, preset, timesteps=int(t[1]))
@@ -149,8 +167,8 @@ def command(problem: str, preset: str | None, *, timesteps: int | None = None, a
     default (full) implicit. command("ddpm", "full", timesteps=500) -> python -m experiments ddpm --preset
     full --timesteps 500. `options` (data, data_root, epochs, seed, ...) are added as --name value when not None:
     a resume repeats the options its run was started with."""
-    if problem not in PROBLEMS:
-        raise ValueError(f"problem must be one of {PROBLEMS}, got {problem!r}")
+    if problem not in (*PROBLEMS, *FAMILY_PROBLEMS):
+        raise ValueError(f"problem must be one of {(*PROBLEMS, *FAMILY_PROBLEMS)}, got {problem!r}")
     parts = ["python -m experiments", problem] + ([] if preset is None else [f"--preset {preset}"])
     if timesteps is not None:
         parts.append(f"--timesteps {timesteps}")

@@ -81,10 +81,27 @@ class Schema:
         return cls.from_dict(d, str(path))
 
 
+# --------------------------------------------------------------------------- the yardstick (experiments.yardstick)
+
+@dataclass(kw_only=True)
+class YardstickFields:
+    """The measures every generative family's summary carries (flow, VAE, DDPM, GAN), on its final samples
+    against as many test images, in the run's digit classifier's feature space. Optional (None: not measured,
+    e.g. a summary written before these existed); FlowSummary and GANSummary require fid, precision and recall."""
+    fid: float | None = None                     # classifier-FID, final samples vs as many test images
+    precision: float | None = None               # Kynkaanniemi et al. 2019, k = yardstick_k: samples on the data
+    recall: float | None = None                  # test images on the samples' manifold
+    yardstick_k: int | None = None               # neighbours defining each point's ball
+    yardstick_size: int | None = None            # images per set in those three measures
+    sample_seconds_64: float | None = None       # wall time to draw 64 images (the family's sampler, one batch)
+    parameters: int | None = None                # trainable parameters of what is trained (the GAN: G and D)
+    train_flops_per_image: float | None = None   # FLOPs of one training step per image (matmuls and convolutions)
+
+
 # --------------------------------------------------------------------------- Problem 1
 
 @dataclass(kw_only=True)
-class VAESummary(Schema):
+class VAESummary(YardstickFields, Schema):
     problem: str = "vae"
     epochs: int                       # epochs trained
     dataset: str                      # data source: "svhn" or "synthetic"
@@ -133,7 +150,7 @@ class ProbeResult(Schema):
 
 
 @dataclass(kw_only=True)
-class DDPMSummary(Schema):
+class DDPMSummary(YardstickFields, Schema):
     problem: str = "ddpm"
     epochs: int                       # epochs trained
     timesteps: int                    # T, steps of the forward process
@@ -260,7 +277,55 @@ class Observations(Schema):
                         "interpolations": Interpolations.from_dict}
 
 
-SCHEMAS: dict[str, type[Schema]] = {"vae": VAESummary, "ddpm": DDPMSummary, "simsiam": SimSiamSummary}
+# --------------------------------------------------------------------------- two more families (experiments.flow, .gan)
+
+@dataclass(kw_only=True)
+class FlowSummary(YardstickFields, Schema):
+    problem: str = "flow"
+    # The yardstick's three sample measures, required here (field(): no default inherited from YardstickFields).
+    fid: float = dataclasses.field()
+    precision: float = dataclasses.field()
+    recall: float = dataclasses.field()
+    epochs: int                       # epochs trained
+    dataset: str                      # data source: "svhn" or "synthetic"
+    bits_per_dim: float               # exact -log p(x) of uniformly dequantised test images, 8-bit scale, bits/dim
+    bits_per_dim_n_images: int        # test images in it
+    final_train_loss: float           # last epoch's mean training loss, bits/dim
+    classifier_test_accuracy: float   # the run's digit classifier, test accuracy
+    observations: Observations        # the final samples (temperature 1), as the VAE's and DDPM's
+    discriminator: DiscriminatorResult  # Q3's JSD estimate on the flow's samples
+    train_wall_seconds: float         # seconds in training steps, all epochs
+    wall_seconds: float               # seconds from the start to the last epoch's end, evaluation included
+
+    NESTED: ClassVar = {"observations": lambda v, where: Observations.from_dict(v, where),
+                        "discriminator": lambda v, where: DiscriminatorResult.from_dict(v, where)}
+
+
+@dataclass(kw_only=True)
+class GANSummary(YardstickFields, Schema):
+    problem: str = "gan"
+    # The yardstick's three sample measures, required here (field(): no default inherited from YardstickFields).
+    fid: float = dataclasses.field()
+    precision: float = dataclasses.field()
+    recall: float = dataclasses.field()
+    epochs: int                       # epochs trained
+    dataset: str                      # data source: "svhn" or "synthetic"
+    spectral_norm: bool               # spectral normalisation in the discriminator
+    final_loss_d: float               # last epoch's mean discriminator loss (non-saturating GAN), nats
+    final_loss_g: float               # last epoch's mean generator loss, nats
+    final_jsd_train: float            # log 2 - loss_d / 2 over the last epoch: the JSD the training D sees, nats
+    classifier_test_accuracy: float   # the run's digit classifier, test accuracy
+    observations: Observations        # the final samples of the EMA generator
+    discriminator: DiscriminatorResult  # Q3's JSD estimate on the GAN's samples, a fresh discriminator
+    train_wall_seconds: float         # seconds in training steps, all epochs
+    wall_seconds: float               # seconds from the start to the last epoch's end, evaluation included
+
+    NESTED: ClassVar = {"observations": lambda v, where: Observations.from_dict(v, where),
+                        "discriminator": lambda v, where: DiscriminatorResult.from_dict(v, where)}
+
+
+SCHEMAS: dict[str, type[Schema]] = {"vae": VAESummary, "ddpm": DDPMSummary, "simsiam": SimSiamSummary,
+                                    "flow": FlowSummary, "gan": GANSummary}
 
 
 def load(path: Path) -> dict:
@@ -271,7 +336,7 @@ def load(path: Path) -> dict:
         raise SummaryError(f"{path} is not valid JSON ({e}); delete it (a rerun with --resume rewrites it)") from None
 
 
-def read(run_dir: str | Path) -> VAESummary | DDPMSummary | SimSiamSummary:
+def read(run_dir: str | Path) -> VAESummary | DDPMSummary | SimSiamSummary | FlowSummary | GANSummary:
     """run_dir/summary.json as its problem's schema (by its key 'problem'); SummaryError when it does not match."""
     path = Path(run_dir) / FILE
     problem = load(path).get("problem")

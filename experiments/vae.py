@@ -16,7 +16,18 @@ import torch
 from tqdm.auto import tqdm
 
 import vae_solution
-from experiments import amortisation, classifier, data, decoder_variance, discriminator, figures, names, observe, runs
+from experiments import (
+    amortisation,
+    classifier,
+    data,
+    decoder_variance,
+    discriminator,
+    figures,
+    names,
+    observe,
+    runs,
+    yardstick,
+)
 from experiments.runs import Run, checked_overrides, read_json
 from experiments.summaries import VAESummary
 
@@ -212,6 +223,11 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
         final_test_loss=metrics[-1]["test_loss"],
         train_wall_seconds=sum(m["train_seconds"] for m in metrics),
         wall_seconds=metrics[-1]["wall_seconds"],
+        **yardstick.measure(  # the four families' common measures (last: it shifts no other measurement's draws)
+            runs.load_artifact(run_.dir, "final_samples.pt"), observe.reference_images(test, cfg.n_final_samples,
+                                                                                       cfg.seed),
+            digits, sample64=lambda: model.sample(64), models=[model], device=device,
+            flops_per_image=yardstick.training_flops_per_image("vae", cfg)),
     ).write(run_.dir)
 
 

@@ -45,7 +45,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from report import latex
+from report import families, latex
 from report.figures import copy_figures, cross_figures
 from report.numbers import compute_numbers, vae_artifact_numbers
 from report.runs import SLOTS, load_run, select_runs
@@ -75,6 +75,10 @@ def generate(results: Path | None, overrides: dict[str, Path], build: Path = BUI
               "observations": latex.observations_table(runs)}
     if latent_rows:
         tables["latent"] = latex.latent_table(latent_rows)
+    chapter = families.chapter(results, runs, build, preset)   # "Four families on one yardstick"
+    values.update(chapter.values)
+    figures.update(chapter.figures)
+    tables["families"] = chapter.table
     latex.write_build(build, values, figures, latex.provenance_table(runs, values), tables,
                       latex.student_tex(os.environ))
     return {"runs": runs, "values": values, "figures": figures}

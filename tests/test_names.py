@@ -31,11 +31,12 @@ def test_names_agree_with_the_experiments():
     ("vae", "full", {}), ("ddpm", "smoke", {}), ("ddpm", "full", {"timesteps": 500}),
     ("simsiam", "full", {"ablation": "no-stop-grad"}),
     ("simsiam", "smoke", {"ablation": "baseline", "backbone": "resnet18-cifar"}),
+    ("flow", "full", {}), ("gan", "smoke", {}),
 ])
 def test_run_names_round_trip_through_the_experiments(problem, preset, variant):
-    from experiments import ddpm, simsiam, vae
+    from experiments import ddpm, flow, gan, simsiam, vae
 
-    module = {"vae": vae, "ddpm": ddpm, "simsiam": simsiam}[problem]
+    module = {"vae": vae, "ddpm": ddpm, "simsiam": simsiam, "flow": flow, "gan": gan}[problem]
     name = module.run_name(module.config_for(preset, **variant))
     parsed = names.parse_run_name(name)
     assert (parsed.problem, parsed.preset) == (problem, preset)

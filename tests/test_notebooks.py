@@ -5,6 +5,7 @@ The runs go to A3_SMOKE_RESULTS when it is set (scripts/test.sh sets it), else t
 tests of this file run in order on one pytest-xdist worker (--dist loadfile), so the report test finds the
 notebooks' runs and only adds those they do not make (`python -m experiments all --resume`).
 """
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from experiments import names
 from report import runs
 from tests.conftest import ROOT
 from tests.test_report import assert_every_question, build_pdf, needs_latex
@@ -52,7 +54,8 @@ def test_notebook_runs_on_the_smoke_preset(path, tmp_path, monkeypatch, results)
 def test_pdf_from_the_notebooks_smoke_runs(tmp_path, results):
     """The report from the smoke runs: every run finished on the synthetic stand-in, every figure present."""
     found = runs.select_runs(results, {})
-    if not all(path and (path / "summary.json").exists() for path in found.values()):  # runs no notebook made
+    families = [results / names.flow_run_name("smoke"), results / names.gan_run_name("smoke")]  # no notebook's
+    if not all(path and (path / "summary.json").exists() for path in [*found.values(), *families]):
         subprocess.run([sys.executable, "-m", "experiments", "all", "--preset", "smoke", "--data", "synthetic",
                         "--out", str(results), "--data-root", str(results.parent / "data"), "--device", "cpu",
                         "--resume"], cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -65,6 +68,13 @@ def test_pdf_from_the_notebooks_smoke_runs(tmp_path, results):
     for slot in runs.SLOTS:
         assert values[f"{slot}-status"] == "finished", slot
         assert values[f"{slot}-dataset"] == "synthetic stand-in"
+    # The flow and the GAN, smoke runs of `experiments all`: their summaries carry the yardstick.
+    for folder in families:
+        summary = json.loads((folder / "summary.json").read_text())
+        assert all(summary[key] is not None for key in ("fid", "precision", "recall")), folder.name
+    assert json.loads((families[0] / "summary.json").read_text())["bits_per_dim"] > 0
+    assert "Four families on one yardstick" in text and "none: no likelihood" in text
+    assert values["fam-dataset-flow"] == values["fam-dataset-gan"] == "synthetic stand-in"
 
 
 def test_notebooks_are_thin():

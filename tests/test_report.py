@@ -31,6 +31,8 @@ from experiments.summaries import (
     DigitPatterns,
     DiscriminatorResult,
     Estimate,
+    FlowSummary,
+    GANSummary,
     Interpolations,
     Interval,
     LevelAccuracy,
@@ -104,7 +106,8 @@ def metrics_lines(epochs: int, **extra) -> list[dict]:
             for e in range(1, epochs + 1)]
 
 
-def make_run(results: Path, name: str, *, config: dict, summary: VAESummary | DDPMSummary | SimSiamSummary | None,
+def make_run(results: Path, name: str, *, config: dict,
+             summary: VAESummary | DDPMSummary | SimSiamSummary | FlowSummary | GANSummary | None,
              metrics: list[dict],
              source: str = "synthetic", device: str = "cuda", device_name: str = "NVIDIA H100 80GB HBM3",
              figures: set[str] = frozenset(), mtime: float | None = None, precision: str = "bf16",
@@ -312,7 +315,28 @@ def complete_results(results: Path, *, figures: bool = False, artifacts: bool = 
         simsiam_run(results, ablation, knn=knn, collapse=0.004 if collapsed else 0.02,
                     erank=1.5 if collapsed else 300.0, trace=0.01 if ablation == "no-stop-grad" else 2000.0,
                     figures=names.get(f"simsiam-{ablation}", set()))
+    family_runs(results, artifacts=artifacts)
     return results
+
+
+def family_runs(results: Path, *, artifacts: bool = False) -> None:
+    """The chapter "Four families on one yardstick": a flow and a GAN run, and with `artifacts` the final samples
+    of all four families (the chapter's figures draw them)."""
+    yardstick = {"precision": 0.7, "recall": 0.5, "yardstick_k": 3, "yardstick_size": 100, "sample_seconds_64": 0.01,
+                 "parameters": 400_000, "train_flops_per_image": 6.9e8}
+    common = {"epochs": 14, "dataset": "synthetic", "classifier_test_accuracy": 0.953, "observations": VAE_OBSERVATIONS,
+              "discriminator": drs_result(), "train_wall_seconds": 80.0, "wall_seconds": 100.0}
+    make_run(results, "flow-full", config={"preset": "full", "epochs": 14}, metrics=metrics_lines(14),
+             summary=FlowSummary(bits_per_dim=3.9, bits_per_dim_n_images=2000, final_train_loss=3.8, fid=6.0,
+                                 **common, **yardstick))
+    make_run(results, "gan-full", config={"preset": "full", "epochs": 20}, metrics=metrics_lines(20),
+             summary=GANSummary(**{**common, "epochs": 20}, spectral_norm=False, final_loss_d=1.2, final_loss_g=0.9,
+                                final_jsd_train=0.09, fid=4.0, **yardstick))
+    if artifacts:
+        for name in ("flow-full", "vae-full", "ddpm-full", "gan-full"):
+            (results / name / "artifacts").mkdir(parents=True, exist_ok=True)
+            torch.save(torch.full((100, 3, 32, 32), 128, dtype=torch.uint8), results / name / "artifacts" /
+                       "final_samples.pt")
 
 
 def read_values(build_dir: Path) -> dict[str, str]:
@@ -567,7 +591,7 @@ def test_missing_runs_get_placeholders_and_commands(tmp_path):
     provenance = (out / "provenance.tex").read_text()
     assert latex.breakable("python -m experiments simsiam --preset full --ablation batch-4096") in provenance
     tables = (out / "tables.tex").read_text()
-    missing = 3 + len(names.ABLATIONS) + 1  # T study, SimSiam, DDPM
+    missing = 3 + len(names.ABLATIONS) + 1 + 3  # T study, SimSiam, DDPM; the four families': flow, DDPM, GAN
     assert tables.count(r"\textbf{missing run}") == missing and r"\settable{latent}" not in tables
 
 
@@ -640,7 +664,7 @@ def test_rebuild_drops_figures_of_runs_no_longer_found(tmp_path):
 
 def build_pdf(results: Path, work: Path) -> tuple[str, str, dict]:
     """Generate and compile a copy of report/ in `work`; returns (text of page 1, text of all, values)."""
-    for part in ("report.tex", "practical", "theory", "measured"):
+    for part in ("report.tex", "practical", "theory", "measured", "families.tex"):
         source = REPORT / part
         (shutil.copytree if source.is_dir() else shutil.copyfile)(source, work / part)
     built = build.generate(results, {}, work / "build")
@@ -685,6 +709,7 @@ def test_pdf_from_complete_fake_runs(tmp_path):
     for needed in ("Problem 1 (VAE)", "Problem 2 (DDPM)", "Problem 3 (SimSiam)", "synthetic stand-in",
                    "NVIDIA H100 80GB HBM3", "2.1 min", "Synthetic stand-in data"):
         assert needed in first, f"{needed!r} not on the first page"
+    assert "Four families on one yardstick" in text and "none: no likelihood" in text
 
 
 LONG_HARDWARE = {"device_name": "NVIDIA A100-SXM4-40GB, CUDA 12.4", "micro_batch": (2048, 2), "source": "svhn"}
@@ -726,6 +751,18 @@ def test_title_page_reads_student_tex_and_the_environment(tmp_path, monkeypatch)
                                student=example.replace("Your Name", "Ada Lovelace"))
     assert "Name: Ada Lovelace" in text and "Student ID: 20231234" in text and "12345678" not in text
     assert "set A3_STUDENT" not in text
+
+
+def test_families_chapter_from_fake_runs(tmp_path):
+    """The four families' table, paragraphs and figures (report/families.py) from complete fake runs."""
+    built = build.generate(complete_results(tmp_path / "results", artifacts=True), {}, tmp_path / "build")
+    values, tables = built["values"], (tmp_path / "build" / "tables.tex").read_text()
+    assert {"families/grids", "families/fid-vs-bits"} <= set(built["figures"])
+    for family in names.FAMILIES:
+        assert values[f"fam-par-{family}"].startswith("The "), family
+    assert "no bits/dim" in values["fam-par-gan"] and "lowest classifier-FID" in values["fam-par-gan"]
+    gan_row = next(line for line in tables.splitlines() if line.startswith("GAN"))
+    assert "none: no likelihood" in gan_row
 
 
 @needs_latex
