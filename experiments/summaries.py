@@ -379,9 +379,19 @@ SPECTRUM_FOLDER = "spectrum"  # artifacts/spectrum/epoch_NNN.json: one SpectrumR
 class Alignment(Schema):
     """experiments.spectrum.alignment: the predictor's linear map W_p in the eigenbasis U of F, M = U^T W_p U."""
     diagonal_fraction: float          # ||diag M||^2 / ||M||_F^2: 1 when W_p shares F's eigenvectors
-    chance: float                     # 1 / d, its expected value for a map with i.i.d. entries
+    chance: float                     # its expectation for the same W_p in a uniformly random basis of span(U),
+    #                                   closed form (1 / d, a map with i.i.d. entries, where chance_spread is None)
     cosines: list[float]              # cos(W_p u_i, u_i) for F's top eigenvectors u_i, largest first
     diagonal: list[float]             # u_i^T W_p u_i for the same u_i
+    # None in summaries written while the chance level was 1 / d:
+    chance_spread: float | None = None     # SD of the diagonal fraction over random bases (Monte Carlo)
+    excess: float | None = None            # (diagonal_fraction - chance) / (1 - chance); None also when chance = 1
+    mean_abs_cos: float | None = None      # mean |cosines|
+    cos_chance: float | None = None        # its expectation in a random basis (Monte Carlo) ...
+    cos_chance_se: float | None = None     # ... with this standard error ...
+    cos_chance_spread: float | None = None  # ... and this SD of a mean over as many random-basis columns
+    cos_excess: float | None = None        # (mean_abs_cos - cos_chance) / (1 - cos_chance)
+    rotations: int | None = None           # random bases in the Monte Carlo
 
 
 @dataclass(kw_only=True)

@@ -606,8 +606,13 @@ def bound_against_vae(values: dict[str, str], b: VariationalBound, g: Amortisati
 # --------------------------------------------------------------------------- Part III: the theory on our models
 
 FID_SAME_WITHIN = 0.05        # classifier-FIDs within this fraction of each other count as "about the same"
-ALIGNED_ABOVE = 0.5           # diagonal fraction of W_p in F's eigenbasis above which the predictor is "aligned"
-PARTLY_ALIGNED_TIMES = 10     # ... and above this many times chance (1/d), "partly aligned"
+# The predictor's alignment is read on the excess of W_p's diagonal fraction in F's eigenbasis over its chance level
+# (its expectation for the same W_p in a uniformly random basis, experiments.spectrum.alignment), 0 at chance and 1
+# when fully aligned, and only where the fraction lies beyond ALIGNED_SPREADS standard deviations of its spread over
+# random bases (an unrelated map lands within them):
+ALIGNED_EXCESS = 0.5          # excess above which the predictor is "aligned" ...
+PARTLY_ALIGNED_EXCESS = 0.1   # ... above which "partly aligned"
+ALIGNED_SPREADS = 3
 SPECTRUM_COLLAPSED_BELOW = 0.25  # effective rank or tr F below this fraction of the baseline's: "collapsed"
 # What the linear model of Question 4 predicts for an ablation's spectrum: (what was removed, the prediction).
 COLLAPSE_PREDICTED = {"no-stop-grad": ("the stop-gradient", "4.3"),
@@ -626,8 +631,8 @@ def scientific(x: float) -> str:
 
 def measured_q3_q4_numbers(values: dict[str, str], runs: dict[str, RunFolder | None]) -> None:
     """Part III: Question 3 on the VAE and DDPM samples, Question 4 on the SimSiam runs."""
-    values.update({"fid-same-within": percent(FID_SAME_WITHIN, 0), "aligned-above": str(ALIGNED_ABOVE),
-                   "partly-aligned-times": str(PARTLY_ALIGNED_TIMES),
+    values.update({"fid-same-within": percent(FID_SAME_WITHIN, 0), "aligned-excess": str(ALIGNED_EXCESS),
+                   "partly-aligned-excess": str(PARTLY_ALIGNED_EXCESS), "aligned-spreads": str(ALIGNED_SPREADS),
                    "spectrum-collapsed-below": str(SPECTRUM_COLLAPSED_BELOW)})
     for slot in ("vae", "ddpm"):
         run = runs.get(slot)
@@ -712,19 +717,45 @@ def spectrum_numbers(values: dict[str, str], slot: str, results: list[summaries.
     if al is None:
         return
     put("align-fraction", al.diagonal_fraction, lambda v: number(v, ".3f"))
-    put("align-chance", al.chance, lambda v: number(v, ".2g"))
-    put("align-r", round(1 / al.chance), str)
-    put("align-times-chance", al.diagonal_fraction / al.chance, scientific)
+    put("align-chance", al.chance, lambda v: number(v, ".3f"))
+    put("align-r", min(last.n, last.d), str)
     put("align-cos", sum(abs(c) for c in al.cosines) / len(al.cosines), lambda v: number(v, ".2f"))
     put("align-k", len(al.cosines), str)
-    if al.diagonal_fraction > ALIGNED_ABOVE:
-        values[f"{slot}-align-verdict"] = "aligned with F's eigenvectors, as DirectPred observed"
-    elif al.diagonal_fraction > PARTLY_ALIGNED_TIMES * al.chance:
-        values[f"{slot}-align-verdict"] = ("partly aligned with F's eigenvectors: more than chance, short of the "
-                                           "alignment DirectPred observed")
-    else:
-        values[f"{slot}-align-verdict"] = ("not aligned with F's eigenvectors (chance level), unlike what DirectPred "
-                                           "observed after long training")
+    if al.chance_spread is not None:
+        put("align-spread", al.chance_spread, scientific)
+        put("align-excess", al.excess, lambda v: number(v, ".2f"))
+        put("align-cos-chance", al.cos_chance, lambda v: number(v, ".2f"))
+        put("align-cos-excess", al.cos_excess, lambda v: number(v, ".2f"))
+        put("align-rotations", al.rotations, str)
+    values[f"{slot}-align-verdict"] = ALIGNMENT_WORDS[alignment_verdict(al)]
+
+
+ALIGNMENT_WORDS = {
+    "aligned": "aligned with F's eigenvectors, as DirectPred observed",
+    "partly aligned": "partly aligned with F's eigenvectors: beyond chance, short of the alignment DirectPred observed",
+    "not aligned": "not aligned with F's eigenvectors: its diagonal fraction is what a random eigenbasis gives the "
+                   "same map, unlike what DirectPred observed after long training",
+    "undefined": "a multiple of the identity on F's eigenspace, which shares every basis, so its alignment is "
+                 "undefined",
+    "unknown": "of unknown alignment: this measurement compared its diagonal fraction with 1/r, which is the chance "
+               "level only of a map with independent entries; rerun the run to measure it against the chance level "
+               "of its own map"}
+
+
+def alignment_verdict(al: summaries.Alignment) -> str:
+    """A key of ALIGNMENT_WORDS: "aligned" / "partly aligned" when the diagonal fraction lies beyond ALIGNED_SPREADS
+    spreads of its chance level and its excess exceeds ALIGNED_EXCESS / PARTLY_ALIGNED_EXCESS, else "not aligned";
+    "undefined" at a chance level of 1, "unknown" for a summary measured against 1/r (no spread recorded)."""
+    if al.chance_spread is None:
+        return "unknown"
+    if al.excess is None:
+        return "undefined"
+    beyond = al.diagonal_fraction - al.chance > ALIGNED_SPREADS * al.chance_spread
+    if beyond and al.excess > ALIGNED_EXCESS:
+        return "aligned"
+    if beyond and al.excess > PARTLY_ALIGNED_EXCESS:
+        return "partly aligned"
+    return "not aligned"
 
 
 def collapse_numbers(values: dict[str, str], slot: str, r: summaries.SpectrumResult,

@@ -196,10 +196,12 @@ def drs_result(fid_accepted: float | None = 2.0, fid_subset: float | None = 3.0,
 
 def spectrum_result(epoch: int, erank: float, trace: float = 2000.0, diagonal_fraction: float | None = 0.7,
                     d: int = 2048) -> SpectrumResult:
-    """Question 4's measurement after `epoch`; diagonal_fraction None: a run without a predictor."""
+    """Question 4's measurement after `epoch`; diagonal_fraction None: a run without a predictor. Its chance level
+    in a random basis is 0.2 (spread 0.01) for the diagonal fraction, 0.5 for the mean |cos| (0.75)."""
     alignment = None if diagonal_fraction is None else Alignment(
-        diagonal_fraction=diagonal_fraction, chance=1 / d, cosines=[0.9, -0.8, 0.7, 0.6],
-        diagonal=[1.0, -0.5, 0.4, 0.3])
+        diagonal_fraction=diagonal_fraction, chance=0.2, cosines=[0.9, -0.8, 0.7, 0.6],
+        diagonal=[1.0, -0.5, 0.4, 0.3], chance_spread=0.01, excess=(diagonal_fraction - 0.2) / 0.8,
+        mean_abs_cos=0.75, cos_chance=0.5, cos_chance_se=0.001, cos_chance_spread=0.02, cos_excess=0.5, rotations=16)
     return SpectrumResult(epoch=epoch, eigenvalues=[1.0, 0.5, 0.25], largest=10.0, trace=trace, effective_rank=erank,
                           alignment=alignment, predictor_map="the Jacobian", d=d, n=512, seconds=0.5)
 
@@ -546,6 +548,20 @@ def test_spectrum_sentences_follow_the_outcome(tmp_path, erank, trace, fraction,
     assert values["simsiam-no-stop-grad-spectrum-verdict"] == collapse
     assert values["simsiam-baseline-align-verdict"].startswith(alignment)
     assert "simsiam-no-predictor-spectrum-verdict" not in values and "vae-drs-verdict" not in values
+
+
+@pytest.mark.parametrize("fraction, spread, verdict", [
+    (0.7, 0.01, "aligned"), (0.3, 0.01, "partly aligned"), (0.3, 0.05, "not aligned"), (0.21, 0.001, "not aligned")])
+def test_the_alignment_verdict_reads_the_excess_over_the_random_basis_chance_level(fraction, spread, verdict):
+    al = dataclasses.replace(spectrum_result(3, 300.0, diagonal_fraction=fraction).alignment, chance_spread=spread)
+    assert numbers.alignment_verdict(al) == verdict                       # chance 0.2: excess 0.625, 0.125, 0.0125
+    values = {}
+    numbers.spectrum_numbers(values, "simsiam-baseline", [spectrum_result(3, 300.0, diagonal_fraction=fraction)])
+    assert values["simsiam-baseline-align-chance"] == "0.200" and values["simsiam-baseline-align-r"] == "512"
+    # A summary measured against 1/r (before the chance level was the random-basis one): no verdict.
+    old = Alignment(diagonal_fraction=0.7, chance=1 / 2048, cosines=[0.9], diagonal=[1.0])
+    assert numbers.alignment_verdict(old) == "unknown"
+    assert numbers.ALIGNMENT_WORDS["unknown"].startswith("of unknown alignment")
 
 
 def test_missing_runs_get_placeholders_and_commands(tmp_path):
