@@ -220,6 +220,7 @@ def test_bits_per_dim_of_a_gaussian_decoder_match_a_hand_computation_on_the_8_bi
     nats = model.log_likelihood(x).item()
     summary = {"log_likelihood": nats, "log_likelihood_image_se": float("nan"), "log_likelihood_mc_se": 0.0}
     y = 127.5 * (x.flatten(1).double() + 1)                                              # (1, 4) in [0, 255] units
-    density = MultivariateNormal(127.5 * (model.b.double() + 1), 127.5 ** 2 * (model.W @ model.W.T + torch.eye(4)).double())
+    covariance = 127.5 ** 2 * (model.W @ model.W.T + torch.eye(4)).double()
+    density = MultivariateNormal(127.5 * (model.b.double() + 1), covariance)
     by_hand = -density.log_prob(y).item() / (4 * math.log(2))
     assert _estimate(summary, "log_likelihood", dims=4).bits_per_dim == pytest.approx(by_hand, rel=1e-6)
