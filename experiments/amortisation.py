@@ -17,8 +17,10 @@ The decoder is the graded one, p(x|z) = N(mu_theta(z), I), so log p(x|z) = -deco
 log p(x) is importance-sampled with q*_x as the proposal (`importance_log_likelihood`), not with the encoder's
 q_phi as the graded VAE.log_likelihood does (Burda et al. 2016, K = 100): E log p_K(x; q) falls below log p(x) by a
 slack that grows with KL(q || p(z|x)), so with q_phi it grows with the amortisation gap and would take the
-approximation gap down with it (in a linear-Gaussian model whose approximation gap is 0, by -0.08, -5.5 and -29.6
-nats at amortisation gaps of 4, 58 and 255 nats). The graded estimate is measured beside it, as a reference.
+approximation gap down with it (in tests/test_amortisation.py's linear-Gaussian model, 2 latent dimensions, whose
+approximation gap is 0, K = 100 draws from the prior as q_phi fell short by 0.02, 1.9 and 9.7 nats on average over
+200 simulated points at amortisation gaps of 3.5, 132 and 538 nats; from the exact posterior, by under 1e-6).
+The graded estimate is measured beside it, as a reference.
 `measure` is what the VAE run calls: `gaps` on test images, an artifact for the histogram, the summary's field.
 """
 from __future__ import annotations
