@@ -369,6 +369,7 @@ class DiscriminatorResult(Schema):
     n_fake_test: int                  # held-out samples
     epochs: int                       # training epochs of each discriminator
     seconds: float                    # wall time of the whole measurement (three discriminators)
+    gamma_quantile: float | None = None  # DRS's gamma shift (Azadi et al.) at this quantile of F; None: no shift
 
     NESTED: ClassVar = {"jsd": Interval.from_dict, "jsd_accepted": Interval.from_dict,
                         "jsd_subset": Interval.from_dict}
