@@ -696,8 +696,8 @@ def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.Discri
         put(key, interval.estimate, lambda v: number(v, ".3f"))
         put(f"{key}-interval", interval, lambda i: f"[{number(i.low, '.3f')}, {number(i.high, '.3f')}]")
     put("level", r.jsd.level, lambda v: percent(v, 0))
-    put("jsd-bound-word", r.jsd.low, lambda low: "clearly above 0: the discriminator found a difference" if low > 0
-        else "not clearly above 0: the discriminator found no reliable difference")
+    values[f"{slot}-drs-jsd-bound-word"] = jsd_word(r.jsd)
+    values[f"{slot}-drs-rule"] = drs_rule(r.gamma_quantile)
     put("accepted", r.accepted_fraction, percent)
     for key, count in (("n-accepted", r.n_accepted), ("n-test", r.n_fake_test), ("n-train", r.n_fake_train),
                        ("epochs", r.epochs)):
@@ -715,6 +715,26 @@ def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.Discri
     values[f"{slot}-drs-jsd-word"] = ("below" if a.high < s.low else "above" if a.low > s.high
                                       else "within the bootstrap intervals of")
     values[f"{slot}-drs-verdict"] = drs_verdict(closer_fid, a.high < s.low)
+
+
+def jsd_word(jsd: summaries.Interval) -> str:
+    """What the held-out JSD estimate says: clearly above 0, negative (reported as measured, not clipped), or
+    not clearly above 0."""
+    if jsd.low > 0:
+        return "clearly above 0: the discriminator found a difference"
+    if jsd.estimate < 0:
+        return ("negative: on the held-out images the discriminator did worse than the constant $D=1/2$ (it fitted "
+                "its training half too closely), so it found no difference; the JSD itself is not negative, and the "
+                "estimate is reported as measured, not clipped at 0")
+    return "not clearly above 0: the discriminator found no reliable difference"
+
+
+def drs_rule(gamma_quantile: float | None) -> str:
+    """How the measurement's DRS chose its acceptance probabilities, in words."""
+    if gamma_quantile is None:
+        return "$e^{h(x)-\\max h}$, without Azadi et al.'s shift $\\gamma$ (the exact rule when $D=D^*$)"
+    return (f"Azadi et al.'s $\\sigma(F(x)-\\gamma)$, $\\gamma$ the {percent(gamma_quantile, 0)} quantile of $F$ "
+            "over the samples (no longer exact when $D=D^*$)")
 
 
 def drs_verdict(closer_fid: bool | None, closer_jsd: bool) -> str:

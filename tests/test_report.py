@@ -532,6 +532,13 @@ def test_discriminator_sentences_follow_the_outcome(fid_accepted, jsd_accepted, 
     low = dataclasses.replace(r, jsd=Interval(estimate=0.01, low=-0.01, high=0.03, level=0.95))
     numbers.discriminator_numbers(values, "vae", low)
     assert values["vae-drs-jsd-bound-word"].startswith("not clearly above 0")
+    assert values["vae-drs-rule"].startswith("$e^{h(x)-\\max h}$, without")             # the default: no shift
+    negative = dataclasses.replace(r, jsd=Interval(estimate=-0.02, low=-0.05, high=0.01, level=0.95),
+                                   gamma_quantile=0.95)
+    numbers.discriminator_numbers(values, "vae", negative)
+    assert values["vae-drs-jsd-bound-word"].startswith("negative: on the held-out images")
+    assert "not clipped at 0" in values["vae-drs-jsd-bound-word"] and values["vae-drs-jsd"] == "$-$0.020"
+    assert values["vae-drs-rule"].startswith("Azadi et al.'s") and r"95\% quantile" in values["vae-drs-rule"]
 
 
 @pytest.mark.parametrize("erank, trace, fraction, collapse, alignment", [
