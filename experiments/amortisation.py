@@ -37,8 +37,11 @@ from experiments.diffusion import noise
 from experiments.summaries import AmortisationGaps, Estimate
 from vae_solution import DiagonalGaussianDistribution
 
-LL_REPEATS = 2   # independent K-sample log-likelihood estimates per image: its Monte Carlo SE needs two
+LL_REPEATS = 2   # independent runs of the graded K-sample log-likelihood per image: its Monte Carlo SE needs two
 NEGATIVE_BELOW = 2   # an image's amortisation gap counts as negative below -NEGATIVE_BELOW of its own Monte Carlo SE
+ESTIMATES = ("amortised_elbo", "per_point_elbo", "log_likelihood", "graded_log_likelihood", "amortisation_gap",
+             "approximation_gap")   # the quantities of `gaps`, each with its _mc_se and _image_se
+LL_PROPOSAL = "per-point"   # AmortisationGaps.ll_proposal: log p(x) importance-sampled from q*_x
 
 
 def _check_eval(model) -> None:
@@ -231,11 +234,6 @@ def evaluate(model, x: torch.Tensor, q: DiagonalGaussianDistribution, fit: PerPo
     per_image["approximation_gap_mc_se"] = (per_image["per_point_elbo_mc_se"] ** 2
                                             + per_image["log_likelihood_mc_se"] ** 2).sqrt()    # independent noises
     return {k: v.detach().cpu() for k, v in per_image.items()}
-
-
-ESTIMATES = ("amortised_elbo", "per_point_elbo", "log_likelihood", "graded_log_likelihood", "amortisation_gap",
-             "approximation_gap")   # the quantities of `gaps`, each with its _mc_se and _image_se
-LL_PROPOSAL = "per-point"   # AmortisationGaps.ll_proposal: log p(x) importance-sampled from q*_x
 
 
 # --------------------------------------------------------------------------- the VAE run's measurement
