@@ -78,6 +78,7 @@ class PerPoint:
     logvar: torch.Tensor           # (N, z_dim) ... and log-variance
     steps: int                     # Adam steps taken
     seconds: float                 # wall time, encoder pass included
+    converged: bool = False        # stopped by the tolerance rule, not by the step limit
 
 
 def optimise_per_point(model, x: torch.Tensor, *, generator: torch.Generator, steps: int = 2000, lr: float = 1e-2,
@@ -105,7 +106,7 @@ def optimise_per_point(model, x: torch.Tensor, *, generator: torch.Generator, st
     best, best_mu, best_logvar = amortised.clone(), mu.detach().clone(), logvar.detach().clone()
     history = [best.mean().item()]
     optimiser = torch.optim.Adam([mu, logvar], lr=lr)
-    step, bar = 0, tqdm(total=steps, desc="per-point ELBO", leave=False, unit="step")
+    step, converged, bar = 0, False, tqdm(total=steps, desc="per-point ELBO", leave=False, unit="step")
     while step < steps:
         eps = noise((S, *mu.shape), generator).to(x.device)            # fresh noise each step
         loss = -elbo(model, x, mu, logvar, eps).sum()
@@ -121,10 +122,11 @@ def optimise_per_point(model, x: torch.Tensor, *, generator: torch.Generator, st
             best = torch.where(better, current, best)
             best_mu[better], best_logvar[better] = mu[better], logvar[better]
         history.append(best.mean().item())
-        if len(history) > patience and history[-1] - history[-1 - patience] < tol:
+        converged = len(history) > patience and history[-1] - history[-1 - patience] < tol
+        if converged:
             break
     bar.close()
-    return PerPoint(amortised, best, best_mu, best_logvar, step, runs.clock(x.device) - start)
+    return PerPoint(amortised, best, best_mu, best_logvar, step, runs.clock(x.device) - start, converged)
 
 
 def log_likelihood(model, x: torch.Tensor, K: int, generator: torch.Generator) -> torch.Tensor:
@@ -200,8 +202,8 @@ def gaps(model, x: torch.Tensor, *, generator: torch.Generator, K: int = 100, ll
     fit = optimise_per_point(model, x, generator=generator, **per_point)
     per_image = evaluate(model, x, q, fit, generator=generator, K=K, ll_repeats=ll_repeats, test_S=test_S)
     N = x.shape[0]
-    summary = {"N": N, "K": K, "per_point_steps": fit.steps, "seconds_amortised": seconds_amortised,
-               "seconds_per_point": fit.seconds}
+    summary = {"N": N, "K": K, "per_point_steps": fit.steps, "per_point_converged": fit.converged,
+               "seconds_amortised": seconds_amortised, "seconds_per_point": fit.seconds}
     for name in ESTIMATES:
         v = per_image[name]
         summary[name] = v.mean().item()
@@ -284,5 +286,6 @@ def measure(run_: runs.Run, cfg, model, test: data.ImageSet, device: torch.devic
         graded_log_likelihood=_estimate(s, "graded_log_likelihood", dims),
         amortisation_gap=_estimate(s, "amortisation_gap"),
         approximation_gap=_estimate(s, "approximation_gap"), negative_images=int(negative(per_image).sum()),
-        per_point_steps=s["per_point_steps"], stopping_rule=stopping_rule(cfg),
+        per_point_steps=s["per_point_steps"], per_point_converged=s["per_point_converged"],
+        stopping_rule=stopping_rule(cfg),
         seconds_amortised=s["seconds_amortised"], seconds_per_point=s["seconds_per_point"], seconds=seconds)

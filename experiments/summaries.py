@@ -316,6 +316,7 @@ class AmortisationGaps(Schema):
     # The proposal of log_likelihood: "per-point" (q*_x) or "encoder" (q_phi, the graded estimate, whose slack grows
     # with the amortisation gap and biases the approximation gap low; summaries written before "per-point" existed).
     ll_proposal: str = "encoder"
+    per_point_converged: bool | None = None  # the per-point optimisation met its tolerance (False: its step limit)
     graded_log_likelihood: Estimate | None = None  # VAE.log_likelihood (q_phi, ll_K draws) on the same images
 
     NESTED: ClassVar = _estimates("amortised_elbo", "per_point_elbo", "log_likelihood", "graded_log_likelihood",

@@ -513,6 +513,9 @@ def gap_numbers(values: dict[str, str], g: AmortisationGaps, train_seconds: floa
     put = _putter(values, "vae-gap")
     for key, count in (("n", g.n_images), ("k", g.ll_K), ("steps", g.per_point_steps)):
         put(key, count, str)
+    if g.per_point_converged is not None:
+        values["vae-gap-stopped"] = ("when its tolerance was met" if g.per_point_converged else
+                                     "at its step limit, before its tolerance was met")
     put("rule", g.stopping_rule, escape)
     for key, seconds in (("seconds-amortised", g.seconds_amortised), ("seconds-per-point", g.seconds_per_point),
                          ("seconds", g.seconds)):
@@ -561,7 +564,8 @@ def gap_outcomes(values: dict[str, str], g: AmortisationGaps) -> None:
         f"with $K={g.ll_K}$ draws from the encoder's $q$ falls below the per-point ELBO, so the importance sampling "
         "is too loose to see this gap")
     values["vae-gap-larger"] = gap_comparison(gap, approx, math.hypot(g.amortisation_gap.mc_se,
-                                                                      g.approximation_gap.mc_se), per_point)
+                                                                      g.approximation_gap.mc_se), per_point,
+                                              g.per_point_converged is not False)
 
 
 LL_PROPOSALS = {
@@ -571,17 +575,23 @@ LL_PROPOSALS = {
                "grows with the amortisation gap, so the approximation gap below is biased low"}
 
 
-def gap_comparison(amortisation: float, approximation: float, se: float, per_point_proposal: bool) -> str:
+def gap_comparison(amortisation: float, approximation: float, se: float, per_point_proposal: bool,
+                   converged: bool) -> str:
     """Completes "The amortisation gap is ... the approximation gap", within WITHIN_SE standard errors `se` of their
-    difference. With the encoder's q_phi as the proposal (older summaries) the approximation gap is biased low, so
-    only "smaller than" can be read from it."""
+    difference. Their sum, log p(x) - ELBO(q_phi), does not depend on q*_x, and each bias moves one way: with the
+    encoder's q_phi as the proposal (older summaries) the approximation gap is biased low, so only "smaller than"
+    can be read; a per-point optimisation stopped at its step limit (not `converged`) moves part of the amortisation
+    gap into the approximation gap, so only "larger than" can."""
     tolerance = WITHIN_SE * se
-    if approximation - amortisation > tolerance:
-        return "smaller than"
-    if per_point_proposal:
-        return compare(amortisation, approximation, higher="larger than", lower="smaller than", tolerance=tolerance,
-                       same=f"not distinguishable (within {WITHIN_SE} standard errors) from")
-    return "of undetermined size (the approximation gap's estimate is biased low) relative to"
+    if abs(amortisation - approximation) <= tolerance:
+        return f"not distinguishable (within {WITHIN_SE} standard errors) from"
+    larger = amortisation > approximation
+    if larger and not per_point_proposal:
+        return "of undetermined size (the approximation gap's estimate is biased low) relative to"
+    if not larger and not converged:
+        return ("of undetermined size (the per-point optimisation stopped at its step limit, which leaves part of the "
+                "amortisation gap in the approximation gap) relative to")
+    return "larger than" if larger else "smaller than"
 
 
 BOUND_TERMS = {"reconstruction": "the decoder term $L_0$", "denoising": "the denoising terms $\\sum_{t=2}^T L_{t-1}$",

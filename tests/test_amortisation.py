@@ -115,6 +115,7 @@ def test_linear_model_per_point_optimum_is_the_exact_posterior_and_the_approxima
     assert (error < 0.03 + 4 * per_image["amortisation_gap_mc_se"]).all()
     fit = optimise_per_point(model, x, generator=torch.Generator().manual_seed(0), steps=3000, lr=0.02, S=16,
                              eval_S=256, tol=1e-3, patience=5)
+    assert fit.converged and fit.steps < 3000                                  # stopped by its tolerance
     assert fit.mu == pytest.approx(mean, abs=0.05)
     assert fit.logvar == pytest.approx(logvar.expand(8, 2), abs=0.2)  # the ELBO is flat there: d^2/4 nats off
 
@@ -156,6 +157,7 @@ def test_measure_writes_the_per_image_artifact_and_the_summary_field():
     assert g.amortisation_gap.bits_per_dim is None and g.approximation_gap.bits_per_dim is None
     assert g.per_point_elbo.nats >= g.amortised_elbo.nats - 2 * g.amortisation_gap.mc_se   # Q1.3, within MC error
     assert 0 < g.per_point_steps <= 10 and "at most 10 steps" in g.stopping_rule
+    assert g.per_point_converged == (g.per_point_steps < 10)
     assert 0 < g.seconds_amortised < g.seconds_per_point < g.seconds
     assert AmortisationGaps.from_dict(g.to_dict()) == g                              # the schema round-trips
     again = measure(FakeRun(), gap_config(), tiny_vae(), test, torch.device("cpu"))   # the run's named streams

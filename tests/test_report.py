@@ -161,14 +161,15 @@ def log_p_estimate(nats: float, mc_se: float) -> Estimate:
 
 
 def fake_gaps(gap: float = 5.0, gap_se: float = 0.5, approx: float = 20.0, approx_se: float = 1.0,
-              negative: int = 0, ll_nats: float = -3105.0, proposal: str = "per-point") -> AmortisationGaps:
+              negative: int = 0, ll_nats: float = -3105.0, proposal: str = "per-point",
+              converged: bool = True) -> AmortisationGaps:
     """Q1 measured: an amortisation gap `gap` +- gap_se and an approximation gap `approx` +- approx_se, nats; log p(x)
     importance-sampled from `proposal`, the graded estimate 3 nats below it."""
     per_point = ll_nats - approx
     return AmortisationGaps(
         n_images=500, dims=3072, ll_K=100, amortised_elbo=log_p_estimate(per_point - gap, 0.6),
         per_point_elbo=log_p_estimate(per_point, 0.6), log_likelihood=log_p_estimate(ll_nats, 0.8),
-        ll_proposal=proposal, graded_log_likelihood=log_p_estimate(ll_nats - 3.0, 0.5),
+        ll_proposal=proposal, graded_log_likelihood=log_p_estimate(ll_nats - 3.0, 0.5), per_point_converged=converged,
         amortisation_gap=Estimate(nats=gap, mc_se=gap_se, image_se=0.4),
         approximation_gap=Estimate(nats=approx, mc_se=approx_se, image_se=2.0), negative_images=negative,
         per_point_steps=300, stopping_rule="at most 300 Adam steps", seconds_amortised=0.02, seconds_per_point=9.0,
@@ -796,6 +797,21 @@ def test_q1_words_follow_the_approximation_gap(approx, proposal, phrase, larger)
     values = {}
     numbers.gap_outcomes(values, fake_gaps(gap=5.0, approx=approx, proposal=proposal))
     assert values["vae-gap-approximation-phrase"].startswith(phrase) and values["vae-gap-larger"].startswith(larger)
+
+
+@pytest.mark.parametrize("approx, converged, larger", [
+    (20.0, False, "of undetermined size (the per-point optimisation stopped at its step limit"),
+    (1.0, False, "larger than"),         # stopping early only shrinks the amortisation gap: "larger" still holds
+    (20.0, None, "smaller than"),        # a summary from before the flag: read as it stands
+])
+def test_q1_comparison_hedges_a_per_point_optimisation_stopped_at_its_limit(approx, converged, larger):
+    values = {}
+    g = fake_gaps(gap=5.0, approx=approx, converged=converged)
+    numbers.gap_outcomes(values, g)
+    assert values["vae-gap-larger"].startswith(larger)
+    numbers.gap_numbers(values, g, 90.0)
+    assert values.get("vae-gap-stopped") == {True: "when its tolerance was met", None: None,
+                                             False: "at its step limit, before its tolerance was met"}[converged]
 
 
 def test_q1_names_the_proposal_and_sets_the_graded_estimate_beside_it():
