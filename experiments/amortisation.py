@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from experiments import data, names, runs
-from experiments.bound import LOG_HALF_BINS
+from experiments.decoder_variance import bits_per_dim_8bit
 from experiments.diffusion import noise
 from experiments.summaries import AmortisationGaps, Estimate
 from vae_solution import DiagonalGaussianDistribution
@@ -255,9 +255,9 @@ def negative(per_image: dict) -> torch.Tensor:
 
 def _estimate(summary: dict, name: str, dims: int | None = None) -> Estimate:
     """One quantity of `gaps`' summary; with `dims`, a log-likelihood bound also as -log p(x) in bits/dim on the
-    8-bit scale [0, 256): a density on [-1, 1] gains D log 127.5 nats there (as test_bits_per_dim_8bit, vae.py)."""
+    8-bit scale [0, 256): a density on [-1, 1] gains D log 127.5 nats there (decoder_variance.bits_per_dim_8bit)."""
     nats, image_se = summary[name], summary[f"{name}_image_se"]
-    bits = None if dims is None else (dims * LOG_HALF_BINS - nats) / (dims * math.log(2))
+    bits = None if dims is None else bits_per_dim_8bit(nats, dims)
     return Estimate(nats=nats, mc_se=summary[f"{name}_mc_se"], image_se=image_se if math.isfinite(image_se) else None,
                     bits_per_dim=bits)
 
