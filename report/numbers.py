@@ -786,6 +786,7 @@ def spectrum_numbers(values: dict[str, str], slot: str, results: list[summaries.
         put("align-spread", al.chance_spread, scientific)
         put("align-excess", al.excess, lambda v: number(v, ".2f"))
         put("align-cos-chance", al.cos_chance, lambda v: number(v, ".2f"))
+        put("align-cos-chance-se", al.cos_chance_se, scientific)
         put("align-cos-excess", al.cos_excess, lambda v: number(v, ".2f"))
         put("align-rotations", al.rotations, str)
     values[f"{slot}-align-verdict"] = ALIGNMENT_WORDS[alignment_verdict(al)]
