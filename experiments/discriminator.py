@@ -47,9 +47,10 @@ def jsd_estimate(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> float:
     """3.1's estimator on held-out logits: log 2 + 1/2 mean_{x~p1} log D(x) + 1/2 mean_{x~p0} log(1 - D(x)).
 
     logits_real: (N1,) logits h of real images (p1); logits_fake: (N0,) of model samples (p0).
-    Equal to log 2 minus D's balanced binary cross-entropy. Nothing is clipped, so it can fall
-    below 0 (an overfitted D) but never exceeds log 2. For D != D* its expectation is a lower
-    bound on JSD(p0, p1) (3.1); h = 0 everywhere gives exactly 0.
+    Equal to log 2 minus D's balanced binary cross-entropy. Nothing is clipped: JSD(p0, p1) lies in [0, log 2],
+    and the estimate never exceeds log 2 but falls below 0 when D does worse on held-out images than the
+    constant D = 1/2 (an overfitted D); a negative estimate is reported as it is. For D != D* its expectation
+    is a lower bound on JSD(p0, p1) (3.1); h = 0 everywhere gives exactly 0.
     """
     log_D, log_1mD = jsd_terms(logits_real, logits_fake)
     return math.log(2) + 0.5 * log_D.mean().item() + 0.5 * log_1mD.mean().item()
@@ -145,24 +146,46 @@ def discriminator_logits(
 
 # --------------------------------------------------------------------------- rejection sampling (3.2)
 
-def rejection_sample(
-    fake_uint8: torch.Tensor, logits_fake: torch.Tensor, generator: torch.Generator
-) -> tuple[torch.Tensor, float, torch.Tensor]:
+DRS_EPSILON = 1e-6          # Azadi et al.'s epsilon: keeps F finite for the sample with the largest logit
+GAMMA_QUANTILE = None       # the default: no gamma shift, the exact rule when D = D* (Azadi et al. used 0.95)
+
+
+def acceptance(logits_fake: torch.Tensor, gamma_quantile: float | None = GAMMA_QUANTILE) -> torch.Tensor:
+    """DRS's acceptance probabilities (N,) float64 on the CPU for samples with logits h (N,).
+
+    Without a shift (gamma_quantile None): w_i / max_j w_j = exp(h_i - max_j h_j), 3.2's weight w = e^h over its
+    largest, so the accepted samples follow p1 exactly when h = h* and the maximum bounds w on p0's support.
+    With one (Azadi et al., 2019, "Discriminator Rejection Sampling", ICLR, Algorithm 1): with d_i = h_i - max_j h_j,
+        F_i = d_i - log(1 - exp(d_i - epsilon)) - gamma,   p_i = sigmoid(F_i),
+    which is exp(d_i) for gamma = 0 (and epsilon -> 0), and gamma = the gamma_quantile quantile of F over these
+    samples (Azadi et al.: the 95th percentile): a fraction 1 - gamma_quantile of them is accepted with probability
+    above 1/2. That raises the acceptance of a set whose weights are dominated by a few samples (gamma < 0) and
+    lowers it where many samples come near the largest weight (gamma > 0), at the price of exactness: the
+    accepted samples no longer follow p1 even with D = D*.
+    """
+    h = logits_fake.detach().to("cpu", torch.float64)
+    d = h - h.max()                                             # log(w_i / max_j w_j) <= 0
+    if gamma_quantile is None:
+        return d.exp()
+    if not 0 < gamma_quantile < 1:
+        raise ValueError(f"gamma_quantile must be in (0, 1) or None (no shift), got {gamma_quantile}")
+    F = d - torch.log(-torch.expm1(d - DRS_EPSILON))            # log(1 - e^{d - eps}), stable for d <= 0
+    return torch.sigmoid(F - torch.quantile(F, gamma_quantile))
+
+
+def rejection_sample(fake_uint8: torch.Tensor, logits_fake: torch.Tensor, generator: torch.Generator,
+                     gamma_quantile: float | None = GAMMA_QUANTILE) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Discriminator rejection sampling: (accepted images (M, ...), accepted fraction M / N, mask (N,) bool).
 
-    With 3.2's importance weight w = D / (1 - D) = e^h (an estimate of f1 / f0), sample i of
-    fake_uint8 (N, ...) is accepted with probability w_i / max_j w_j = exp(h_i - max_j h_j),
-    computed in log space, so the sample with the largest logit is always accepted (M >= 1).
-    If h = h* and the maximum bounds w on p0's support, the accepted samples follow p1 exactly.
-    This is the basic DRS of Azadi et al. (2019): no gamma shift of the acceptance logit, and
-    max_j over the given set instead of a separate burn-in set.
+    Sample i of fake_uint8 (N, ...) is accepted with probability `acceptance(logits_fake, gamma_quantile)`_i;
+    without the gamma shift the sample with the largest logit is always accepted (M >= 1). The maximum is taken
+    over the given set, not over a separate burn-in set as Azadi et al. do.
     Uniforms are drawn on the CPU from `generator`; the result stays on fake_uint8's device.
     """
     if logits_fake.shape != fake_uint8.shape[:1]:
         raise ValueError(f"logits_fake must have shape ({len(fake_uint8)},), got {tuple(logits_fake.shape)}")
-    h = logits_fake.detach().to("cpu", torch.float64)
-    log_accept = h - h.max()  # log(w_i / max_j w_j) <= 0
-    accept = torch.rand(len(h), generator=generator, dtype=torch.float64) < log_accept.exp()  # (N,)
+    p = acceptance(logits_fake, gamma_quantile)
+    accept = torch.rand(len(p), generator=generator, dtype=torch.float64) < p  # (N,)
     return fake_uint8[accept.to(fake_uint8.device)], accept.double().mean().item(), accept
 
 
@@ -210,6 +233,7 @@ def measure(
     batch_size: int = 128,
     n_boot: int = 1000,
     level: float = 0.95,
+    gamma_quantile: float | None = GAMMA_QUANTILE,
 ) -> tuple[DiscriminatorResult, dict]:
     """JSD(model, data) through a trained discriminator D, and what discriminator rejection sampling (DRS) changes:
     splits real (p1) and fake (p0) uint8 images (N, 3, 32, 32) into train / held-out halves, trains D on the
@@ -218,7 +242,8 @@ def measure(
     accepted ones and a random subset of the accepted size (the FID is biased upwards for small sets, so the
     subset is the fair reference); and the JSD of the accepted samples and of that subset, each through a fresh
     discriminator (same recipe and seed) trained on the train halves selected the same way: D itself would be
-    optimistic, it chose the accepted images. Also returns the figure's data (`figure_data`).
+    optimistic, it chose the accepted images. DRS uses Azadi et al.'s gamma shift at `gamma_quantile` (None: no
+    shift, the default; see `acceptance`). Also returns the figure's data (`figure_data`).
     """
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
@@ -236,8 +261,8 @@ def measure(
 
     model = fit(fake_train)
     h_real, h_fake = logits(model, real_test), logits(model, fake_test)  # (N1,), (N0,)
-    accepted, fraction, mask = rejection_sample(fake_test, h_fake, generator)
-    accepted_train = rejection_sample(fake_train, logits(model, fake_train), generator)[0]
+    accepted, fraction, mask = rejection_sample(fake_test, h_fake, generator, gamma_quantile)
+    accepted_train = rejection_sample(fake_train, logits(model, fake_train), generator, gamma_quantile)[0]
     subset, subset_train = (random_subset(x, len(a), generator) for x, a in ((fake_test, accepted),
                                                                               (fake_train, accepted_train)))
     fid = frechet_to(digits_classifier, real_test, device)
@@ -246,7 +271,7 @@ def measure(
         fid_samples=fid(fake_test), fid_accepted=fid(accepted), fid_subset=fid(subset),
         jsd_accepted=refit_jsd(accepted_train, accepted), jsd_subset=refit_jsd(subset_train, subset),
         n_real_train=len(real_train), n_fake_train=len(fake_train), n_real_test=len(real_test),
-        n_fake_test=len(fake_test), epochs=epochs, seconds=time.perf_counter() - start)
+        n_fake_test=len(fake_test), epochs=epochs, seconds=time.perf_counter() - start, gamma_quantile=gamma_quantile)
     return result, figure_data(h_real, h_fake, mask, fake_test)
 
 

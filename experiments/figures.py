@@ -607,7 +607,8 @@ def spectrum(run_dir: str | Path) -> Path:
         c.axis("off")
     else:
         c.plot(epochs, [r.alignment.diagonal_fraction for r in results], marker="o", ms=3, label="W_p in F's basis")
-        c.axhline(results[-1].alignment.chance, color="tab:gray", ls=":", label="chance, 1/r")
+        c.plot(epochs, [r.alignment.chance for r in results], color="tab:gray", ls=":",
+               label="chance: the same W_p in a random basis")
         c.set(xlabel="epoch", ylabel="diagonal fraction", ylim=(0, 1.02), title="predictor aligned with F")
         c.legend(frameon=False)
     for ax in (b, c):

@@ -10,6 +10,7 @@ alignment of the predictor's linear map with F's eigenvectors.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -73,7 +74,40 @@ def predictor_linear_map(predictor: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return W_p.detach()
 
 
-def alignment(W_p: torch.Tensor, eigvecs: torch.Tensor, k: int) -> Alignment:
+ROTATIONS = 16   # random bases of F's eigenspace drawn for the chance levels' Monte Carlo parts
+
+
+def diagonal_share_chance(M: torch.Tensor) -> float:
+    """E ||diag(R^T M R)||^2 / ||M||_F^2 over R Haar-distributed on O(r), M (r, r): the diagonal share of M in a
+    uniformly random orthonormal basis, in closed form,
+
+        (tr(M)^2 + tr(M^2) + ||M||_F^2) / ((r + 2) ||M||_F^2).
+
+    Derivation: R^T M R has Frobenius norm ||M||_F, and each column q of R is uniform on the sphere, where
+    q^T M q = q^T S q with S = (M + M^T) / 2 and E (q^T S q)^2 = (tr(S)^2 + 2 tr(S^2)) / (r (r + 2)) (the fourth
+    moments of the sphere); tr S = tr M and 2 tr(S^2) = tr(M^2) + ||M||_F^2. It is 1 for M = c I, about 1/r for
+    i.i.d. entries, and large for a near-identity or positive semi-definite M, whatever its eigenvectors.
+    """
+    frobenius = M.square().sum()
+    return ((M.trace() ** 2 + (M @ M).trace() + frobenius) / ((len(M) + 2) * frobenius)).item()
+
+
+def excess(statistic: float, chance: float) -> float | None:
+    """(statistic - chance) / (1 - chance): 0 at chance level, 1 for full alignment; None when chance is 1 (W_p a
+    multiple of the identity on span(U), which shares every basis: alignment is then undefined)."""
+    return None if 1 - chance < 1e-9 else (statistic - chance) / (1 - chance)
+
+
+def haar(r: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+    """R (r, r) float64 on `device`, Haar-distributed on O(r): QR of a Gaussian matrix (drawn on the CPU from
+    `generator`, so the same on every device), columns' signs fixed by diag(R) (Mezzadri, 2007, "How to generate
+    random matrices from the classical compact groups")."""
+    Q, R = torch.linalg.qr(torch.randn(r, r, generator=generator, dtype=torch.float64).to(device))
+    return Q * torch.sign(R.diagonal())
+
+
+def alignment(W_p: torch.Tensor, eigvecs: torch.Tensor, k: int, *, rotations: int = ROTATIONS,
+              seed: int = 0) -> Alignment:
     """How far W_p (d, d) shares the eigenvectors of F (a summaries.Alignment); the top k of them one by one.
 
     eigvecs U (d, r), r <= d orthonormal columns: F's eigenvectors, largest eigenvalue first. Pass only
@@ -85,19 +119,51 @@ def alignment(W_p: torch.Tensor, eigvecs: torch.Tensor, k: int) -> Alignment:
       diagonal_fraction   ||diag(M)||^2 / ||M||_F^2 with M = U^T W_p U (r, r), W_p within span(U): 1
                           exactly when that is diagonal in F's eigenbasis (W_p commutes with F, for
                           distinct eigenvalues)
-      chance              1 / r, the expected diagonal fraction of a matrix with i.i.d. entries
+      mean_abs_cos        the mean of |cosines|
+    Each statistic is compared with its chance level: its expectation for the same W_p when F's eigenbasis is
+    replaced by a uniformly random orthonormal basis U R of the same span (R Haar on O(r); when r = d, as with
+    N >= d images, a uniformly random eigenbasis of R^d). A map whose eigenvectors have nothing to do with F
+    lands there, and that level depends on W_p: 1 for W_p = I, near 1/r only for a map with i.i.d. entries, far
+    above 1/r for a nearly symmetric positive semi-definite W_p (what DirectPred finds SimSiam's predictor to be).
+      chance              the diagonal fraction's, in closed form (`diagonal_share_chance`)
+      cos_chance          mean |cos|'s, by Monte Carlo over `rotations` random bases (seeded by `seed`), every
+                          column a draw; cos_chance_se its standard error (across the rotations)
+      chance_spread       the standard deviation of the diagonal fraction over those random bases, and
+      cos_chance_spread   that of a mean |cos| over k of their columns: how far from chance an unrelated map lands
+      excess, cos_excess  (statistic - chance) / (1 - chance) (`excess`), 1 when fully aligned
     Within a degenerate eigenspace of F the basis is arbitrary too, so there these read low even for a
-    commuting W_p. The identity (no predictor) scores 1 trivially.
+    commuting W_p. Cost: `rotations` QR factorisations and 2 products of r x r matrices, in float64 on U's device
+    (1.0 s at r = 256 on one thread of this 2-core CPU, shared with other work).
     """
     d, r = eigvecs.shape
     if W_p.shape != (d, d) or not 1 <= k <= r:
         raise ValueError(f"need W_p ({d}, {d}) and 1 <= k <= {r}, got {tuple(W_p.shape)} and k={k}")
+    if rotations < 2:
+        raise ValueError(f"rotations must be >= 2 (the chance levels' spread needs two), got {rotations}")
     U = eigvecs.double()
     W_p = W_p.double().to(U.device)
+    tiny = torch.finfo(torch.float64).tiny
     M = U.T @ W_p @ U  # (r, r): W_p in F's eigenbasis
-    cosines = M.diagonal()[:k] / (W_p @ U[:, :k]).norm(dim=0).clamp_min(torch.finfo(torch.float64).tiny)
-    return Alignment(cosines=cosines.tolist(), diagonal=M.diagonal()[:k].tolist(),
-                     diagonal_fraction=(M.diagonal().square().sum() / M.square().sum()).item(), chance=1 / r)
+    WU = W_p @ U       # (d, r): W_p u_i, column i
+    cosines = M.diagonal()[:k] / WU[:, :k].norm(dim=0).clamp_min(tiny)
+    fraction = (M.diagonal().square().sum() / M.square().sum().clamp_min(tiny)).item()
+    generator = torch.Generator().manual_seed(seed)
+    fractions, abs_cos = [], []
+    for _ in range(rotations):  # random bases U R of span(U)
+        R = haar(r, generator, U.device)                                    # (r, r)
+        diagonal = (R * (M @ R)).sum(0)                                     # (r,) r_i^T M r_i
+        fractions.append((diagonal.square().sum() / M.square().sum().clamp_min(tiny)).item())
+        abs_cos.append((diagonal / (WU @ R).norm(dim=0).clamp_min(tiny)).abs())  # (r,) |cos(W_p U r_i, U r_i)|
+    abs_cos = torch.stack(abs_cos)                                          # (rotations, r)
+    groups = abs_cos[:, : r // k * k].reshape(-1, k).mean(1)                # null draws of a mean over k columns
+    chance, cos_chance = diagonal_share_chance(M), abs_cos.mean().item()
+    mean_abs_cos = cosines.abs().mean().item()
+    return Alignment(
+        cosines=cosines.tolist(), diagonal=M.diagonal()[:k].tolist(), diagonal_fraction=fraction, chance=chance,
+        chance_spread=torch.tensor(fractions).std().item(), excess=excess(fraction, chance),
+        mean_abs_cos=mean_abs_cos, cos_chance=cos_chance,
+        cos_chance_se=(abs_cos.mean(1).std() / math.sqrt(rotations)).item(),
+        cos_chance_spread=groups.std().item(), cos_excess=excess(mean_abs_cos, cos_chance), rotations=rotations)
 
 
 # --------------------------------------------------------------------------- the measurement

@@ -369,7 +369,7 @@ class AmortisationGaps(Schema):
     ll_K: int                         # importance samples of the log-likelihood
     amortised_elbo: Estimate          # ELBO of the encoder's q_phi(z|x)
     per_point_elbo: Estimate          # ELBO of the per-point optimum q*_x
-    log_likelihood: Estimate          # K-sample importance-weighted log p(x)
+    log_likelihood: Estimate          # K-sample importance-weighted log p(x), proposal ll_proposal
     amortisation_gap: Estimate        # per-point - amortised ELBO (>= 0 by Q1.3)
     approximation_gap: Estimate       # log-likelihood - per-point ELBO (KL(q*_x || p(z|x)), the family's cost)
     negative_images: int              # images whose gap is negative beyond Monte Carlo error (amortisation.negative)
@@ -378,9 +378,14 @@ class AmortisationGaps(Schema):
     seconds_amortised: float          # one encoder pass over the images (the amortised inference)
     seconds_per_point: float          # the per-point optimisation, encoder pass included (Q1.4b)
     seconds: float                    # the whole measurement, log-likelihood and test draws included
+    # The proposal of log_likelihood: "per-point" (q*_x) or "encoder" (q_phi, the graded estimate, whose slack grows
+    # with the amortisation gap and biases the approximation gap low; summaries written before "per-point" existed).
+    ll_proposal: str = "encoder"
+    per_point_converged: bool | None = None  # the per-point optimisation met its tolerance (False: its step limit)
+    graded_log_likelihood: Estimate | None = None  # VAE.log_likelihood (q_phi, ll_K draws) on the same images
 
-    NESTED: ClassVar = _estimates("amortised_elbo", "per_point_elbo", "log_likelihood", "amortisation_gap",
-                                  "approximation_gap")
+    NESTED: ClassVar = _estimates("amortised_elbo", "per_point_elbo", "log_likelihood", "graded_log_likelihood",
+                                  "amortisation_gap", "approximation_gap")
 
 
 @dataclass(kw_only=True)
@@ -430,6 +435,7 @@ class DiscriminatorResult(Schema):
     n_fake_test: int                  # held-out samples
     epochs: int                       # training epochs of each discriminator
     seconds: float                    # wall time of the whole measurement (three discriminators)
+    gamma_quantile: float | None = None  # DRS's gamma shift (Azadi et al.) at this quantile of F; None: no shift
 
     NESTED: ClassVar = {"jsd": Interval.from_dict, "jsd_accepted": Interval.from_dict,
                         "jsd_subset": Interval.from_dict}
@@ -444,9 +450,19 @@ SPECTRUM_FOLDER = "spectrum"  # artifacts/spectrum/epoch_NNN.json: one SpectrumR
 class Alignment(Schema):
     """experiments.spectrum.alignment: the predictor's linear map W_p in the eigenbasis U of F, M = U^T W_p U."""
     diagonal_fraction: float          # ||diag M||^2 / ||M||_F^2: 1 when W_p shares F's eigenvectors
-    chance: float                     # 1 / d, its expected value for a map with i.i.d. entries
+    chance: float                     # its expectation for the same W_p in a uniformly random basis of span(U),
+    #                                   closed form (1 / d, a map with i.i.d. entries, where chance_spread is None)
     cosines: list[float]              # cos(W_p u_i, u_i) for F's top eigenvectors u_i, largest first
     diagonal: list[float]             # u_i^T W_p u_i for the same u_i
+    # None in summaries written while the chance level was 1 / d:
+    chance_spread: float | None = None     # SD of the diagonal fraction over random bases (Monte Carlo)
+    excess: float | None = None            # (diagonal_fraction - chance) / (1 - chance); None also when chance = 1
+    mean_abs_cos: float | None = None      # mean |cosines|
+    cos_chance: float | None = None        # its expectation in a random basis (Monte Carlo) ...
+    cos_chance_se: float | None = None     # ... with this standard error ...
+    cos_chance_spread: float | None = None  # ... and this SD of a mean over as many random-basis columns
+    cos_excess: float | None = None        # (mean_abs_cos - cos_chance) / (1 - cos_chance)
+    rotations: int | None = None           # random bases in the Monte Carlo
 
 
 @dataclass(kw_only=True)

@@ -497,13 +497,25 @@ def _estimate_numbers(values: dict[str, str], key: str, e: Estimate, dims: int |
 
 def gap_numbers(values: dict[str, str], g: AmortisationGaps, train_seconds: float | None) -> None:
     """Q1.3-1.4 on the VAE: the three estimates and two gaps, in nats and bits/dim, and their times (1.4b)."""
-    for key, e in (("amortised", g.amortised_elbo), ("per-point", g.per_point_elbo), ("ll", g.log_likelihood)):
-        _estimate_numbers(values, f"vae-gap-{key}", e, g.dims)
+    for key, e in (("amortised", g.amortised_elbo), ("per-point", g.per_point_elbo), ("ll", g.log_likelihood),
+                   ("graded", g.graded_log_likelihood)):
+        if e is not None:
+            _estimate_numbers(values, f"vae-gap-{key}", e, g.dims)
+    values["vae-gap-proposal"] = LL_PROPOSALS.get(g.ll_proposal, escape(g.ll_proposal))
+    if g.graded_log_likelihood is not None:
+        graded, se = g.graded_log_likelihood, math.hypot(g.graded_log_likelihood.mc_se, g.log_likelihood.mc_se)
+        difference = number(abs(g.log_likelihood.nats - graded.nats), ".2f")
+        values["vae-gap-graded-versus"] = compare(
+            graded.nats, g.log_likelihood.nats, tolerance=WITHIN_SE * se, higher=f"{difference}~nats above",
+            lower=f"{difference}~nats below", same=f"within {WITHIN_SE} Monte Carlo standard errors of")
     _estimate_numbers(values, "vae-gap-amortisation", g.amortisation_gap)
     _estimate_numbers(values, "vae-gap-approximation", g.approximation_gap)
     put = _putter(values, "vae-gap")
     for key, count in (("n", g.n_images), ("k", g.ll_K), ("steps", g.per_point_steps)):
         put(key, count, str)
+    if g.per_point_converged is not None:
+        values["vae-gap-stopped"] = ("when its tolerance was met" if g.per_point_converged else
+                                     "at its step limit, before its tolerance was met")
     put("rule", g.stopping_rule, escape)
     for key, seconds in (("seconds-amortised", g.seconds_amortised), ("seconds-per-point", g.seconds_per_point),
                          ("seconds", g.seconds)):
@@ -539,18 +551,47 @@ def gap_outcomes(values: dict[str, str], g: AmortisationGaps) -> None:
         f"{k} of the {n} images have a gap below $-{WITHIN_SE}$ of their own Monte Carlo standard errors: there "
         "the optimum chosen on the evaluation noise did worse on fresh noise, so the optimisation had not converged")
     approx, se = g.approximation_gap.nats, WITHIN_SE * g.approximation_gap.mc_se
+    per_point = g.ll_proposal == "per-point"
     values["vae-gap-approximation-phrase"] = (
         "positive: even the best diagonal Gaussian misses the true posterior, the cost of the family itself"
         if approx > se else
         "zero within Monte Carlo error: as far as the importance-sampled estimate can tell, the best diagonal "
         "Gaussian is the true posterior" if approx >= -se else
+        "negative beyond Monte Carlo error, which no posterior allows (it is a KL divergence): the importance "
+        "weights are heavier-tailed than their standard error assumes, so this estimate cannot be trusted"
+        if per_point else
         f"negative beyond Monte Carlo error: the estimate $\\log p_K(\\mathbf{{x}})\\le\\log p(\\mathbf{{x}})$ "
         f"with $K={g.ll_K}$ draws from the encoder's $q$ falls below the per-point ELBO, so the importance sampling "
         "is too loose to see this gap")
-    values["vae-gap-larger"] = compare(gap, approx, higher="larger than", lower="smaller than",
-                                       tolerance=WITHIN_SE * math.hypot(g.amortisation_gap.mc_se,
-                                                                        g.approximation_gap.mc_se),
-                                       same="about as large as")
+    values["vae-gap-larger"] = gap_comparison(gap, approx, math.hypot(g.amortisation_gap.mc_se,
+                                                                      g.approximation_gap.mc_se), per_point,
+                                              g.per_point_converged is not False)
+
+
+LL_PROPOSALS = {
+    "per-point": "the per-point optimum $q^*_{\\mathbf{x}}$, whose importance weights are nearly constant when it is "
+                 "close to the posterior",
+    "encoder": "the encoder's $q_\\phi$ (a measurement made before the proposal was $q^*_{\\mathbf{x}}$): its slack "
+               "grows with the amortisation gap, so the approximation gap below is biased low"}
+
+
+def gap_comparison(amortisation: float, approximation: float, se: float, per_point_proposal: bool,
+                   converged: bool) -> str:
+    """Completes "The amortisation gap is ... the approximation gap", within WITHIN_SE standard errors `se` of their
+    difference. Their sum, log p(x) - ELBO(q_phi), does not depend on q*_x, and each bias moves one way: with the
+    encoder's q_phi as the proposal (older summaries) the approximation gap is biased low, so only "smaller than"
+    can be read; a per-point optimisation stopped at its step limit (not `converged`) moves part of the amortisation
+    gap into the approximation gap, so only "larger than" can."""
+    tolerance = WITHIN_SE * se
+    if abs(amortisation - approximation) <= tolerance:
+        return f"not distinguishable (within {WITHIN_SE} standard errors) from"
+    larger = amortisation > approximation
+    if larger and not per_point_proposal:
+        return "of undetermined size (the approximation gap's estimate is biased low) relative to"
+    if not larger and not converged:
+        return ("of undetermined size (the per-point optimisation stopped at its step limit, which leaves part of the "
+                "amortisation gap in the approximation gap) relative to")
+    return "larger than" if larger else "smaller than"
 
 
 BOUND_TERMS = {"reconstruction": "the decoder term $L_0$", "denoising": "the denoising terms $\\sum_{t=2}^T L_{t-1}$",
@@ -606,8 +647,13 @@ def bound_against_vae(values: dict[str, str], b: VariationalBound, g: Amortisati
 # --------------------------------------------------------------------------- Part III: the theory on our models
 
 FID_SAME_WITHIN = 0.05        # classifier-FIDs within this fraction of each other count as "about the same"
-ALIGNED_ABOVE = 0.5           # diagonal fraction of W_p in F's eigenbasis above which the predictor is "aligned"
-PARTLY_ALIGNED_TIMES = 10     # ... and above this many times chance (1/d), "partly aligned"
+# The predictor's alignment is read on the excess of W_p's diagonal fraction in F's eigenbasis over its chance level
+# (its expectation for the same W_p in a uniformly random basis, experiments.spectrum.alignment), 0 at chance and 1
+# when fully aligned, and only where the fraction lies beyond ALIGNED_SPREADS standard deviations of its spread over
+# random bases (an unrelated map lands within them):
+ALIGNED_EXCESS = 0.5          # excess above which the predictor is "aligned" ...
+PARTLY_ALIGNED_EXCESS = 0.1   # ... above which "partly aligned"
+ALIGNED_SPREADS = 3
 SPECTRUM_COLLAPSED_BELOW = 0.25  # effective rank or tr F below this fraction of the baseline's: "collapsed"
 # What the linear model of Question 4 predicts for an ablation's spectrum: (what was removed, the prediction).
 COLLAPSE_PREDICTED = {"no-stop-grad": ("the stop-gradient", "4.3"),
@@ -626,8 +672,8 @@ def scientific(x: float) -> str:
 
 def measured_q3_q4_numbers(values: dict[str, str], runs: dict[str, RunFolder | None]) -> None:
     """Part III: Question 3 on the VAE and DDPM samples, Question 4 on the SimSiam runs."""
-    values.update({"fid-same-within": percent(FID_SAME_WITHIN, 0), "aligned-above": str(ALIGNED_ABOVE),
-                   "partly-aligned-times": str(PARTLY_ALIGNED_TIMES),
+    values.update({"fid-same-within": percent(FID_SAME_WITHIN, 0), "aligned-excess": str(ALIGNED_EXCESS),
+                   "partly-aligned-excess": str(PARTLY_ALIGNED_EXCESS), "aligned-spreads": str(ALIGNED_SPREADS),
                    "spectrum-collapsed-below": str(SPECTRUM_COLLAPSED_BELOW)})
     for slot in ("vae", "ddpm"):
         run = runs.get(slot)
@@ -660,8 +706,8 @@ def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.Discri
         put(key, interval.estimate, lambda v: number(v, ".3f"))
         put(f"{key}-interval", interval, lambda i: f"[{number(i.low, '.3f')}, {number(i.high, '.3f')}]")
     put("level", r.jsd.level, lambda v: percent(v, 0))
-    put("jsd-bound-word", r.jsd.low, lambda low: "clearly above 0: the discriminator found a difference" if low > 0
-        else "not clearly above 0: the discriminator found no reliable difference")
+    values[f"{slot}-drs-jsd-bound-word"] = jsd_word(r.jsd)
+    values[f"{slot}-drs-rule"] = drs_rule(r.gamma_quantile)
     put("accepted", r.accepted_fraction, percent)
     for key, count in (("n-accepted", r.n_accepted), ("n-test", r.n_fake_test), ("n-train", r.n_fake_train),
                        ("epochs", r.epochs)):
@@ -679,6 +725,26 @@ def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.Discri
     values[f"{slot}-drs-jsd-word"] = ("below" if a.high < s.low else "above" if a.low > s.high
                                       else "within the bootstrap intervals of")
     values[f"{slot}-drs-verdict"] = drs_verdict(closer_fid, a.high < s.low)
+
+
+def jsd_word(jsd: summaries.Interval) -> str:
+    """What the held-out JSD estimate says: clearly above 0, negative (reported as measured, not clipped), or
+    not clearly above 0."""
+    if jsd.low > 0:
+        return "clearly above 0: the discriminator found a difference"
+    if jsd.estimate < 0:
+        return ("negative: on the held-out images the discriminator did worse than the constant $D=1/2$ (it fitted "
+                "its training half too closely), so it found no difference; the JSD itself is not negative, and the "
+                "estimate is reported as measured, not clipped at 0")
+    return "not clearly above 0: the discriminator found no reliable difference"
+
+
+def drs_rule(gamma_quantile: float | None) -> str:
+    """How the measurement's DRS chose its acceptance probabilities, in words."""
+    if gamma_quantile is None:
+        return "$e^{h(x)-\\max h}$, without Azadi et al.'s shift $\\gamma$ (the exact rule when $D=D^*$)"
+    return (f"Azadi et al.'s $\\sigma(F(x)-\\gamma)$, $\\gamma$ the {percent(gamma_quantile, 0)} quantile of $F$ "
+            "over the samples (no longer exact when $D=D^*$)")
 
 
 def drs_verdict(closer_fid: bool | None, closer_jsd: bool) -> str:
@@ -712,19 +778,46 @@ def spectrum_numbers(values: dict[str, str], slot: str, results: list[summaries.
     if al is None:
         return
     put("align-fraction", al.diagonal_fraction, lambda v: number(v, ".3f"))
-    put("align-chance", al.chance, lambda v: number(v, ".2g"))
-    put("align-r", round(1 / al.chance), str)
-    put("align-times-chance", al.diagonal_fraction / al.chance, scientific)
+    put("align-chance", al.chance, lambda v: number(v, ".3f"))
+    put("align-r", min(last.n, last.d), str)
     put("align-cos", sum(abs(c) for c in al.cosines) / len(al.cosines), lambda v: number(v, ".2f"))
     put("align-k", len(al.cosines), str)
-    if al.diagonal_fraction > ALIGNED_ABOVE:
-        values[f"{slot}-align-verdict"] = "aligned with F's eigenvectors, as DirectPred observed"
-    elif al.diagonal_fraction > PARTLY_ALIGNED_TIMES * al.chance:
-        values[f"{slot}-align-verdict"] = ("partly aligned with F's eigenvectors: more than chance, short of the "
-                                           "alignment DirectPred observed")
-    else:
-        values[f"{slot}-align-verdict"] = ("not aligned with F's eigenvectors (chance level), unlike what DirectPred "
-                                           "observed after long training")
+    if al.chance_spread is not None:
+        put("align-spread", al.chance_spread, scientific)
+        put("align-excess", al.excess, lambda v: number(v, ".2f"))
+        put("align-cos-chance", al.cos_chance, lambda v: number(v, ".2f"))
+        put("align-cos-chance-se", al.cos_chance_se, scientific)
+        put("align-cos-excess", al.cos_excess, lambda v: number(v, ".2f"))
+        put("align-rotations", al.rotations, str)
+    values[f"{slot}-align-verdict"] = ALIGNMENT_WORDS[alignment_verdict(al)]
+
+
+ALIGNMENT_WORDS = {
+    "aligned": "aligned with F's eigenvectors, as DirectPred observed",
+    "partly aligned": "partly aligned with F's eigenvectors: beyond chance, short of the alignment DirectPred observed",
+    "not aligned": "not aligned with F's eigenvectors: its diagonal fraction is what a random eigenbasis gives the "
+                   "same map, unlike what DirectPred observed after long training",
+    "undefined": "a multiple of the identity on F's eigenspace, which shares every basis, so its alignment is "
+                 "undefined",
+    "unknown": "of unknown alignment: this measurement compared its diagonal fraction with 1/r, which is the chance "
+               "level only of a map with independent entries; rerun the run to measure it against the chance level "
+               "of its own map"}
+
+
+def alignment_verdict(al: summaries.Alignment) -> str:
+    """A key of ALIGNMENT_WORDS: "aligned" / "partly aligned" when the diagonal fraction lies beyond ALIGNED_SPREADS
+    spreads of its chance level and its excess exceeds ALIGNED_EXCESS / PARTLY_ALIGNED_EXCESS, else "not aligned";
+    "undefined" at a chance level of 1, "unknown" for a summary measured against 1/r (no spread recorded)."""
+    if al.chance_spread is None:
+        return "unknown"
+    if al.excess is None:
+        return "undefined"
+    beyond = al.diagonal_fraction - al.chance > ALIGNED_SPREADS * al.chance_spread
+    if beyond and al.excess > ALIGNED_EXCESS:
+        return "aligned"
+    if beyond and al.excess > PARTLY_ALIGNED_EXCESS:
+        return "partly aligned"
+    return "not aligned"
 
 
 def collapse_numbers(values: dict[str, str], slot: str, r: summaries.SpectrumResult,

@@ -93,6 +93,29 @@ def test_rejection_sampling_keeps_the_argmax_and_all_of_a_constant_set():
     assert fraction == 1.0 and torch.equal(accepted, x)
 
 
+def test_gamma_shift_follows_azadi_et_al_and_raises_the_acceptance_of_a_skewed_set():
+    # a set whose weights e^h are dominated by a few samples: there the shift raises the acceptance
+    """F = d - log(1 - e^{d - eps}) - gamma, d = h - max h, accepted with probability sigmoid(F), gamma the chosen
+    quantile of F (Azadi et al. 2019, Algorithm 1), by hand in numpy; without the shift, e^d."""
+    import numpy as np
+    h = torch.randn(400, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3   # a few large weights
+    d = (h - h.max()).numpy()
+    F = d - np.log(1 - np.exp(d - disc.DRS_EPSILON))
+    gamma = np.quantile(F, 0.95)
+    shifted = disc.acceptance(h, 0.95)
+    assert shifted.numpy() == pytest.approx(1 / (1 + np.exp(-(F - gamma))), rel=1e-12)
+    assert (shifted > 0.5).double().mean().item() == pytest.approx(0.05, abs=1 / 400)
+    assert torch.equal(disc.acceptance(h), torch.exp(h - h.max()))
+    below = d < -1e-3                                                # gamma = 0: sigmoid(F) = e^d, epsilon aside
+    assert (1 / (1 + np.exp(-F)))[below] == pytest.approx(np.exp(d)[below], rel=1e-3)
+    assert shifted.mean() > 5 * disc.acceptance(h).mean()             # the shift's purpose, on this skewed set
+    g = torch.Generator().manual_seed(1)
+    _, fraction, mask = disc.rejection_sample(torch.arange(400), h, g, gamma_quantile=0.95)
+    assert fraction == mask.double().mean().item() and abs(fraction - shifted.mean().item()) < 4 * 0.5 / 20
+    with pytest.raises(ValueError, match="gamma_quantile"):
+        disc.acceptance(h, 1.5)
+
+
 def _images(n: int, low: int, high: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(low, high, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
@@ -138,6 +161,12 @@ def test_measure_end_to_end_on_a_model_that_mixes_in_dark_images():
     assert shown["least_real"].float().mean() < 60
     again, _ = disc.measure(real, fake, digits, epochs=4, batch_size=32, n_boot=100, seed=0)
     assert dataclasses.replace(again, seconds=0) == dataclasses.replace(out, seconds=0)  # deterministic in seed
+    assert out.gamma_quantile is None                                                     # the default: no shift
+    shifted, _ = disc.measure(real, fake, digits, epochs=4, batch_size=32, n_boot=100, seed=0, gamma_quantile=0.5)
+    assert shifted.gamma_quantile == 0.5 and shifted.jsd == out.jsd                       # same D, another DRS
+    expected = disc.acceptance(shown["logits_fake"], 0.5).mean().item()                   # half of them above 1/2
+    assert abs(shifted.accepted_fraction - expected) < 4 * 0.5 / 8
+    assert shifted.accepted_fraction != out.accepted_fraction
 
 
 def test_result_round_trips_through_json_with_no_accepted_fid():

@@ -164,12 +164,15 @@ def log_p_estimate(nats: float, mc_se: float) -> Estimate:
 
 
 def fake_gaps(gap: float = 5.0, gap_se: float = 0.5, approx: float = 20.0, approx_se: float = 1.0,
-              negative: int = 0, ll_nats: float = -3105.0) -> AmortisationGaps:
-    """Q1 measured: an amortisation gap `gap` +- gap_se and an approximation gap `approx` +- approx_se, nats."""
+              negative: int = 0, ll_nats: float = -3105.0, proposal: str = "per-point",
+              converged: bool = True) -> AmortisationGaps:
+    """Q1 measured: an amortisation gap `gap` +- gap_se and an approximation gap `approx` +- approx_se, nats; log p(x)
+    importance-sampled from `proposal`, the graded estimate 3 nats below it."""
     per_point = ll_nats - approx
     return AmortisationGaps(
         n_images=500, dims=3072, ll_K=100, amortised_elbo=log_p_estimate(per_point - gap, 0.6),
         per_point_elbo=log_p_estimate(per_point, 0.6), log_likelihood=log_p_estimate(ll_nats, 0.8),
+        ll_proposal=proposal, graded_log_likelihood=log_p_estimate(ll_nats - 3.0, 0.5), per_point_converged=converged,
         amortisation_gap=Estimate(nats=gap, mc_se=gap_se, image_se=0.4),
         approximation_gap=Estimate(nats=approx, mc_se=approx_se, image_se=2.0), negative_images=negative,
         per_point_steps=300, stopping_rule="at most 300 Adam steps", seconds_amortised=0.02, seconds_per_point=9.0,
@@ -199,10 +202,12 @@ def drs_result(fid_accepted: float | None = 2.0, fid_subset: float | None = 3.0,
 
 def spectrum_result(epoch: int, erank: float, trace: float = 2000.0, diagonal_fraction: float | None = 0.7,
                     d: int = 2048) -> SpectrumResult:
-    """Question 4's measurement after `epoch`; diagonal_fraction None: a run without a predictor."""
+    """Question 4's measurement after `epoch`; diagonal_fraction None: a run without a predictor. Its chance level
+    in a random basis is 0.2 (spread 0.01) for the diagonal fraction, 0.5 for the mean |cos| (0.75)."""
     alignment = None if diagonal_fraction is None else Alignment(
-        diagonal_fraction=diagonal_fraction, chance=1 / d, cosines=[0.9, -0.8, 0.7, 0.6],
-        diagonal=[1.0, -0.5, 0.4, 0.3])
+        diagonal_fraction=diagonal_fraction, chance=0.2, cosines=[0.9, -0.8, 0.7, 0.6],
+        diagonal=[1.0, -0.5, 0.4, 0.3], chance_spread=0.01, excess=(diagonal_fraction - 0.2) / 0.8,
+        mean_abs_cos=0.75, cos_chance=0.5, cos_chance_se=0.001, cos_chance_spread=0.02, cos_excess=0.5, rotations=16)
     return SpectrumResult(epoch=epoch, eigenvalues=[1.0, 0.5, 0.25], largest=10.0, trace=trace, effective_rank=erank,
                           alignment=alignment, predictor_map="the Jacobian", d=d, n=512, seconds=0.5)
 
@@ -552,6 +557,13 @@ def test_discriminator_sentences_follow_the_outcome(fid_accepted, jsd_accepted, 
     low = dataclasses.replace(r, jsd=Interval(estimate=0.01, low=-0.01, high=0.03, level=0.95))
     numbers.discriminator_numbers(values, "vae", low)
     assert values["vae-drs-jsd-bound-word"].startswith("not clearly above 0")
+    assert values["vae-drs-rule"].startswith("$e^{h(x)-\\max h}$, without")             # the default: no shift
+    negative = dataclasses.replace(r, jsd=Interval(estimate=-0.02, low=-0.05, high=0.01, level=0.95),
+                                   gamma_quantile=0.95)
+    numbers.discriminator_numbers(values, "vae", negative)
+    assert values["vae-drs-jsd-bound-word"].startswith("negative: on the held-out images")
+    assert "not clipped at 0" in values["vae-drs-jsd-bound-word"] and values["vae-drs-jsd"] == "$-$0.020"
+    assert values["vae-drs-rule"].startswith("Azadi et al.'s") and r"95\% quantile" in values["vae-drs-rule"]
 
 
 @pytest.mark.parametrize("erank, trace, fraction, collapse, alignment", [
@@ -570,6 +582,20 @@ def test_spectrum_sentences_follow_the_outcome(tmp_path, erank, trace, fraction,
     assert values["simsiam-no-stop-grad-spectrum-verdict"] == collapse
     assert values["simsiam-baseline-align-verdict"].startswith(alignment)
     assert "simsiam-no-predictor-spectrum-verdict" not in values and "vae-drs-verdict" not in values
+
+
+@pytest.mark.parametrize("fraction, spread, verdict", [
+    (0.7, 0.01, "aligned"), (0.3, 0.01, "partly aligned"), (0.3, 0.05, "not aligned"), (0.21, 0.001, "not aligned")])
+def test_the_alignment_verdict_reads_the_excess_over_the_random_basis_chance_level(fraction, spread, verdict):
+    al = dataclasses.replace(spectrum_result(3, 300.0, diagonal_fraction=fraction).alignment, chance_spread=spread)
+    assert numbers.alignment_verdict(al) == verdict                       # chance 0.2: excess 0.625, 0.125, 0.0125
+    values = {}
+    numbers.spectrum_numbers(values, "simsiam-baseline", [spectrum_result(3, 300.0, diagonal_fraction=fraction)])
+    assert values["simsiam-baseline-align-chance"] == "0.200" and values["simsiam-baseline-align-r"] == "512"
+    # A summary measured against 1/r (before the chance level was the random-basis one): no verdict.
+    old = Alignment(diagonal_fraction=0.7, chance=1 / 2048, cosines=[0.9], diagonal=[1.0])
+    assert numbers.alignment_verdict(old) == "unknown"
+    assert numbers.ALIGNMENT_WORDS["unknown"].startswith("of unknown alignment")
 
 
 def test_missing_runs_get_placeholders_and_commands(tmp_path):
@@ -793,16 +819,47 @@ def test_q1_words_follow_the_sign_of_the_amortisation_gap(gap, se, negative, sig
     assert values["vae-gap-sign"].startswith(sign) and values["vae-gap-negative-phrase"].startswith(images)
 
 
-@pytest.mark.parametrize("approx, phrase, larger", [
-    (20.0, "positive: even the best diagonal Gaussian", "smaller than"),
-    (1.0, "zero within Monte Carlo error", "larger than"),
-    (-10.0, "negative beyond Monte Carlo error", "larger than"),
-    (5.5, "positive", "about as large as"),
+@pytest.mark.parametrize("approx, proposal, phrase, larger", [
+    (20.0, "per-point", "positive: even the best diagonal Gaussian", "smaller than"),
+    (1.0, "per-point", "zero within Monte Carlo error", "larger than"),
+    (-10.0, "per-point", "negative beyond Monte Carlo error, which no posterior allows", "larger than"),
+    (5.5, "per-point", "positive", "not distinguishable (within 2 standard errors) from"),   # the intervals overlap
+    # A summary whose log p(x) came from the encoder's q_phi: its approximation gap is biased low, so only a larger
+    # approximation gap can be read, and a smaller one is inconclusive.
+    (20.0, "encoder", "positive", "smaller than"),
+    (1.0, "encoder", "zero within Monte Carlo error", "of undetermined size"),
+    (-10.0, "encoder", "negative beyond Monte Carlo error: the estimate", "of undetermined size"),
 ])
-def test_q1_words_follow_the_approximation_gap(approx, phrase, larger):
+def test_q1_words_follow_the_approximation_gap(approx, proposal, phrase, larger):
     values = {}
-    numbers.gap_outcomes(values, fake_gaps(gap=5.0, approx=approx))
-    assert values["vae-gap-approximation-phrase"].startswith(phrase) and values["vae-gap-larger"] == larger
+    numbers.gap_outcomes(values, fake_gaps(gap=5.0, approx=approx, proposal=proposal))
+    assert values["vae-gap-approximation-phrase"].startswith(phrase) and values["vae-gap-larger"].startswith(larger)
+
+
+@pytest.mark.parametrize("approx, converged, larger", [
+    (20.0, False, "of undetermined size (the per-point optimisation stopped at its step limit"),
+    (1.0, False, "larger than"),         # stopping early only shrinks the amortisation gap: "larger" still holds
+    (20.0, None, "smaller than"),        # a summary from before the flag: read as it stands
+])
+def test_q1_comparison_hedges_a_per_point_optimisation_stopped_at_its_limit(approx, converged, larger):
+    values = {}
+    g = fake_gaps(gap=5.0, approx=approx, converged=converged)
+    numbers.gap_outcomes(values, g)
+    assert values["vae-gap-larger"].startswith(larger)
+    numbers.gap_numbers(values, g, 90.0)
+    assert values.get("vae-gap-stopped") == {True: "when its tolerance was met", None: None,
+                                             False: "at its step limit, before its tolerance was met"}[converged]
+
+
+def test_q1_names_the_proposal_and_sets_the_graded_estimate_beside_it():
+    values = {}
+    numbers.gap_numbers(values, fake_gaps(), 90.0)
+    assert values["vae-gap-proposal"].startswith("the per-point optimum")
+    assert values["vae-gap-graded-versus"] == "3.00~nats below" and values["vae-gap-graded-nats"] == "$-$3108.00"
+    values = {}   # written before the graded estimate was kept: the encoder's proposal, no graded row
+    numbers.gap_numbers(values, dataclasses.replace(fake_gaps(), ll_proposal="encoder", graded_log_likelihood=None),
+                        90.0)
+    assert values["vae-gap-proposal"].startswith("the encoder's") and "vae-gap-graded-nats" not in values
 
 
 def test_q1_speed_words_and_a_summary_without_the_measurement():

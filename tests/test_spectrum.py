@@ -70,8 +70,75 @@ def test_a_polynomial_in_F_is_fully_aligned_and_a_random_map_is_not():
         assert out.diagonal_fraction == pytest.approx(1.0, abs=1e-9)
     assert spec.alignment(-F, U, 3).cosines == pytest.approx([-1.0] * 3, abs=1e-9)
     random = spec.alignment(torch.randn(16, 16, generator=torch.Generator().manual_seed(4)), U, 5)
-    assert random.diagonal_fraction < 0.3 and random.chance == 1 / 16
-    assert max(abs(c) for c in random.cosines) < 0.9
+    assert random.diagonal_fraction < 0.3 and max(abs(c) for c in random.cosines) < 0.9
+    assert abs(random.diagonal_fraction - random.chance) < 3 * random.chance_spread
+
+
+def test_the_diagonal_share_chance_level_is_its_random_basis_expectation():
+    """The closed form against a Monte Carlo over Haar rotations, for a non-symmetric map: E over R of the
+    diagonal share of R^T M R; and its two ends, 1 for the identity and about 1/r for i.i.d. entries."""
+    g = torch.Generator().manual_seed(0)
+    r = 10
+    M = torch.randn(r, r, generator=g, dtype=torch.float64) + 0.7 * torch.eye(r, dtype=torch.float64)
+    shares = torch.stack([(lambda D: D.diagonal().square().sum() / D.square().sum())(R.T @ M @ R)
+                          for R in (spec.haar(r, g) for _ in range(4000))])
+    se = shares.std() / math.sqrt(len(shares))
+    assert abs(spec.diagonal_share_chance(M) - shares.mean().item()) < 4 * se
+    assert spec.diagonal_share_chance(torch.eye(r, dtype=torch.float64)) == pytest.approx(1.0)
+    big = torch.randn(400, 400, generator=g, dtype=torch.float64)
+    assert spec.diagonal_share_chance(big) == pytest.approx(1 / 400, rel=0.05)
+    R = spec.haar(r, g)
+    assert torch.allclose(R.T @ R, torch.eye(r, dtype=torch.float64))
+
+
+def _unrelated_psd(d: int, seed: int, floor: float) -> torch.Tensor:
+    """A positive semi-definite d x d map whose eigenvectors are drawn independently of anything else."""
+    g = torch.Generator().manual_seed(seed)
+    Q = spec.haar(d, g)
+    return Q @ torch.diag(floor + torch.rand(d, generator=g, dtype=torch.float64)) @ Q.T
+
+
+@pytest.mark.parametrize("floor", [0.0, 2.0])   # the second: a larger trace share, a diagonal share near 1
+def test_an_unrelated_positive_semi_definite_predictor_reads_not_aligned(floor):
+    from report.numbers import alignment_verdict
+    _, _, z = _linear_features(400, 32, 8)
+    _, U = spec.spectrum(spec.feature_correlation(z))
+    out = spec.alignment(_unrelated_psd(32, 9, floor), U, 8, rotations=64)
+    assert out.diagonal_fraction > 10 / 32                        # far above 1/r: 1/r would call it aligned
+    assert abs(out.diagonal_fraction - out.chance) < 3 * out.chance_spread
+    assert abs(out.mean_abs_cos - out.cos_chance) < 3 * out.cos_chance_spread + 3 * out.cos_chance_se
+    assert abs(out.excess) < 0.1 and out.rotations == 64
+    assert alignment_verdict(out) == "not aligned"
+
+
+def test_a_predictor_sharing_the_eigenvectors_of_F_reads_aligned():
+    from report.numbers import alignment_verdict
+    _, _, z = _linear_features(400, 32, 10)
+    eigenvalues, U = spec.spectrum(spec.feature_correlation(z))
+    W_p = U @ torch.diag(eigenvalues.sqrt() / eigenvalues[0].sqrt() + 1.0) @ U.T   # PSD, near-identity, aligned
+    out = spec.alignment(W_p, U, 8)
+    assert out.diagonal_fraction == pytest.approx(1.0) and out.chance > 0.9      # 1/r = 0.03 would flatter it
+    assert out.excess == pytest.approx(1.0) and out.cos_excess == pytest.approx(1.0)
+    assert alignment_verdict(out) == "aligned"
+    identity = spec.alignment(torch.eye(32, dtype=torch.float64), U, 8)           # shares every basis
+    assert identity.chance == pytest.approx(1.0) and identity.excess is None
+    assert alignment_verdict(identity) == "undefined"
+
+
+def test_a_non_symmetric_predictor_is_told_from_its_transpose():
+    """W_p = U T U^T, T upper triangular: u_1 is an eigenvector of W_p (cos 1) but not of W_p^T, and
+    cos(W u, u) = u^T W u / ||W u|| has the same numerator for both, so only the right norm tells them apart."""
+    g = torch.Generator().manual_seed(11)
+    _, _, z = _linear_features(300, 6, 12)
+    _, U = spec.spectrum(spec.feature_correlation(z))
+    T = torch.triu(torch.rand(6, 6, generator=g, dtype=torch.float64)) + torch.eye(6, dtype=torch.float64)
+    W_p = U @ T @ U.T
+    out, transposed = spec.alignment(W_p, U, 6), spec.alignment(W_p.T, U, 6)
+    expected = [(T[i, i] / T[:, i].norm()).item() for i in range(6)]           # cos(W_p u_i, u_i), by hand
+    assert out.cosines == pytest.approx(expected, abs=1e-12)
+    assert transposed.cosines == pytest.approx([(T[i, i] / T[i].norm()).item() for i in range(6)], abs=1e-12)
+    assert out.cosines[0] == pytest.approx(1.0) and transposed.cosines[0] < 0.99
+    assert out.diagonal == pytest.approx(transposed.diagonal)
 
 
 def test_alignment_ignores_the_null_space_of_a_rank_deficient_F():
@@ -83,7 +150,7 @@ def test_alignment_ignores_the_null_space_of_a_rank_deficient_F():
     A = 30 * null @ torch.randn(7, 7, generator=torch.Generator().manual_seed(7), dtype=torch.float64) @ null.T
     W_p = spec.feature_correlation(z) + A
     assert spec.alignment(W_p, U[:, :5], 5).diagonal_fraction == pytest.approx(1.0, abs=1e-9)
-    assert spec.alignment(W_p, U[:, :5], 5).chance == 1 / 5
+    assert spec.alignment(W_p, U[:, :5], 5).excess == pytest.approx(1.0, abs=1e-9)
     assert spec.alignment(W_p, U, 5).diagonal_fraction < 0.5
     with pytest.raises(ValueError, match="k <= 5"):
         spec.alignment(W_p, U[:, :5], 6)

@@ -66,3 +66,22 @@ def test_round_trip_with_the_nested_spectrum_without_a_predictor(tmp_path):
     written = SimSiamSummary.partial(epochs=3, spectrum=spectrum)
     written.write(tmp_path)
     assert summaries.read(tmp_path) == written and summaries.read(tmp_path).spectrum.alignment is None
+
+
+def test_part_iii_fields_written_before_the_corrected_measurements_read_with_their_defaults():
+    """An alignment measured against 1/d, gaps whose log p(x) came from q_phi, DRS without the gamma option."""
+    old_alignment = {"diagonal_fraction": 0.7, "chance": 1 / 256, "cosines": [0.9], "diagonal": [1.0]}
+    al = summaries.Alignment.from_dict(old_alignment)
+    assert al.chance_spread is None and al.excess is None and al.rotations is None
+    estimate = {"nats": -3000.0, "mc_se": 1.0, "image_se": 10.0}
+    gaps = {"n_images": 4, "dims": 3072, "ll_K": 100, "amortised_elbo": estimate, "per_point_elbo": estimate,
+            "log_likelihood": estimate, "amortisation_gap": estimate, "approximation_gap": estimate,
+            "negative_images": 0, "per_point_steps": 20, "stopping_rule": "Adam", "seconds_amortised": 0.1,
+            "seconds_per_point": 1.0, "seconds": 2.0}
+    g = summaries.AmortisationGaps.from_dict(gaps)
+    assert g.ll_proposal == "encoder" and g.graded_log_likelihood is None
+    interval = {"estimate": 0.1, "low": 0.0, "high": 0.2, "level": 0.95}
+    drs = {"jsd": interval, "accepted_fraction": 0.5, "n_accepted": 16, "fid_samples": 1.0, "fid_accepted": 1.0,
+           "fid_subset": 1.0, "jsd_accepted": interval, "jsd_subset": interval, "n_real_train": 32,
+           "n_fake_train": 32, "n_real_test": 32, "n_fake_test": 32, "epochs": 2, "seconds": 1.0}
+    assert summaries.DiscriminatorResult.from_dict(drs).gamma_quantile is None
