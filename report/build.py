@@ -78,7 +78,7 @@ def generate(results: Path | None, overrides: dict[str, Path], build: Path = BUI
     if (build / "figures").exists():
         shutil.rmtree(build / "figures")  # no figure of an earlier build survives
     build.mkdir(parents=True, exist_ok=True)
-    values = compute_numbers(runs, preset)
+    values = compute_numbers(runs, preset, results)
     figures = copy_figures(runs, build)
     figures.update(cross_figures(runs, build, values))
     latent_rows = vae_artifact_numbers(values, runs.get("vae"))
