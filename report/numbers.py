@@ -127,7 +127,7 @@ def lr_history(run: RunFolder) -> str | None:
         return None
     if len(segments) == 1:  # the config names a rate no epoch was trained at (a finished run resumed with --lr)
         return escape(segments[0][0])
-    return ", then ".join(f"{escape(rate)} (epochs {a}--{b})" for rate, a, b in segments)
+    return ", then ".join(f"{escape(rate)} (epoch{f' {a}' if a == b else f's {a}--{b}'})" for rate, a, b in segments)
 
 
 

@@ -217,8 +217,10 @@ def test_nan_weights_with_a_finite_loss_are_never_checkpointed(tmp_path, monkeyp
 # --------------------------------------------------------------------------- 5. bad options, refused first
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--epochs", "0"], "--epochs must be an integer of at least 1, got 0"),
-    (["--epochs", "-1"], "--epochs must be an integer of at least 1, got -1"),
+    (["--epochs", "0"], "--epochs must be an integer in [1, 10,000]"),
+    (["--epochs", "-1"], "--epochs must be an integer in [1, 10,000]"),
+    (["--epochs", "10001"], "--epochs must be an integer in [1, 10,000] (the presets train 2 to 100 epochs), got "
+                            "10001"),
     (["--seed", "-1", "--epochs", "0"], "--seed must be an integer in [0, 4294967295], got -1"),
     (["--device", "bogus"], "--device 'bogus' is not a device"),
     (["--lr", "nan"], "--lr must be a positive number"),

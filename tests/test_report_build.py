@@ -3,6 +3,7 @@
 Each test builds a copy of report/ (code and LaTeX) in its own folder, so that `python -m report.build` writes
 report/build/ and report.pdf there: the run folders are the fake ones of tests/test_report.py.
 """
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from experiments.lock import RunLock
+from report import build as build_module
+from report.latex import escape
 from tests.conftest import ROOT
 from tests.test_report import complete_results, tex_figures, vae_run
 
@@ -165,3 +168,15 @@ def test_a_relative_results_folder_is_the_callers(tmp_path):
     code, out, err = build(work, "--results", "mine", "--run", "vae=mine/vae-smoke", "--no-pdf", cwd=caller,
                            script=True)
     assert code == 0 and str(caller / "mine" / "vae-smoke") in out, err
+
+
+def test_a_missing_runs_command_writes_where_the_report_reads_from_the_runs_data(tmp_path):
+    """Followed literally, the placeholder's command stays offline like the runs found, and writes under --results."""
+    results = tmp_path / "my results"
+    run = vae_run(results, "vae-smoke")
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "data": "synthetic", "data_root": "/data/a3"}))
+    values = build_module.generate(results, {}, tmp_path / "build")["values"]
+    expected = (f".venv/bin/python -m experiments ddpm --preset smoke --out '{results / 'ddpm-smoke'}' "
+                "--data synthetic --data-root /data/a3")
+    assert values["cmd-ddpm"] == escape(expected)
