@@ -17,8 +17,11 @@ Where the data comes from is decided once, by `resolve_source`:
   synthetic stand-in, announced loudly (warning and stderr).
 
 The synthetic stand-in renders 6,000-8,000 images/s on 2 CPU cores (its 20,000 training images
-in about 3 s); this module caches it under ``root/synthetic/``, one file per split, or in the folder
-named by the environment variable A3_SYNTHETIC_CACHE when set (the test suite shares one across its runs).
+in about 3 s); a config renders only the images it uses (its train_size and test_size). This module
+caches them under ``root/synthetic/``, one file per split and size, or in the folder named by the
+environment variable A3_SYNTHETIC_CACHE when set (the test suite shares one across its runs). Each
+cache file holds the sha256 of its tensors, checked on every load: a damaged one is rendered again,
+with a warning.
 """
 
 from __future__ import annotations
