@@ -188,12 +188,13 @@ def resolve(folder: str, base: Path) -> Path:
     return (base / Path(folder).expanduser()).absolute()
 
 
-def check_results(results: Path, paths: dict[str, Path | None]) -> None:
-    """Refuse a --results folder that does not exist or in which no run folder was found (nor given by --run):
-    a report of placeholders only would silently replace report.pdf."""
+def check_results(results: Path, paths: dict[str, Path | None], *, given: bool = True) -> None:
+    """Refuse a --results folder that does not exist (when `given`: the default results/ may be absent when --run
+    names the runs) or when no run folder was found in it nor given by --run: a report of placeholders only
+    would silently replace report.pdf."""
     expected = ("run folders named vae-<preset>, ddpm-<preset>[-T<T>], simsiam-<preset>-<ablation> (written by "
                 f"`{names.PYTHON} -m experiments ...`, default --out results/<run name>)")
-    if not results.is_dir():
+    if not results.is_dir() and (given or not any(paths.values())):
         raise ValueError(f"--results {results} is not a folder; expected the folder holding your {expected}")
     if not any(paths.values()):
         raise ValueError(f"--results {results} holds no run folder; expected {expected}; pass --results with the "
@@ -231,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with build_lock(BUILD):
             return build(resolve(args.results, base) if args.results else ROOT / "results",
-                         parse_overrides(args.run, base), args.preset, pdf=not args.no_pdf)
+                         parse_overrides(args.run, base), args.preset, pdf=not args.no_pdf,
+                         given=args.results is not None)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ValueError) else 1
@@ -241,9 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def build(results: Path, overrides: dict[str, Path], preset: str | None, *, pdf: bool) -> int:
-    """One build, under the build folder's lock: check the runs, generate build/, compile report.pdf."""
-    check_results(results, select_runs(results, overrides))
+def build(results: Path, overrides: dict[str, Path], preset: str | None, *, pdf: bool, given: bool = True) -> int:
+    """One build, under the build folder's lock: check the runs (given: whether --results was), generate build/,
+    compile report.pdf."""
+    check_results(results, select_runs(results, overrides), given=given)
     built = generate(results, overrides, BUILD, preset)
     for slot, run in built["runs"].items():
         print(f"{slot:22s} {run.path if run else 'missing: ' + built['values'][f'cmd-{slot}']}")

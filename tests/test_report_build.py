@@ -180,3 +180,12 @@ def test_a_missing_runs_command_writes_where_the_report_reads_from_the_runs_data
     expected = (f".venv/bin/python -m experiments ddpm --preset smoke --out '{results / 'ddpm-smoke'}' "
                 "--data synthetic --data-root /data/a3")
     assert values["cmd-ddpm"] == escape(expected)
+
+
+def test_runs_named_by_run_need_no_results_folder(tmp_path):
+    work = report_copy(tmp_path)
+    run = vae_run(tmp_path / "elsewhere")
+    code, out, err = build(work, "--run", f"vae={run}", "--no-pdf")  # the default results/ does not exist
+    assert code == 0 and str(run) in out, err
+    code, _, err = build(work, "--results", "typo", "--run", f"vae={run}", "--no-pdf")
+    assert code == 2 and f"--results {work / 'typo'} is not a folder" in one_line(err)
