@@ -20,7 +20,10 @@ Nothing is silently wrong: a run holds its folder's lock (experiments.lock) from
 a damaged checkpoint (checksum) falls back to checkpoint.prev.pt; outputs of an earlier run in a
 folder started afresh are moved aside into previous-<timestamp>/; a resume checks the config, the
 epochs and the metrics and artifacts against the checkpoint; weights that are not finite are never
-checkpointed; a full disk keeps the old files. Each refusal is one message that states the fix.
+checkpointed; a full disk keeps the old files; a run whose epochs are all trained refuses another learning
+rate (its config keeps the one it was trained at); --epochs is bounded (MAX_EPOCHS) and nothing is allocated in
+proportion to it. Files get the user's umask, as open() gives them. Each refusal is one message that states the
+fix, and a refused run removes the --out folders it created.
 """
 from __future__ import annotations
 
