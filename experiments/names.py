@@ -152,6 +152,8 @@ PYTHON = ".venv/bin/python"  # the project's interpreter, where scripts/setup.sh
 def interpreter() -> str:
     """The running Python as a user can type it: relative to the current folder when inside it
     (.venv/bin/python), else its absolute path."""
+    if not sys.executable:  # an embedded interpreter: the project's, as scripts/setup.sh installs it
+        return PYTHON
     relative = os.path.relpath(sys.executable)
     return relative if "/" in relative and not relative.startswith("..") else sys.executable
 

@@ -65,9 +65,8 @@ RESUMABLE_CHANGES = frozenset({"epochs", "device", "data_root", "precision", "mi
 OUTPUTS = ("summary.json", "metrics.jsonl", "artifacts", "figures", "config.json", "provenance.json",
            PREVIOUS_CHECKPOINT)
 MAX_SEED = 2 ** 32 - 1  # numpy's limit
-# --epochs above this is refused: 100x the longest preset (SimSiam's 100; published SimSiam runs use 800),
-# about a year of the full VAE preset's epochs on a T4, and small enough that nothing kept per epoch
-# (metrics, snapshot artifacts) outgrows a laptop.
+# --epochs above this is refused: 100x the longest preset (SimSiam's 100; the SimSiam paper's CIFAR-10 runs
+# use 800), and few enough that what a run keeps per epoch (a metrics line, snapshot artifacts) stays small.
 MAX_EPOCHS = 10_000
 
 
@@ -185,7 +184,7 @@ def writable_folder(folder: str | Path, what: str) -> Path:
 
 
 def file_kind(path: Path) -> str:
-    """'device', 'file', ... : what a path that is not a folder is, for messages."""
+    """What a path that is not a folder is ('file', 'character device', ...), for messages."""
     mode = path.stat().st_mode
     return ("character device" if stat.S_ISCHR(mode) else "block device" if stat.S_ISBLK(mode) else
             "named pipe" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "file")
