@@ -86,6 +86,8 @@ def test_resume_with_another_lr_never_changes_a_finished_runs_config(finished_ru
     values = build.generate(None, {"vae": run_dir}, tmp_path / "build")["values"]
     assert values["vae-lr"] == "0.002 (epoch 1), then 0.0002 (epoch 2)"
     assert values["vae-status"] == "finished; trained at learning rate 0.002 (epoch 1), then 0.0002 (epoch 2)"
+    assert "(finished; trained at learning rate 0.002 (epoch 1), then 0.0002 (epoch 2))" in (
+        tmp_path / "build" / "provenance.tex").read_text()  # on the first page, beside the run
 
 
 def test_a_finished_run_resumed_with_lr_by_an_older_version_names_the_rate_it_was_trained_at(finished_run, tmp_path):
