@@ -10,7 +10,6 @@ on the VAE's and DDPM's yardstick), each in its own folder under --out (default 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -56,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; its message is the command that continues the run."""
+
+
 def run_problem(name: str, args: argparse.Namespace, out: Path | None, **variant) -> Path:
     """One run of problem `name`; `variant` holds problem-specific options (e.g. timesteps)."""
     module = PROBLEMS[name]
@@ -68,19 +71,23 @@ def run_problem(name: str, args: argparse.Namespace, out: Path | None, **variant
     except NonFiniteLossError as e:
         lower = getattr(cfg, runs.lr_field(cfg)) / 10
         raise NonFiniteLossError(f"{e}\nTo resume with a 10x lower learning rate:\n  "
-                                 f"{resume_command(name, args, out, variant, lower)}") from None
+                                 f"{run_command(name, args, out, variant, lr=f'{lower:.3g}')}") from None
+    except FileExistsError as e:
+        raise FileExistsError(f"{e}\nTo continue it:\n  {run_command(name, args, out, variant)}") from None
+    except KeyboardInterrupt:
+        raise Interrupted(run_command(name, args, out, variant)) from None
     print(f"{name}: run folder {run_dir} (figures in {run_dir / 'figures'}, numbers in {run_dir / 'summary.json'})")
     return run_dir
 
 
-def resume_command(name: str, args: argparse.Namespace, out: Path, variant: dict, lr: float) -> str:
-    """The command line that resumes run `out` of problem `name` with learning rate `lr`."""
-    words = ["python", "-m", "experiments", name, "--preset", args.preset, "--data", args.data, "--out", str(out)]
-    given = {k: getattr(args, k) for k in ("data_root", "device", "epochs", "seed", "precision")}
-    for option, value in {**given, **variant}.items():
-        if value is not None:   # a flag (--spectral-norm) is given alone
-            words += [f"--{option.replace('_', '-')}"] + ([] if value is True else [str(value)])
-    return shlex.join([*words, "--resume", "--lr", f"{lr:.3g}"])
+def run_command(name: str, args: argparse.Namespace, out: Path, variant: dict, **changes) -> str:
+    """The command line that resumes run `out` of problem `name`: this interpreter, every option this command
+    was given (the preset, --data and --out always), then `changes` (e.g. lr) over them, and --resume."""
+    given = {k: getattr(args, k) for k in ("data", "data_root", "device", "epochs", "seed", "precision", "lr")}
+    named = {k: variant.get(k) for k in ("timesteps", "ablation", "backbone")}
+    rest = {k: v for k, v in variant.items() if k not in named}
+    return names.command(name, args.preset, **named, out=str(out), resume=True, python=names.interpreter(),
+                         **{**given, **rest, **changes})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: the last finished epoch is checkpointed; rerun with --resume to continue",
-              file=sys.stderr)
+    except KeyboardInterrupt as e:
+        how = f":\n  {e}" if str(e) else " with --resume"
+        print(f"interrupted: the last finished epoch is checkpointed; continue it{how}", file=sys.stderr)
         return 130
     return 0
 

@@ -17,8 +17,11 @@ Where the data comes from is decided once, by `resolve_source`:
   synthetic stand-in, announced loudly (warning and stderr).
 
 The synthetic stand-in renders 6,000-8,000 images/s on 2 CPU cores (its 20,000 training images
-in about 3 s); this module caches it under ``root/synthetic/``, one file per split, or in the folder
-named by the environment variable A3_SYNTHETIC_CACHE when set (the test suite shares one across its runs).
+in about 3 s); a config renders only the images it uses (its train_size and test_size). This module
+caches them under ``root/synthetic/``, one file per split and size, or in the folder named by the
+environment variable A3_SYNTHETIC_CACHE when set (the test suite shares one across its runs). Each
+cache file holds the sha256 of its tensors, checked on every load: a damaged one is rendered again,
+with a warning.
 """
 
 from __future__ import annotations
@@ -297,27 +300,58 @@ def load_train_test(cfg, real: str) -> tuple[ImageSet, ImageSet, dict]:
     if cfg.data == "synthetic" or not root.is_dir():  # the stand-in is cached there, a real set downloaded there
         writable_folder(root, "--data-root")
     source, provenance = resolve_source(cfg.data, real, cfg.data_root)
-    train = load_split(source, "train", cfg.data_root, seed=cfg.seed).subset(cfg.train_size, cfg.seed)
-    test = load_split(source, "test", cfg.data_root, seed=cfg.seed).subset(cfg.test_size, cfg.seed)
+    train, test = (load_split(source, split, cfg.data_root, seed=cfg.seed, synthetic_size=_needed(split, size))
+                   .subset(size, cfg.seed) for split, size in (("train", cfg.train_size), ("test", cfg.test_size)))
     if len(train) < cfg.batch_size:
         raise ValueError(f"train_size {len(train)} is smaller than one batch ({cfg.batch_size})")
     return train, test, {**provenance, "n_train": len(train), "n_test": len(test)}
 
 
+def _needed(split: str, size: int | None) -> int:
+    """How many images of the stand-in's `split` a config using `size` of them needs rendered: only those
+    (a smoke run's few hundred, not the 20,000 of the full split)."""
+    return SYNTHETIC_SIZES[split] if size is None else min(size, SYNTHETIC_SIZES[split])
+
+
 def _cached_synthetic(folder: Path, split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The stand-in's split, from its cache file when that is readable, else rendered and cached."""
+    """The stand-in's split, from its cache file when that is intact, else rendered and cached.
+
+    The file holds the tensors and the sha256 of their bytes (`_digest`), checked on every load: a cache that
+    is truncated, damaged (bytes overwritten, size unchanged) or written without a checksum is rendered again,
+    with a one-line warning, and replaced."""
     path = folder / f"digits-v{synthetic.VERSION}-{split}-{n}-seed{seed}.pt"
     if path.is_file():
-        try:
-            cached = torch.load(path, weights_only=True)
-            images, labels = cached["images"], cached["labels"]
-            if images.dtype == torch.uint8 and images.shape == (n, 3, 32, 32) and labels.shape == (n,):
-                return images, labels
-        except Exception:  # truncated or foreign: it is only our cache, so render it again
-            pass
+        problem = _cache_problem(path, n)
+        if isinstance(problem, tuple):
+            return problem
+        tqdm.write(f"warning: the synthetic data cache {path} {problem}; rendering it again", file=sys.stderr)
     images, labels = synthetic_digits(n, _split_seed(seed, split))
-    atomic_save({"images": images, "labels": labels}, path)
+    atomic_save({"images": images, "labels": labels, "sha256": _digest(images, labels)}, path)
     return images, labels
+
+
+def _cache_problem(path: Path, n: int) -> tuple[torch.Tensor, torch.Tensor] | str:
+    """The (images, labels) cached in `path` when intact, else what is wrong with the file."""
+    try:
+        cached = torch.load(path, weights_only=True)
+        images, labels, digest = cached["images"], cached["labels"], cached.get("sha256")
+    except Exception as e:  # a damaged zip or pickle raises anything
+        return f"is not readable ({type(e).__name__})"
+    if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor) and images.dtype == torch.uint8
+            and images.shape == (n, 3, 32, 32) and labels.dtype == torch.int64 and labels.shape == (n,)):
+        return "does not hold the expected tensors"
+    if digest is None:
+        return "has no checksum (written by an older version)"
+    if digest != _digest(images, labels):
+        return "is damaged (its checksum does not match its content)"
+    return images, labels
+
+
+def _digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """sha256 of the images' and labels' bytes."""
+    h = hashlib.sha256(images.contiguous().numpy().tobytes())
+    h.update(labels.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _split_seed(seed: int, split: str) -> int:

@@ -307,8 +307,12 @@ def ddpm_vs_vae(run_dir: str | Path, vae_dir: str | Path | None) -> Path:
         axes[1].imshow(grid(load_artifact(vae_dir, "final_samples.pt")[:64], nrow=8))
         axes[1].set_title(f"VAE ({dataset_name(vae_dir)})")
     else:
-        axes[1].text(0.5, 0.5, "no finished VAE run found:\npython -m experiments vae --preset ...",
-                     ha="center", va="center", fontsize=10, transform=axes[1].transAxes)
+        config = read_json(run_dir, "config.json")
+        preset = config.get("preset", "full")
+        command = names.command("vae", preset, out=str(Path(run_dir).parent / names.vae_run_name(preset)),
+                                data=config.get("data"), data_root=config.get("data_root"))
+        axes[1].text(0.5, 0.5, "no finished VAE run found:\n" + command.replace(" --", "\n  --"),
+                     ha="center", va="center", fontsize=9, transform=axes[1].transAxes)
     fig.suptitle("Final samples, DDPM beside VAE")
     fig.tight_layout()
     return _save(fig, figures_dir(run_dir), "ddpm_vs_vae.png")

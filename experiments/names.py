@@ -14,7 +14,10 @@ fields it changes in experiments/simsiam.py (ABLATIONS there).
 """
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import sys
 from dataclasses import dataclass
 
 # --------------------------------------------------------------------------- problems and datasets
@@ -161,15 +164,29 @@ def parse_run_name(name: str) -> RunName | None:
 
 # --------------------------------------------------------------------------- commands
 
+PYTHON = ".venv/bin/python"  # the project's interpreter, where scripts/setup.sh installs it (the repository root)
+
+
+def interpreter() -> str:
+    """The running Python as a user can type it: relative to the current folder when inside it
+    (.venv/bin/python), else its absolute path."""
+    if not sys.executable:  # an embedded interpreter: the project's, as scripts/setup.sh installs it
+        return PYTHON
+    relative = os.path.relpath(sys.executable)
+    return relative if "/" in relative and not relative.startswith("..") else sys.executable
+
+
 def command(problem: str, preset: str | None, *, timesteps: int | None = None, ablation: str | None = None,
-            backbone: str | None = None, out: str | None = None, resume: bool = False, **options) -> str:
+            backbone: str | None = None, out: str | None = None, resume: bool = False, python: str = PYTHON,
+            **options) -> str:
     """The command line that produces (or, with out and resume, continues) a run; preset None leaves the
-    default (full) implicit. command("ddpm", "full", timesteps=500) -> python -m experiments ddpm --preset
-    full --timesteps 500. `options` (data, data_root, epochs, seed, ...) are added as --name value when not None:
-    a resume repeats the options its run was started with."""
+    default (full) implicit. command("ddpm", "full", timesteps=500) -> .venv/bin/python -m experiments ddpm
+    --preset full --timesteps 500. `options` (data, data_root, epochs, seed, lr, ...) are added as --name value
+    when not None (True: a flag, given alone): a resume repeats the options its run was started with. Values are
+    shell-quoted."""
     if problem not in (*PROBLEMS, *FAMILY_PROBLEMS):
         raise ValueError(f"problem must be one of {(*PROBLEMS, *FAMILY_PROBLEMS)}, got {problem!r}")
-    parts = ["python -m experiments", problem] + ([] if preset is None else [f"--preset {preset}"])
+    parts = [shlex.quote(python), "-m experiments", problem] + ([] if preset is None else [f"--preset {preset}"])
     if timesteps is not None:
         parts.append(f"--timesteps {timesteps}")
     if ablation is not None:
@@ -177,8 +194,9 @@ def command(problem: str, preset: str | None, *, timesteps: int | None = None, a
     if backbone not in (None, DEFAULT_BACKBONE):
         parts.append(f"--backbone {backbone}")
     if out is not None:
-        parts.append(f"--out {out}")
-    parts += [f"--{name.replace('_', '-')} {value}" for name, value in options.items() if value is not None]
+        parts.append(f"--out {shlex.quote(str(out))}")
+    parts += [f"--{name.replace('_', '-')}" + ("" if value is True else f" {shlex.quote(str(value))}")
+              for name, value in options.items() if value is not None]   # a flag (--spectral-norm) alone
     if resume:
         parts.append("--resume")
     return " ".join(parts)

@@ -20,7 +20,10 @@ Nothing is silently wrong: a run holds its folder's lock (experiments.lock) from
 a damaged checkpoint (checksum) falls back to checkpoint.prev.pt; outputs of an earlier run in a
 folder started afresh are moved aside into previous-<timestamp>/; a resume checks the config, the
 epochs and the metrics and artifacts against the checkpoint; weights that are not finite are never
-checkpointed; a full disk keeps the old files. Each refusal is one message that states the fix.
+checkpointed; a full disk keeps the old files; a run whose epochs are all trained refuses another learning
+rate (its config keeps the one it was trained at); --epochs is bounded (MAX_EPOCHS) and nothing is allocated in
+proportion to it. Files get the user's umask, as open() gives them. Each refusal is one message that states the
+fix, and a refused run removes the --out folders it created.
 """
 from __future__ import annotations
 
@@ -34,10 +37,12 @@ import math
 import os
 import platform
 import random
+import shlex
+import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -60,6 +65,9 @@ RESUMABLE_CHANGES = frozenset({"epochs", "device", "data_root", "precision", "mi
 OUTPUTS = ("summary.json", "metrics.jsonl", "artifacts", "figures", "config.json", "provenance.json",
            PREVIOUS_CHECKPOINT)
 MAX_SEED = 2 ** 32 - 1  # numpy's limit
+# --epochs above this is refused: 100x the longest preset (SimSiam's 100; the SimSiam paper's CIFAR-10 runs
+# use 800), and few enough that what a run keeps per epoch (a metrics line, snapshot artifacts) stays small.
+MAX_EPOCHS = 10_000
 
 
 class NonFiniteLossError(RuntimeError):
@@ -84,6 +92,7 @@ def atomic_write_bytes(path: Path, write: Callable[[Any], None], *, keep: Path |
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -156,15 +165,56 @@ def non_finite(state: Any, prefix: str = "") -> list[str]:
 
 
 def writable_folder(folder: str | Path, what: str) -> Path:
-    """`folder`, created if needed, after checking that a file can be written in it (ValueError otherwise)."""
+    """`folder`, created if needed, after checking that a file can be written in it (ValueError otherwise,
+    with the fix: a folder that exists but is read-only is to be made writable, which keeps what it holds)."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{what} {folder} is not a folder but a {file_kind(folder)}; give a folder "
+                         "(an existing one, or one to create)")
+    existed = folder.is_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise ValueError(f"{what} {folder} is not a writable folder ({e.strerror or e}); choose another") from None
+        fix = (f"make it writable (chmod -R u+w {shlex.quote(str(folder))}) or choose another"
+               if existed and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "choose another")
+        raise ValueError(f"{what} {folder} is not a writable folder ({e.strerror or e}); {fix}") from None
     return folder
+
+
+def file_kind(path: Path) -> str:
+    """What a path that is not a folder is ('file', 'character device', ...), for messages."""
+    mode = path.stat().st_mode
+    return ("character device" if stat.S_ISCHR(mode) else "block device" if stat.S_ISBLK(mode) else
+            "named pipe" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "file")
+
+
+def created_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first (what mkdir(parents=True) makes)."""
+    missing = []
+    for p in [folder, *folder.parents]:
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove each folder of `folders` (deepest first) that is empty: what a refused run created and left unused."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:  # not empty (or gone): keep it and its parents
+            return
+
+
+def file_mode() -> int:
+    """The permissions a new file gets from the user's umask (0o666 & ~umask), as open() gives them; mkstemp's
+    temp files are 0o600, which would hide a run folder from a partner or TA it is shared with."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 # --------------------------------------------------------------------------- devices and RNG
@@ -281,8 +331,9 @@ def check_config(cfg: Any) -> None:
     """Refuse values no run can use, before any work: the seed first, then epochs, device and learning rate."""
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed <= MAX_SEED:
         raise ValueError(f"--seed must be an integer in [0, {MAX_SEED}], got {cfg.seed!r}")
-    if isinstance(cfg.epochs, bool) or not isinstance(cfg.epochs, int) or cfg.epochs < 1:
-        raise ValueError(f"--epochs must be an integer of at least 1, got {cfg.epochs!r}")
+    if isinstance(cfg.epochs, bool) or not isinstance(cfg.epochs, int) or not 1 <= cfg.epochs <= MAX_EPOCHS:
+        raise ValueError(f"--epochs must be an integer in [1, {MAX_EPOCHS:,}] (the presets train 2 to 100 epochs), "
+                         f"got {cfg.epochs!r}")
     if cfg.device != "auto":
         try:
             torch.device(cfg.device)
@@ -304,11 +355,17 @@ def same_config(old: dict, new: dict) -> dict:
 
 def locked(run_function: Callable[..., Path]) -> Callable[..., Path]:
     """Decorate a driver's run(cfg, out, ...): checks that `out` is writable, then holds its RunLock for the
-    whole run (training, final evaluation, figures); a second process on the folder is refused."""
+    whole run (training, final evaluation, figures); a second process on the folder is refused. A run that
+    stops before writing anything (a refusal: missing data, another config, ...) removes the folders it made."""
     @functools.wraps(run_function)
     def run(cfg: Any, out: str | Path, *args, **kwargs) -> Path:
-        with RunLock(writable_folder(out, "--out")):
-            return run_function(cfg, out, *args, **kwargs)
+        made = created_folders(Path(out))
+        try:
+            with RunLock(writable_folder(out, "--out")):
+                return run_function(cfg, out, *args, **kwargs)
+        except BaseException:
+            remove_if_empty(made)
+            raise
     return run
 
 
@@ -381,6 +438,13 @@ class Run:
         saved, new = json.loads(json.dumps(saved)), json.loads(json.dumps(dataclasses.asdict(self.config)))
         self.changes = {k: [saved[k], new[k]] for k in sorted(RESUMABLE_CHANGES & set(saved) & set(new))
                         if saved[k] != new[k]}
+        rate = [k for k in ("lr", "base_lr") if k in self.changes]
+        if rate and self.epoch >= self.config.epochs:  # the config must keep the rate the model was trained at
+            old, new_rate = self.changes[rate[0]]
+            raise ValueError(f"{self.dir} has trained all its {self.epoch} epochs (with {rate[0]} {old}), so --lr "
+                             f"{new_rate} would train nothing and its config keeps the rate the model was trained "
+                             f"with: resume without --lr, add --epochs N (N > {self.epoch}) to train more epochs at "
+                             f"{new_rate}, or start a new run with another --out")
         missing = [n for n in self.checkpoint.get("artifacts", []) if not (self.artifacts / n).exists()]
         if missing:
             raise ValueError(f"artifacts of {self.dir} written up to epoch {self.epoch} are missing "
@@ -567,9 +631,31 @@ def _recorded_changes(run: Run) -> list[dict]:
     return changes
 
 
-def snapshot_epochs(every: int, epochs: int) -> list[int]:
-    """Every `every`-th epoch, and the last."""
-    return sorted(set(range(every, epochs + 1, every)) | {epochs})
+@dataclasses.dataclass(frozen=True)
+class SnapshotEpochs:
+    """Every `every`-th epoch of 1..epochs, and the last: a lazy sequence (`in`, len, iteration), so that no
+    value of --epochs makes a run allocate in proportion to it."""
+    every: int
+    epochs: int
+
+    def __contains__(self, epoch: object) -> bool:
+        in_range = isinstance(epoch, int) and 1 <= epoch <= self.epochs
+        return in_range and (epoch % self.every == 0 or epoch == self.epochs)
+
+    def __len__(self) -> int:
+        return self.epochs // self.every + (self.epochs % self.every != 0)
+
+    def __iter__(self) -> Iterator[int]:
+        yield from range(self.every, self.epochs + 1, self.every)
+        if self.epochs % self.every:
+            yield self.epochs
+
+
+def snapshot_epochs(every: int, epochs: int) -> SnapshotEpochs:
+    """Every `every`-th epoch (every >= 1), and the last, in increasing order, computed lazily."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"snapshot_every must be an integer of at least 1, got {every!r}")
+    return SnapshotEpochs(every, epochs)
 
 
 def progress(batches: Iterable[torch.Tensor], total: int, epoch: int) -> tqdm:

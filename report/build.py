@@ -3,7 +3,11 @@ figures, then compile report.tex to report/report.pdf.
 
     python -m report.build [--results DIR] [--run SLOT=FOLDER ...] [--preset full|smoke] [--no-pdf]
 
-Run from the repository root (scripts/build_report.sh does). The work is split by job:
+Run from the repository root (scripts/build_report.sh does; relative --results and --run folders are
+read from the directory it was started in). A build holds report/build/.lock throughout: a second
+build on the same checkout waits for it. A folder that holds no run is refused (a report of
+placeholders only would replace report.pdf); report.pdf is replaced atomically, and a build
+interrupted (Ctrl-C, kill) leaves it as it was and the next build working. The work is split by job:
 report.runs finds and reads the run folders, report.numbers computes the values the text
 reads, report.figures copies and draws the figures, report.latex writes the LaTeX.
 
@@ -38,13 +42,20 @@ most recently modified folder whose name matches its run name (experiments.names
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from experiments import names
+from experiments.lock import LOCK, RunLock, RunLockedError, owner_of
 from report import families, latex
 from report.figures import copy_figures, cross_figures
 from report.numbers import compute_numbers, vae_artifact_numbers
@@ -67,7 +78,7 @@ def generate(results: Path | None, overrides: dict[str, Path], build: Path = BUI
     if (build / "figures").exists():
         shutil.rmtree(build / "figures")  # no figure of an earlier build survives
     build.mkdir(parents=True, exist_ok=True)
-    values = compute_numbers(runs, preset)
+    values = compute_numbers(runs, preset, results)
     figures = copy_figures(runs, build)
     figures.update(cross_figures(runs, build, values))
     latent_rows = vae_artifact_numbers(values, runs.get("vae"))
@@ -85,36 +96,126 @@ def generate(results: Path | None, overrides: dict[str, Path], build: Path = BUI
 
 
 def compile_pdf(report: Path = REPORT) -> Path:
-    """latexmk -pdf report.tex (aux files in build/latex/), then copy the PDF to report/report.pdf."""
+    """latexmk -pdf report.tex (aux files in build/latex/), then report/report.pdf replaced atomically.
+
+    build/latex/ is reused only after a build that succeeded (it then holds COMPLETE): one interrupted or
+    failed leaves latexmk's bookkeeping remembering the error, so the next build starts LaTeX afresh.
+    latexmk runs in its own process group, stopped whole (pdflatex too) when the build is interrupted."""
     latexmk = shutil.which("latexmk")
     if latexmk is None or shutil.which("pdflatex") is None:
         raise FileNotFoundError("latexmk/pdflatex not found: run `bash scripts/build_report.sh`, which installs "
                                 "them (apt-get: texlive-latex-base texlive-latex-recommended texlive-latex-extra "
                                 "latexmk)")
     outdir = report / "build" / "latex"
+    if outdir.exists() and not (outdir / COMPLETE).exists():
+        shutil.rmtree(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([latexmk, "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error",
-                           f"-outdir={outdir.relative_to(report)}", "report.tex"],
-                          cwd=report, capture_output=True, text=True)
-    if done.returncode != 0:
+    (outdir / COMPLETE).unlink(missing_ok=True)
+    code, output = run_group([latexmk, "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error",
+                              f"-outdir={outdir.relative_to(report)}", "report.tex"], report)
+    if code != 0:
         log = outdir / "report.log"
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.exists() else done.stdout[-4000:]
-        raise RuntimeError(f"latexmk failed (exit {done.returncode}); end of {log}:\n{tail}")
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else output.splitlines()
+        if not any(line.startswith("!") or LATEX_ERROR.match(line) for line in lines):
+            raise RuntimeError(f"latexmk stopped (exit {code}) without a LaTeX error in {log}: was LaTeX killed? "
+                               f"{report / 'report.pdf'} is unchanged; run the build again")
+        tail = "\n".join(lines[-40:])
+        raise RuntimeError(f"latexmk failed (exit {code}); end of {log}:\n{tail}")
     pdf = report / "report.pdf"
-    shutil.copyfile(outdir / "report.pdf", pdf)
+    replace_file(outdir / "report.pdf", pdf)
+    (outdir / COMPLETE).touch()
     return pdf
 
 
+COMPLETE = ".complete"  # in build/latex/: the last build there succeeded
+LATEX_ERROR = re.compile(r"^[^:\s]+:\d+: ")  # -file-line-error's "file:line: message"
 
-def parse_overrides(items: list[str]) -> dict[str, Path]:
+
+def run_group(command: list[str], cwd: Path) -> tuple[int, str]:
+    """Run `command` in a new process group; (exit code, stdout and stderr). Any exception while waiting (Ctrl-C,
+    SIGTERM) kills the whole group first, so that no pdflatex goes on writing into build/latex/."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               errors="replace", start_new_session=True)
+    try:
+        output, _ = process.communicate()
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    return process.returncode, output
+
+
+def replace_file(source: Path, target: Path) -> None:
+    """Copy `source` over `target` atomically (a temp file beside it, then a rename), with the umask's permissions:
+    `target` is either the old file or the new one, never a part."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
+        with os.fdopen(fd, "wb") as f, open(source, "rb") as src:
+            shutil.copyfileobj(src, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def build_lock(build: Path):
+    """Hold build/.lock (experiments.lock, as a run folder's) for a whole build; a second build on the same
+    checkout waits for the first to finish (a lock whose build died is taken over)."""
+    lock = RunLock(build)
+    waiting = False
+    while True:
+        try:
+            lock.acquire()
+            break
+        except RunLockedError:
+            if not waiting:
+                owner = owner_of(build) or {}
+                print(f"waiting for the report build of process {owner.get('pid', '?')} to finish ({build / LOCK})",
+                      file=sys.stderr)
+                waiting = True
+            time.sleep(0.5)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def resolve(folder: str, base: Path) -> Path:
+    """`folder` as the caller meant it: relative to `base`, the directory the build was started from
+    (scripts/build_report.sh passes it as $A3_CALLER_DIR, as it changes to the repository root)."""
+    return (base / Path(folder).expanduser()).absolute()
+
+
+def check_results(results: Path, paths: dict[str, Path | None], *, given: bool = True) -> None:
+    """Refuse a --results folder that does not exist (when `given`: the default results/ may be absent when --run
+    names the runs) or when no run folder was found in it nor given by --run: a report of placeholders only
+    would silently replace report.pdf."""
+    expected = ("run folders named vae-<preset>, ddpm-<preset>[-T<T>], simsiam-<preset>-<ablation> (written by "
+                f"`{names.PYTHON} -m experiments ...`, default --out results/<run name>)")
+    if not results.is_dir() and (given or not any(paths.values())):
+        raise ValueError(f"--results {results} is not a folder; expected the folder holding your {expected}")
+    if not any(paths.values()):
+        raise ValueError(f"--results {results} holds no run folder; expected {expected}; pass --results with the "
+                         "folder that holds them, or --run SLOT=FOLDER")
+
+
+def parse_overrides(items: list[str], base: Path | None = None) -> dict[str, Path]:
+    """{slot: folder} from --run SLOT=FOLDER items, each folder relative to `base` (default: the current one)."""
     overrides = {}
     for item in items:
         slot, sep, folder = item.partition("=")
         if not sep or not slot or not folder:
             raise ValueError(f"--run expects SLOT=FOLDER (e.g. ddpm=results/ddpm-full), got {item!r}")
-        if not Path(folder).is_dir():
-            raise ValueError(f"--run {slot}={folder}: {folder} is not a folder")
-        overrides[slot] = Path(folder)
+        path = resolve(folder, base) if base is not None else Path(folder)
+        if not path.is_dir():
+            raise ValueError(f"--run {slot}={folder}: {path} is not a folder")
+        overrides[slot] = path
     return overrides
 
 
@@ -122,29 +223,44 @@ def parse_overrides(items: list[str]) -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m report.build", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", default=str(ROOT / "results"), help="folder holding the run folders")
+    parser.add_argument("--results", default=None, help="folder holding the run folders (default: results/ of the "
+                        "repository); a relative one is read from the directory the build was started in")
     parser.add_argument("--run", action="append", default=[], metavar="SLOT=FOLDER",
                         help=f"use FOLDER for SLOT (one of: {', '.join(SLOTS)}); repeatable")
     parser.add_argument("--preset", default=None, help="preset named in the commands of placeholders "
                         "(default: the preset of the runs found, else full)")
     parser.add_argument("--no-pdf", action="store_true", help="write report/build/ only, do not run LaTeX")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, interrupt)  # a kill stops LaTeX and leaves report.pdf as it was, as Ctrl-C does
+    base = Path(os.environ.get("A3_CALLER_DIR") or os.getcwd())
     try:
-        built = generate(Path(args.results), parse_overrides(args.run), BUILD, args.preset)
-    except (ValueError, FileNotFoundError) as e:
+        with build_lock(BUILD):
+            return build(resolve(args.results, base) if args.results else ROOT / "results",
+                         parse_overrides(args.run, base), args.preset, pdf=not args.no_pdf,
+                         given=args.results is not None)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(e, ValueError) else 1
+    except KeyboardInterrupt:
+        print(f"interrupted: {REPORT / 'report.pdf'} is unchanged; the next build starts LaTeX afresh",
+              file=sys.stderr)
+        return 130
+
+
+def build(results: Path, overrides: dict[str, Path], preset: str | None, *, pdf: bool, given: bool = True) -> int:
+    """One build, under the build folder's lock: check the runs (given: whether --results was), generate build/,
+    compile report.pdf."""
+    check_results(results, select_runs(results, overrides), given=given)
+    built = generate(results, overrides, BUILD, preset)
     for slot, run in built["runs"].items():
         print(f"{slot:22s} {run.path if run else 'missing: ' + built['values'][f'cmd-{slot}']}")
-    if args.no_pdf:
-        return 0
-    try:
-        pdf = compile_pdf(REPORT)
-    except (FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"report: {pdf}")
+    if pdf:
+        print(f"report: {compile_pdf(REPORT)}")
     return 0
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -102,7 +102,8 @@ def _provenance_row(slot: str, run: RunFolder | None, values: dict[str, str]) ->
              for k in ("dataset", "hardware", "epochs", "wall")]
     if run.synthetic:
         cells[0] = r"\textbf{" + cells[0] + "}"
-    status = "" if run.finished else r"\newline\textit{(" + values.get(f"{slot}-status", "unfinished") + ")}"
+    note = values.get(f"{slot}-status", "unfinished")  # "finished", unless unfinished or trained at several rates
+    status = "" if run.finished and note == "finished" else r"\newline\textit{(" + note + ")}"
     return f"{name}{status} & " + " & ".join(cells) + r" \\"
 
 

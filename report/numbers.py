@@ -24,7 +24,7 @@ from experiments.summaries import (
 )
 from report import wording
 from report.latex import compare, duration, escape, number, percent
-from report.runs import SLOTS, T_SLOTS, RunFolder, finite, problem_of, resume_command, slot_command
+from report.runs import SLOTS, T_SLOTS, RunFolder, finite, placeholder_options, problem_of, resume_command, slot_command
 
 COLLAPSED_BELOW = 0.2   # collapse std x sqrt(d) under which a SimSiam run counts as collapsed
 SAME_WITHIN = 0.5       # kNN accuracies closer than this many points are "about the same"
@@ -41,10 +41,12 @@ REDRAW = {"vae": "vae_figures", "ddpm": "ddpm_figures", "simsiam": "simsiam_figu
 REDO = {"vae": ("observations", "amortisation", "discriminator"), "ddpm": ("observations", "bound", "discriminator")}
 
 
-def fix_command(slot: str, run: RunFolder | None, preset: str, main_timesteps: int | None) -> tuple[str, str]:
-    """(status, command) for a slot: what is missing and the command that produces it."""
+def fix_command(slot: str, run: RunFolder | None, preset: str, main_timesteps: int | None,
+                placeholder: dict | None = None) -> tuple[str, str]:
+    """(status, command) for a slot: what is missing and the command that produces it (placeholder: the
+    options of a missing run's command, report.runs.placeholder_options)."""
     if run is None:
-        return "no run folder found", slot_command(slot, preset, main_timesteps)
+        return "no run folder found", slot_command(slot, preset, main_timesteps, **(placeholder or {}))
     folder = str(run.path)
     if not run.finished:  # the same options as the run's config, in its folder
         return f"run folder {folder} is unfinished (no summary.json)", resume_command(slot, run, preset)
@@ -55,7 +57,7 @@ def fix_command(slot: str, run: RunFolder | None, preset: str, main_timesteps: i
                 f"rm {Path(folder) / 'summary.json'} && {resume_command(slot, run, preset)}")
     function = REDRAW[problem_of(slot)]
     return (f"run folder {folder} is finished but lacks this figure",
-            f"python -c \"from experiments import figures; figures.{function}('{folder}')\"")
+            f"{names.PYTHON} -c \"from experiments import figures; figures.{function}('{folder}')\"")
 
 
 # --------------------------------------------------------------------------- every run
@@ -95,6 +97,37 @@ def _common(values: dict[str, str], run: RunFolder) -> None:
         values[f"{s}-bn-over"] = batch_norm_over(batch, run.provenance.get("micro_batch") or batch)
     if run.provenance.get("fallback_reason"):
         values[f"{s}-fallback"] = escape(run.provenance["fallback_reason"])
+    if (rates := lr_history(run)) is not None:  # resumed with another --lr: the rates the epochs were trained at
+        values[f"{s}-status"] += f"; trained at learning rate {rates}"
+        if "lr" in run.config:
+            values[f"{s}-lr"] = rates
+
+
+def lr_history(run: RunFolder) -> str | None:
+    """The learning rates a run's epochs were trained at, when not only its config's: from provenance.json's
+    resume_changes ({"after_epoch": e, "changes": {"lr": [old, new]}} per resume that changed it), e.g.
+    "0.0001 (epochs 1--10), then 1e-05 (epochs 11--30)". None when every epoch used the config's rate."""
+    field = "base_lr" if "base_lr" in run.config else "lr"
+    changes = [(c["after_epoch"], c["changes"][field]) for c in run.provenance.get("resume_changes") or []
+               if isinstance(c, dict) and field in c.get("changes", {})]
+    done = run.epochs or run.config.get("epochs")
+    if not changes or not finite(done):
+        return None
+    stretches = [(old, after) for after, (old, _) in changes] + [(changes[-1][1][1], done)]  # (rate, up to epoch)
+    segments, first = [], 1  # [rate, first epoch, last epoch] of each stretch of epochs trained at one rate
+    for rate, last in stretches:
+        if last < first:  # no epoch was trained at this rate
+            continue
+        if segments and segments[-1][0] == rate:
+            segments[-1][2] = last
+        else:
+            segments.append([rate, first, last])
+        first = last + 1
+    if len(segments) == 1 and segments[0][0] == run.config.get(field):
+        return None
+    if len(segments) == 1:  # the config names a rate no epoch was trained at (a finished run resumed with --lr)
+        return escape(segments[0][0])
+    return ", then ".join(f"{escape(rate)} (epoch{f' {a}' if a == b else f's {a}--{b}'})" for rate, a, b in segments)
 
 
 
@@ -408,14 +441,14 @@ def problem_numbers(values: dict[str, str], runs: dict[str, RunFolder | None]) -
             values[f"p{n}-warning"] = ""
 
 
-def compute_numbers(runs: dict[str, RunFolder | None], preset: str) -> dict[str, str]:
-    """Every value the text reads with \\val{key}, as LaTeX."""
+def compute_numbers(runs: dict[str, RunFolder | None], preset: str, results: Path | None = None) -> dict[str, str]:
+    """Every value the text reads with \\val{key}, as LaTeX (results: the folder the runs were looked for in)."""
     values: dict[str, str] = {"preset": escape(preset), "collapse-threshold": str(COLLAPSED_BELOW),
                               "same-within": str(SAME_WITHIN)}
     main_T = runs["ddpm"].config.get("timesteps") if runs.get("ddpm") else None
     for slot in SLOTS:
         run = runs.get(slot)
-        status, command = fix_command(slot, run, preset, main_T)
+        status, command = fix_command(slot, run, preset, main_T, placeholder_options(runs, results))
         values[f"status-{slot}"] = escape(status)
         values[f"cmd-{slot}"] = escape(command)
         if run is None:

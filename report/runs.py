@@ -248,13 +248,34 @@ def _t_study(main: Path | None, variants: list[Candidate]) -> dict[str, Candidat
     return picks
 
 
-def slot_command(slot: str, preset: str, timesteps: int | None = None) -> str:
-    """The command that produces a slot's run folder (timesteps: the main DDPM run's T, if known)."""
+def slot_command(slot: str, preset: str, timesteps: int | None = None, *, results: Path | None = None,
+                 **options) -> str:
+    """The command that produces a slot's run folder (timesteps: the main DDPM run's T, if known), with --out
+    its folder under `results` (where the report looks for it) and `options` (data, data_root) when given."""
     problem = problem_of(slot)
+    T = timesteps or names.DEFAULT_TIMESTEPS.get(preset, 1000)
     if slot in T_SLOTS:
-        T = timesteps or names.DEFAULT_TIMESTEPS.get(preset, 1000)
-        return names.command(problem, preset, timesteps=T // 2 if slot == "ddpm-Tlow" else 3 * T // 2)
-    return names.command(problem, preset, ablation=ablation_of(slot) if problem == "simsiam" else None)
+        variant = {"timesteps": T // 2 if slot == "ddpm-Tlow" else 3 * T // 2}
+        name = names.ddpm_run_name(preset, variant["timesteps"])
+    elif problem == "simsiam":
+        variant = {"ablation": ablation_of(slot)}
+        name = names.simsiam_run_name(preset, variant["ablation"])
+    else:
+        variant = {}
+        name = names.vae_run_name(preset) if problem == "vae" else names.ddpm_run_name(preset, T)
+    out = str(results / name) if results is not None else None
+    return names.command(problem, preset, **variant, out=out, **options)
+
+
+def placeholder_options(runs: dict[str, RunFolder | None], results: Path | None) -> dict[str, Any]:
+    """What the command of a missing run repeats from the runs found: --out under `results`, and their --data and
+    --data-root when they all agree (synthetic runs give a command that stays offline too); else --data auto."""
+    found = [run.config for run in runs.values() if run is not None]
+    options: dict[str, Any] = {"results": results}
+    for key, default in (("data", "auto"), ("data_root", None)):
+        given = {config.get(key) for config in found} - {None, "data" if key == "data_root" else None}
+        options[key] = given.pop() if len(given) == 1 else default
+    return options
 
 
 # The config fields a resume must repeat (--data and the others default to values the run may not have used).

@@ -3,6 +3,8 @@
 # Installs LaTeX (latexmk and TeX Live from Debian/Ubuntu packages) first when it is missing.
 # Every option is passed to the report builder (see `python -m report.build --help`).
 set -euo pipefail
+# Relative --results and --run folders are the caller's: the builder resolves them against this directory.
+export A3_CALLER_DIR="$PWD"
 cd "$(dirname "$0")/.."
 
 bash scripts/install_latex.sh

@@ -19,7 +19,7 @@ import torch
 
 import ddpm_solution
 from experiments import __main__ as cli
-from experiments import runs, vae
+from experiments import names, runs, vae
 from experiments.diffusion import Diffusion
 from experiments.precision import Precision
 from experiments.runs import DiskFullError, read_checkpoint, read_metrics
@@ -202,9 +202,9 @@ def test_nan_weights_with_a_finite_loss_are_never_checkpointed(tmp_path, monkeyp
     err = refused(capsys, smoke_args(tmp_path, "--epochs", "3"))
     assert "epoch 2: 1 tensors are not finite (model." in err and "checkpoint.pt (epoch 1) is kept" in err
     command = err.strip().splitlines()[-1].strip()
-    assert command == shlex.join(["python", "-m", "experiments", "vae", "--preset", "smoke", "--data", "synthetic",
-                                  "--out", str(tmp_path / "run"), "--data-root", str(tmp_path / "data"), "--device",
-                                  "cpu", "--epochs", "3", "--resume", "--lr", "0.0002"])
+    assert command == shlex.join([names.interpreter(), "-m", "experiments", "vae", "--preset", "smoke", "--out",
+                                  str(tmp_path / "run"), "--data", "synthetic", "--data-root", str(tmp_path / "data"),
+                                  "--device", "cpu", "--epochs", "3", "--lr", "0.0002", "--resume"])
     checkpoint = read_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert checkpoint["epoch"] == 1 and not runs.non_finite(checkpoint["state"])
     assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1]
@@ -217,8 +217,10 @@ def test_nan_weights_with_a_finite_loss_are_never_checkpointed(tmp_path, monkeyp
 # --------------------------------------------------------------------------- 5. bad options, refused first
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--epochs", "0"], "--epochs must be an integer of at least 1, got 0"),
-    (["--epochs", "-1"], "--epochs must be an integer of at least 1, got -1"),
+    (["--epochs", "0"], "--epochs must be an integer in [1, 10,000]"),
+    (["--epochs", "-1"], "--epochs must be an integer in [1, 10,000]"),
+    (["--epochs", "10001"], "--epochs must be an integer in [1, 10,000] (the presets train 2 to 100 epochs), got "
+                            "10001"),
     (["--seed", "-1", "--epochs", "0"], "--seed must be an integer in [0, 4294967295], got -1"),
     (["--device", "bogus"], "--device 'bogus' is not a device"),
     (["--lr", "nan"], "--lr must be a positive number"),
@@ -255,7 +257,7 @@ def test_timesteps_are_bounded(tmp_path, capsys):
 def test_simsiam_epochs_message_does_not_talk_about_warm_up(tmp_path, capsys):
     for ablation in ("baseline", "batch-4096"):
         err = refused(capsys, smoke_args(tmp_path, "--epochs", "0", "--ablation", ablation, problem="simsiam"))
-        assert "--epochs must be an integer of at least 1" in err and "warmup" not in err
+        assert "--epochs must be an integer in [1, 10,000]" in err and "warmup" not in err
 
 
 # --------------------------------------------------------------------------- 6. a full disk

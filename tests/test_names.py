@@ -42,7 +42,8 @@ def test_run_names_round_trip_through_the_experiments(problem, preset, variant):
     assert (parsed.problem, parsed.preset) == (problem, preset)
     for key, value in variant.items():
         assert getattr(parsed, key) == value
-    assert names.command(problem, preset, **variant).startswith(f"python -m experiments {problem} --preset {preset}")
+    assert names.command(problem, preset, **variant).startswith(
+        f".venv/bin/python -m experiments {problem} --preset {preset}")
 
 
 def test_questions_compare_with_the_baseline():

@@ -605,9 +605,15 @@ def test_missing_runs_get_placeholders_and_commands(tmp_path):
     build.generate(results, {}, out)
     v = read_values(out)
     assert v["status-ddpm"] == "no run folder found"
-    assert v["cmd-ddpm"] == "python -m experiments ddpm --preset full"
-    assert v["cmd-ddpm-Thigh"] == "python -m experiments ddpm --preset full --timesteps 1500"
-    assert v["cmd-simsiam-no-stop-grad"] == "python -m experiments simsiam --preset full --ablation no-stop-grad"
+    # The command of a missing run, followed literally, writes where the build looks (--out under --results)
+    # from the data of the runs found (here --data auto: they do not say).
+    experiments = ".venv/bin/python -m experiments"
+    assert v["cmd-ddpm"] == latex.escape(f"{experiments} ddpm --preset full --out {results / 'ddpm-full'} --data auto")
+    assert v["cmd-ddpm-Thigh"] == latex.escape(f"{experiments} ddpm --preset full --timesteps 1500 "
+                                               f"--out {results / 'ddpm-full-T1500'} --data auto")
+    assert v["cmd-simsiam-no-stop-grad"] == latex.escape(
+        f"{experiments} simsiam --preset full --ablation no-stop-grad "
+        f"--out {results / 'simsiam-full-no-stop-grad'} --data auto")
     assert "ddpm-fid" not in v and "simsiam-baseline-final-knn" not in v
     figures = (out / "figures.tex").read_text()
     assert r"\setfig{vae/wall_clock}{build/figures/vae/wall-clock.png}" in figures and "ddpm" not in figures
@@ -629,7 +635,8 @@ def test_unfinished_run_reads_metrics_and_offers_resume(tmp_path):
     assert v["vae-status"] == "unfinished: epoch 3 of 3" and v["vae-epochs"] == "3"
     assert v["vae-wall"] == latex.duration(metrics_lines(3)[-1]["wall_seconds"])
     # The resume repeats the options the run was started with (its config.json: here epochs 3).
-    assert v["cmd-vae"] == latex.escape(f"python -m experiments vae --preset smoke --out {run} --epochs 3 --resume")
+    assert v["cmd-vae"] == latex.escape(f".venv/bin/python -m experiments vae --preset smoke --out {run} --epochs 3 "
+                                        "--resume")
     assert "vae-ll-nats" not in v and v["preset"] == "smoke"
     assert r"\textit{(unfinished: epoch 3 of 3)}" in (out / "provenance.tex").read_text()
 
@@ -642,7 +649,8 @@ def test_a_run_finished_before_a_measurement_existed_offers_to_redo_its_final_ev
     v = read_values(out)
     assert v["status-vae"].endswith(latex.escape("measured amortisation, discriminator"))
     assert v["cmd-vae"] == latex.escape(f"rm {run / 'summary.json'} && "
-                                        f"python -m experiments vae --preset smoke --out {run} --epochs 3 --resume")
+                                        f".venv/bin/python -m experiments vae --preset smoke --out {run} --epochs 3 "
+                                        "--resume")
 
 
 def test_provenance_warns_about_synthetic_data_only_when_used(tmp_path):

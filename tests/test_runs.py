@@ -23,9 +23,10 @@ def test_stream_seeds_are_stable_and_do_not_collide_like_offsets():
 
 
 def test_snapshot_epochs_include_the_last():
-    assert runs.snapshot_epochs(5, 12) == [5, 10, 12]
-    assert runs.snapshot_epochs(5, 10) == [5, 10]
-    assert runs.snapshot_epochs(1, 2) == [1, 2]
+    for every, epochs, expected in ((5, 12, [5, 10, 12]), (5, 10, [5, 10]), (1, 2, [1, 2]), (5, 3, [3])):
+        snapshots = runs.snapshot_epochs(every, epochs)
+        assert list(snapshots) == expected and len(snapshots) == len(expected)
+        assert [e for e in range(-1, epochs + 3) if e in snapshots] == expected
 
 
 def test_duration_formats():
