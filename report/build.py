@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for warning in latex.student_warnings(os.environ, REPORT):  # the title page's name and student ID
+        print(f"warning: {warning}", file=sys.stderr)
     for slot, run in built["runs"].items():
         print(f"{slot:22s} {run.path if run else 'missing: ' + built['values'][f'cmd-{slot}']}")
     if args.no_pdf:

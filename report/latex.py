@@ -204,6 +204,24 @@ def student_tex(environ: Mapping[str, str]) -> str:
     return "".join(f"\\{command}{{{escape(value)}}}\n" for command, value in fields.items() if value)
 
 
+def student_warnings(environ: Mapping[str, str], report: Path) -> list[str]:
+    """A warning per title-page field left as a placeholder: set by neither the environment (A3_STUDENT_NAME,
+    A3_STUDENT_ID) nor report/student.tex (which may still hold the example's values)."""
+    handwritten = (report / "student.tex").read_text() if (report / "student.tex").exists() else ""
+    example = (report / "student.example.tex").read_text() if (report / "student.example.tex").exists() else ""
+    warnings = []
+    for var, command in STUDENT_FIELDS.items():
+        if " ".join(environ.get(var, "").split()):
+            continue
+        line = next((ln.strip() for ln in handwritten.splitlines() if ln.strip().startswith(f"\\{command}{{")), None)
+        if line is None:
+            warnings.append(f"the title page's {command} is a placeholder: set {var} or write report/student.tex "
+                            "(see report/student.example.tex and the README)")
+        elif line in example:
+            warnings.append(f"report/student.tex still holds the example's {command} ({line}): put yours there")
+    return warnings
+
+
 def write_build(build: Path, values: dict[str, str], figures: dict[str, str], provenance: str,
                 tables: dict[str, str], student: str = "") -> None:
     """build/{numbers,figures,provenance,tables,student}.tex: \\setval, \\setfig, the first-page table,
