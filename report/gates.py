@@ -109,8 +109,10 @@ def above_chance(accuracy: float | None, n: int | None, who: str, chance: float 
         return Gate(False, f"{who}'s test accuracy was not measured")
     low, _ = wilson(accuracy, n)
     if accuracy < chance + margin or low <= chance:
-        return Gate(False, f"{who} is at chance ({_pct(accuracy)} on {counted(n, 'test image')}, chance "
-                           f"{_pct(chance)}; it must beat chance by {round(100 * margin)} points)")
+        state = "at chance" if accuracy < chance + margin else "not shown above chance"
+        return Gate(False, f"{who} is {state} ({_pct(accuracy)} on {counted(n, 'test image')}, chance "
+                           f"{_pct(chance)}; it must beat chance by {round(100 * margin)} points, with its 95\\% "
+                           "interval above chance)")
     return TELLS
 
 

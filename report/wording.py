@@ -433,7 +433,7 @@ def tstudy_verdicts(values: dict[str, str], runs: dict[str, RunFolder | None]) -
 
 # --------------------------------------------------------------------------- 3.7, 3.9
 
-MIN_STEPS = 500   # optimiser steps before SimSiam designs can differ (Chen & He's collapse shows within an epoch)
+MIN_STEPS = 100   # optimiser steps before SimSiam designs can differ (the smoke preset takes 8; real runs thousands)
 ABLATION_ROLE = {"no-stop-grad": "the run without the stop-gradient", "no-predictor": "the run without the predictor",
                  "proj-4096": "the run with the larger projector output", "batch-4096": "the large-batch run"}
 
