@@ -75,6 +75,7 @@ def _common(values: dict[str, str], run: RunFolder) -> None:
         values[f"{s}-hardware"] = escape(run.hardware)
     if run.epochs is not None:
         values[f"{s}-epochs"] = str(run.epochs)
+        values[f"{s}-epochs-phrase"] = gates.counted(run.epochs, "epoch")
     if finite(run.wall_seconds):
         values[f"{s}-wall"] = duration(run.wall_seconds)
         values[f"{s}-wall-seconds"] = f"{run.wall_seconds:.0f}"

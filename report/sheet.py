@@ -42,14 +42,14 @@ def answer_numbers(values: dict[str, str]) -> None:
     """answer-<question> for every practical question of PRACTICAL that the runs answer."""
     g = lambda key: _get(values, key)  # noqa: E731
     values.update({
-        "answer-1.3a": f"{g('vae-wall')} for {g('vae-epochs')} epochs ({g('vae-epoch-seconds')} per epoch)",
+        "answer-1.3a": f"{g('vae-wall')} for {g('vae-epochs-phrase')} ({g('vae-epoch-seconds')} per epoch)",
         "answer-1.3b": f"final samples {g('vae-obs-sharpness-short')}",
         "answer-1.3c": f"reconstructions {g('vae-obs-recon-short')}",
         "answer-1.3d": f"{g('vae-obs-sharpness-short')}; {g('vae-obs-digits-short')}",
         "answer-1.3e": f"{g('vae-peak-distinct-dims')} of {g('vae-z-total')} dimensions among the classes' peaks; "
                        f"largest score {g('vae-peak-max')} s.d.",
         "answer-1.3f": g("vae-interp-short"),
-        "answer-2.2a": f"{g('ddpm-wall')} for {g('ddpm-epochs')} epochs ({g('ddpm-epoch-seconds')} per epoch)",
+        "answer-2.2a": f"{g('ddpm-wall')} for {g('ddpm-epochs-phrase')} ({g('ddpm-epoch-seconds')} per epoch)",
         "answer-2.2b": f"final samples {g('ddpm-obs-sharpness-short')}",
         "answer-2.2c": g("ddpm-tstar-answer"),
         "answer-2.2d": g("p2-verdict-short"),

@@ -244,7 +244,7 @@ def interpolation_observations(values: dict[str, str], p: str, obs: Observations
     word = {kind: "smooth" if s.evenness >= EVEN_AT_LEAST else "uneven" for kind, s in strips.items()}
     still = still_gate(strips)
     if not still.tells:
-        values[f"{p}-interp-verdict"] = "not judged: " + gates.cannot("whether it is smooth", still)
+        values[f"{p}-interp-verdict"] = f"not judged: {still.why}"
     elif word["test"] == word["prior"]:
         values[f"{p}-interp-verdict"] = f"{word['test']} both between test images and between prior draws"
     else:

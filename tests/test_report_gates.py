@@ -109,8 +109,7 @@ def strip(mean_step: float, evenness: float, n_strips: int = 3) -> StripObservat
 
 
 @pytest.mark.parametrize("steps, evenness, start", [
-    ((0.0026, 0.0065), (0.66, 0.59), "not judged: this run cannot tell whether it is smooth: the decoded frames are "
-                                     "nearly constant"),       # the smoke VAE
+    ((0.0026, 0.0065), (0.66, 0.59), "not judged: the decoded frames are nearly constant"),  # the smoke VAE
     ((0.03, 0.03), (0.8, 0.7), "smooth both"),
     ((0.03, 0.03), (0.2, 0.3), "uneven both"),
 ])
@@ -230,10 +229,71 @@ def test_answer_sheet_lists_every_question_once_with_its_page():
 
 
 def test_answer_sheet_values_come_from_the_body_values():
-    values = {"vae-wall": "19.0 s", "vae-epochs": "2", "vae-epoch-seconds": "9.5 s",
+    values = {"vae-wall": "19.0 s", "vae-epochs-phrase": "2 epochs", "vae-epoch-seconds": "9.5 s",
               "ddpm-tstar-answer": "not interpretable: classifier at chance",
               "p2-verdict-short": "cannot tell which is closer to the test images (the DDPM's samples are noise)"}
     sheet.answer_numbers(values)
     assert values["answer-1.3a"] == "19.0 s for 2 epochs (9.5 s per epoch)"
     assert values["answer-2.2c"] == values["ddpm-tstar-answer"] and values["answer-2.2d"] == values["p2-verdict-short"]
     assert r"\val{simsiam-no-stop-grad-final-knn}" in values["answer-3.4"]   # missing: shown as missing
+
+
+# --------------------------------------------------------------------------- edge values: no template artefacts
+
+ARTEFACTS = [r"\(s\)", r"\b1 (?:epoch|image|sample|step|point|strip|draw|run)s\b",
+             r"\b(?:0|[2-9]|\d\d+) (?:epoch|image|sample|optimiser step|test image)\b(?!s)",
+             r"every 1 ", r"few hundred", r"t = 2, \\dots, 3", r"\bnan\b", r"\binf\b", r"None"]
+
+
+def renderings() -> list[str]:
+    """Every sentence generator at its edge values: counts 0, 1, 2 and many; fractions 0% and 100%."""
+    out = []
+    for n in (0, 1, 2, 1000):
+        out += [gates.counted(n, "epoch"), gates.counted(n, "test image"), wording.every(max(n, 1), "epoch"),
+                wording.over_first(n, "epoch"), gates.enough(n, 100, "image", "a classifier-FID").why,
+                wording.loss_trend([5.0 - k for k in range(n)][:50]), wording.loss_trend([1.0 + k for k in range(n)])]
+    for accuracy in (0.0, 1.0):
+        for n in (1, 2, 1000):
+            out.append(gates.above_chance(accuracy, n, "the digit classifier").why)
+            out.append(gates.points_differ(accuracy, n, 1 - accuracy, n, "the difference").why)
+    for ratio in (1e-12, 1.0, 1000.0):
+        out += [wording.sharpness_phrase(ratio, "the test images"), wording.sharpness_short(ratio, "the test images")]
+    for confident in (0.0, 1.0):
+        for n in (1, 2, 1000):
+            one_class = [n] + [0] * 9
+            every_class = [n] * 10
+            for hist in (one_class, every_class):
+                out += [wording.digits_phrase(digits(confident, hist), digits(confident, hist)),
+                        wording.classes_phrase(digits(confident, hist), digits(1 - confident, every_class)),
+                        wording.digits_short(digits(confident, hist), digits(confident, every_class))]
+    for step in (0.0, 1.0):
+        for n_strips in (1, 2):
+            obs = observations(sharpness=0.5, confident=1.0, fid=1.0, evenness=(0.5, 0.5))
+            obs.interpolations = Interpolations(test=strip(step, 1.0, n_strips), prior=strip(step, 0.0, n_strips))
+            values = {}
+            wording.interpolation_observations(values, "vae", obs)
+            out += list(values.values())
+    for steps_per_epoch in (1, 2, 1000):
+        values = simsiam_values(steps_per_epoch, {})
+        values["simsiam-baseline-epochs"] = "1"
+        wording.collapse_summary(values)
+        out += list(values.values())
+    for t_star, T in ((0.0, 1), (1.0, 2), (None, 1000)):
+        values = {}
+        numbers.tstar_numbers(values, "ddpm", t_star, T)
+        out += list(values.values())
+    return out
+
+
+def test_every_generator_renders_edge_values_without_template_artefacts():
+    for text in renderings():
+        for artefact in ARTEFACTS:
+            assert not re.search(artefact, text), f"{artefact!r} in {text!r}"
+
+
+def test_plurals_follow_the_count():
+    assert [gates.counted(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+    assert wording.every(1, "epoch") == "every epoch" and wording.every(5, "epoch") == "every 5 epochs"
+    assert wording.over_first(0, "epoch") == "no warm-up"
+    assert wording.over_first(1, "epoch") == "a linear warm-up over the first epoch"
+    assert wording.over_first(3, "epoch") == "a linear warm-up over the first 3 epochs"
