@@ -118,15 +118,21 @@ def _provenance_notes(runs: dict[str, RunFolder | None], values: dict[str, str])
                  + " used the synthetic stand-in dataset (house-number-like digits generated offline, "
                    "10 classes), not SVHN or CIFAR-10. Their figures and numbers are \\textbf{not} SVHN or "
                    "CIFAR-10 results; they only show that the pipeline runs end to end.}}\n")
+    # The folders read and the missing runs' commands go to an appendix (report.tex prints \runfolders there),
+    # so that the title page keeps to one page and the answer sheet is page 2.
+    listings = ""
     if found:
-        body += _listing("Run folders read:", [
+        listings += _listing("Run folders read:", [
             (slot, r"\texttt{" + breakable(escape(runs[slot].path)) + "}"
              + "".join(r" \textit{(" + escape(p) + ")}" for p in runs[slot].problems)) for slot in found])
     missing = [slot for slot in SLOTS if runs.get(slot) is None]
     if missing:
-        body += _listing("Missing runs, and the commands that produce them:",
-                         [(slot, r"\texttt{" + breakable(values[f"cmd-{slot}"]) + "}") for slot in missing])
-    return body
+        listings += _listing("Missing runs, and the commands that produce them:",
+                             [(slot, r"\texttt{" + breakable(values[f"cmd-{slot}"]) + "}") for slot in missing])
+        body += ("\n\\smallskip\\noindent\\textbf{" + str(len(missing)) + " of " + str(len(SLOTS))
+                 + " runs are missing}: " + ", ".join(r"\texttt{" + escape(s) + "}" for s in missing)
+                 + "; the commands that produce them are on page~\\pageref{app:folders}.\n")
+    return body + "\n\\gdef\\runfolders{" + listings + "}\n"
 
 
 def latent_table(rows: list[tuple[int, int, list[tuple[int, float]]]]) -> str:

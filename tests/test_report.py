@@ -688,6 +688,26 @@ def test_pdf_from_complete_fake_runs(tmp_path):
     for needed in ("Problem 1 (VAE)", "Problem 2 (DDPM)", "Problem 3 (SimSiam)", "synthetic stand-in",
                    "NVIDIA H100 80GB HBM3", "2.1 min", "Synthetic stand-in data"):
         assert needed in first, f"{needed!r} not on the first page"
+    assert_answers_first_and_body_within_budget(text)
+
+
+PRACTICAL_PAGES = 15   # the practical answers, from Part II's heading to the appendices
+
+
+def page_of(text: str, heading: str, last: bool = True) -> int:
+    """The page (1-based) of the last (or first) line of pdftotext's text that is `heading`: a body heading's last
+    line comes after the table of contents' line, the answer sheet's first line before it."""
+    matches = list(re.finditer(rf"(?:^|\f){re.escape(heading)}$", text, flags=re.M))
+    assert matches, f"{heading!r} is not a line of the PDF"
+    # A heading at the top of a page matches with its form feed, which is counted.
+    return text.count("\f", 0, matches[-1 if last else 0].end()) + 1
+
+
+def assert_answers_first_and_body_within_budget(text: str) -> None:
+    """Page 2 opens with the answer sheet; Part II (after the table of contents) fits PRACTICAL_PAGES pages."""
+    assert page_of(text, "Answer sheet", last=False) == 2
+    practical, appendices = page_of(text, "Part II: Practical"), page_of(text, "Appendices")
+    assert appendices - practical <= PRACTICAL_PAGES, f"Part II takes {appendices - practical} pages"
 
 
 LONG_HARDWARE = {"device_name": "NVIDIA A100-SXM4-40GB, CUDA 12.4", "micro_batch": (2048, 2), "source": "svhn"}
