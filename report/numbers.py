@@ -96,7 +96,12 @@ def _common(values: dict[str, str], run: RunFolder) -> None:
     if finite(batch) and s.startswith("simsiam"):
         values[f"{s}-bn-over"] = batch_norm_over(batch, run.provenance.get("micro_batch") or batch)
     if finite(run.config.get("snapshot_every")):
-        values[f"{s}-snapshot-phrase"] = wording.every(int(run.config["snapshot_every"]), "epoch")
+        every = int(run.config["snapshot_every"])
+        values[f"{s}-snapshot-phrase"] = wording.every(every, "epoch")
+        sampler = f"the full $T$-step ancestral sampler on {values.get(f'{s}-n-samples', 'a few')} images"
+        values[f"{s}-snapshot-clause"] = (f"every epoch also runs {sampler}." if every == 1 else
+                                          f"{wording.every(every, 'epoch')} it also runs {sampler}, which is why "
+                                          "those epochs are longer.")
     if finite(run.config.get("warmup_epochs")):
         values[f"{s}-warmup-phrase"] = wording.over_first(int(run.config["warmup_epochs"]), "epoch")
     if run.provenance.get("fallback_reason"):
@@ -264,7 +269,10 @@ def tstar_numbers(values: dict[str, str], p: str, t_star: float | None, T: int |
                   classifier: gates.Gate = gates.TELLS) -> None:
     """2.2(c): t*, where label preservation falls below halfway (None: never), and its fraction of T; only when
     the classifier that judges label preservation is above chance on the study's clean images."""
+    values[f"{p}-tstar-caption"] = "the dashed line marks $t^*$."
     if not classifier.tells:
+        values[f"{p}-tstar-caption"] = ("the dashed line marks where the curve crosses the rule's threshold, not a "
+                                        "$t^*$: the classifier is at chance (see the text).")
         values[f"{p}-tstar"] = "n/a"
         values[f"{p}-tstar-frac"] = "n/a"
         values[f"{p}-tstar-result"] = ("Not interpretable: " + gates.cannot("$t^*$", classifier)
@@ -425,9 +433,11 @@ def simsiam_comparisons(values: dict[str, str], runs: dict[str, RunFolder | None
                 diff, 0.0, higher=f"{gap} points higher than", lower=f"{gap} points lower than",
                 tolerance=SAME_WITHIN, same=f"within {SAME_WITHIN} points of")
         else:
+            low, high = gates.proportion_difference(acc, n or 0, base_acc, n_base or 0)
             values[f"simsiam-{ablation}-vs-baseline"] = (
-                f"not distinguishable from (on {gates.counted(n or 0, 'test image')} {gate.why}; a difference of "
-                f"{number(diff, '+.1f')} points)")
+                f"indistinguishable (a {number(diff, '+.1f')}-point difference, 95\\% interval "
+                f"[{number(100 * low, '+.1f')}, {number(100 * high, '+.1f')}] on "
+                f"{gates.counted(n or 0, 'test image')}) from")
         values[f"simsiam-{ablation}-apart"] = "yes" if gate.tells else "no"
         values[f"simsiam-{ablation}-knn-diff"] = gap
 

@@ -295,7 +295,7 @@ def ddpm_against_vae(values: dict[str, str], d: Observations, v: Observations, d
         gates.Gate(comparable, "the two FIDs are not comparable (see above)"), classifier,
         gates.enough(min(d.samples.fid_size, v.samples.fid_size), MIN_FID_IMAGES, "image per set",
                      "a classifier-FID", "images per set"))
-    words = []
+    words: list[str] = []
     if sharp.tells:
         word = ("sharper than" if rd > rv * SHARPNESS_BAND else
                 "blurrier than" if rd < rv / SHARPNESS_BAND else "about as sharp as")
@@ -317,7 +317,8 @@ def ddpm_against_vae(values: dict[str, str], d: Observations, v: Observations, d
     if fid.tells:
         words.append("of a classifier-FID " + ("about the same as" if abs(fd - fv) <= FID_SAME_WITHIN * max(fd, fv)
                                                else "lower (closer to the test images) than" if fd < fv else
-                                               "higher (further from the test images) than") + " the VAE's")
+                                               "higher (further from the test images) than") + " the VAE's (FIDs "
+                     f"within {percent(FID_SAME_WITHIN, 0)} of each other count as the same)")
     closer = {"sharpness": abs(math.log(rv)) - abs(math.log(rd)), "clear digits": cd - cv,
               "classifier-FID": fv - fd}
     margin = {"sharpness": math.log(SHARPNESS_BAND), "clear digits": DIGITS_SAME_WITHIN,
@@ -390,7 +391,7 @@ def loss_trend(losses: list[float], what: str = "test loss") -> str:
     if last - losses[best] > RISE_ABOVE * abs(losses[best]):
         return (f"The {what} rises after epoch {best + 1} (from {number(losses[best], fmt)} to {number(last, fmt)} "
                 f"at epoch {len(losses)}): on the test set the model got worse in its last "
-                f"{gates.counted(len(losses) - best - 1, 'epoch')}.")
+                + ("epoch." if len(losses) - best == 2 else f"{len(losses) - best - 1} epochs."))
     if abs(last - first) <= RISE_ABOVE * abs(first):
         return f"The {what} stays flat over the {len(losses)} epochs ({number(first, fmt)} to {number(last, fmt)})."
     return f"The {what} falls over the {len(losses)} epochs, from {number(first, fmt)} to {number(last, fmt)}."

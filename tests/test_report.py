@@ -468,7 +468,7 @@ def test_numbers_of_a_complete_set_of_runs(tmp_path):
     assert v["simsiam-no-stop-grad-vs-baseline"] == "68.0 points lower than"
     assert v["simsiam-batch-4096-vs-baseline"] == "10.0 points lower than"
     # 0.3 points apart on 26032 test images: the 95% interval of the difference includes 0, so no direction
-    assert v["simsiam-proj-4096-vs-baseline"].startswith("not distinguishable from (on 26032 test images the 95")
+    assert v["simsiam-proj-4096-vs-baseline"].startswith(r"indistinguishable (a +0.3-point difference, 95\% interval")
     assert v["simsiam-no-predictor-collapse-word"] == "collapsed"
     assert v["simsiam-baseline-collapse-word"] == "not collapsed"
     assert v["simsiam-batch-4096-steps-per-epoch"] == str(73257 // 4096)
