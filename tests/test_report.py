@@ -691,6 +691,28 @@ def test_pdf_from_complete_fake_runs(tmp_path):
     assert_answers_first_and_body_within_budget(text)
 
 
+# (value key, what its refused form starts with, phrases of the verdict it refuses): a refused verdict never
+# reaches the text in its told form.
+REFUSED = [("p2-verdict-vs-vae", "this run cannot tell", ["closer to the test images than the VAE's",
+                                                         "further from the test images than the VAE's"]),
+           ("p2-structure-agreement", "This run cannot test it", ["This run agrees", "This run does not show"]),
+           ("ddpm-tstar-result", "Not interpretable", ["t∗ = "]),
+           ("vae-interp-verdict", "not judged", ["interpolation is smooth", "interpolation is uneven"]),
+           ("simsiam-collapse-summary", "this run cannot tell", ["both ablations collapsed", "neither ablation",
+                                                                "only the run without"]),
+           ("ddpm-probe-verdict", "this run cannot tell", ["the pixel baseline"])]
+
+
+def assert_no_verdict_past_its_gate(text: str, values: dict[str, str]) -> None:
+    """Where a gate refused a verdict (its value reads "cannot tell"), the PDF says so and never gives the verdict."""
+    flat = " ".join(text.split())
+    for key, refused, told in REFUSED:
+        if values.get(key, "").startswith(refused):
+            assert refused.lower() in flat.lower(), f"{key} is refused by its gate, but the text does not say so"
+            for phrase in told:
+                assert phrase not in flat, f"{key} is refused by its gate, yet the text says {phrase!r}"
+
+
 PRACTICAL_PAGES = 15   # the practical answers, from Part II's heading to the appendices
 
 
