@@ -297,3 +297,21 @@ def test_plurals_follow_the_count():
     assert wording.over_first(0, "epoch") == "no warm-up"
     assert wording.over_first(1, "epoch") == "a linear warm-up over the first epoch"
     assert wording.over_first(3, "epoch") == "a linear warm-up over the first 3 epochs"
+
+
+# --------------------------------------------------------------------------- the title page's placeholders
+
+def test_build_warns_while_name_or_id_is_a_placeholder(tmp_path):
+    from pathlib import Path
+
+    from report import latex
+    example = (Path(__file__).resolve().parents[1] / "report" / "student.example.tex").read_text()
+    (tmp_path / "student.example.tex").write_text(example)
+    assert len(latex.student_warnings({}, tmp_path)) == 2           # neither the file nor the environment
+    assert latex.student_warnings({"A3_STUDENT_NAME": "Ada", "A3_STUDENT_ID": "1"}, tmp_path) == []
+    (tmp_path / "student.tex").write_text(example)                  # copied, not filled in
+    assert all("still holds the example's" in w for w in latex.student_warnings({}, tmp_path))
+    (tmp_path / "student.tex").write_text("\\studentname{Ada Lovelace}\n\\studentid{20231234}\n")
+    assert latex.student_warnings({}, tmp_path) == []
+    (tmp_path / "student.tex").write_text("\\studentname{Ada Lovelace}\n")
+    assert [w.split(" is ")[0] for w in latex.student_warnings({}, tmp_path)] == ["the title page's studentid"]
