@@ -309,7 +309,8 @@ def ddpm_against_vae(values: dict[str, str], d: Observations, v: Observations, d
                              "Laplacian energy, which a denoiser that has not yet learned fine detail could explain.",
         }[word]
     else:
-        values["p2-structure-agreement"] = f"This run cannot test it: {sharp.why}."
+        values["p2-structure-agreement"] = (f"This run cannot test it: {sharp.why}, not a sharpness that compares "
+                                            "with the other model's.")
     if digits.tells:
         words.append("read as clear digits " + ("more often than" if cd > cv + DIGITS_SAME_WITHIN else
                                                 "less often than" if cd < cv - DIGITS_SAME_WITHIN else
