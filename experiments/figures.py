@@ -29,6 +29,8 @@ MOST_PANELS = 8  # snapshot panels per figure; more snapshots are thinned to eve
 # ones at 4 in), so that these font sizes, all 7.5 pt or more, are the printed ones
 # (tests/test_figure_fonts.py checks the printed sizes).
 WIDTH = 6.5
+MARKERS = ("o", "s", "^", "D", "v")   # one per run of a comparison, so that coinciding curves stay apart
+DASHES = ("-", "--", ":", "-.", (0, (5, 1)))
 READABLE = plt.rc_context({"font.size": 8, "axes.titlesize": 8.5, "figure.titlesize": 9, "legend.fontsize": 7.5,
                            "xtick.labelsize": 7.5, "ytick.labelsize": 7.5})
 
@@ -103,7 +105,7 @@ def loss_curves(run_dir: str | Path, keys: dict[str, str], label: str) -> Path:
         ax.plot([r["epoch"] for r in m], [r[key] for r in m], marker="o", ms=3, label=legend)
     ax.set(xlabel="epoch", ylabel="loss", title=f"{label} loss ({dataset_name(run_dir)})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend()
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=len(keys), frameon=False)  # above, off the data
     return _save(fig, figures_dir(run_dir), "loss.png")
 
 
@@ -287,10 +289,11 @@ def reconstruction_study(run_dir: str | Path) -> list[Path]:
     if r["t_star"] is not None:
         for ax in (a, b):
             ax.axvline(r["t_star"], color="tab:red", ls="--", label=f"t* = {r['t_star']:.0f}")
-    b.legend()
     fig.suptitle(f"DDPM reconstruction study, {r['n_evaluated']} test images ({source})\n"
                  "t*: label preservation falls below halfway between clean accuracy and chance")
     fig.tight_layout()
+    fig.legend(*b.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0), ncol=4,
+               frameon=False)  # below both panels, off the curves
     return [grid_path, _save(fig, figures_dir(run_dir), "reconstruction_curves.png")]
 
 
@@ -301,11 +304,14 @@ def ddpm_vs_vae(run_dir: str | Path, vae_dir: str | Path | None) -> Path:
     for ax in axes:
         ax.axis("off")
     ddpm = load_artifact(run_dir, "final_samples.pt")[:64]
-    axes[0].imshow(grid(ddpm, nrow=8))
-    axes[0].set_title(f"DDPM ({dataset_name(run_dir)})")
-    if vae_dir is not None:
-        axes[1].imshow(grid(load_artifact(vae_dir, "final_samples.pt")[:64], nrow=8))
-        axes[1].set_title(f"VAE ({dataset_name(vae_dir)})")
+    vae = load_artifact(vae_dir, "final_samples.pt")[:64] if vae_dir is not None else None
+    n = len(ddpm) if vae is None else min(len(ddpm), len(vae))   # as many images on each side: the same scale
+    nrow = max(1, math.ceil(math.sqrt(n)))
+    axes[0].imshow(grid(ddpm[:n], nrow=nrow))
+    axes[0].set_title(f"DDPM, {n} samples ({dataset_name(run_dir)})")
+    if vae is not None:
+        axes[1].imshow(grid(vae[:n], nrow=nrow))
+        axes[1].set_title(f"VAE, {n} samples ({dataset_name(vae_dir)})")
     else:
         config = read_json(run_dir, "config.json")
         preset = config.get("preset", "full")
@@ -430,11 +436,15 @@ def _simsiam_panels(fig: plt.Figure, runs: list[tuple[str, list[dict]]], knn_set
     legend below the panels."""
     loss, knn, collapse = axes = fig.subplots(1, 3)
     references = {}
-    for (label, metrics), color in zip(runs, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (label, metrics) in enumerate(runs):
+        # Runs that coincide (e.g. ablations not yet apart) stay distinguishable: own marker, size and dash.
+        color, style = colors[k % len(colors)], dict(marker=MARKERS[k % len(MARKERS)], ms=7 - 1.2 * k,
+                                                     ls=DASHES[k % len(DASHES)], lw=1.2, mfc="none")
         monitored = monitored_epochs(metrics)
-        loss.plot([m["epoch"] for m in metrics], [m["loss"] for m in metrics], color=color, label=label)
-        knn.plot([m["epoch"] for m in monitored], [100 * m["knn_accuracy"] for m in monitored], color=color)
-        collapse.plot([m["epoch"] for m in monitored], [m["collapse_std"] for m in monitored], color=color)
+        loss.plot([m["epoch"] for m in metrics], [m["loss"] for m in metrics], color=color, label=label, **style)
+        knn.plot([m["epoch"] for m in monitored], [100 * m["knn_accuracy"] for m in monitored], color=color, **style)
+        collapse.plot([m["epoch"] for m in monitored], [m["collapse_std"] for m in monitored], color=color, **style)
         if monitored:
             references.setdefault(monitored[-1]["collapse_std_reference"], color)
     for reference, color in references.items():
@@ -611,10 +621,12 @@ def spectrum(run_dir: str | Path) -> Path:
         c.axis("off")
     else:
         c.plot(epochs, [r.alignment.diagonal_fraction for r in results], marker="o", ms=3, label="W_p in F's basis")
-        c.plot(epochs, [r.alignment.chance for r in results], color="tab:gray", ls=":",
-               label="chance: the same W_p in a random basis")
-        c.set(xlabel="epoch", ylabel="diagonal fraction", ylim=(0, 1.02), title="predictor aligned with F")
-        c.legend(frameon=False)
+        chances = [r.alignment.chance for r in results]
+        c.plot(epochs, chances, color="tab:gray", ls=":", label="chance (random basis)")
+        shown = max([r.alignment.diagonal_fraction for r in results] + chances)
+        c.set(xlabel="epoch", ylabel="diagonal fraction", ylim=(0, min(1.02, 1.3 * shown)),  # the trace, not [0, 1]
+              title="predictor aligned with F")
+        c.legend(loc="upper left", bbox_to_anchor=(0, -0.3), frameon=False)  # under the panel, off the data
     for ax in (b, c):
         ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     fig.suptitle(f"SimSiam {_simsiam_label(run_dir)}: F on {results[-1].n} fixed test images ({dataset_name(run_dir)})")

@@ -252,6 +252,8 @@ def build(results: Path, overrides: dict[str, Path], preset: str | None, *, pdf:
     compile report.pdf."""
     check_results(results, select_runs(results, overrides), given=given)
     built = generate(results, overrides, BUILD, preset)
+    for warning in latex.student_warnings(os.environ, REPORT):  # the title page's name and student ID
+        print(f"warning: {warning}", file=sys.stderr)
     for slot, run in built["runs"].items():
         print(f"{slot:22s} {run.path if run else 'missing: ' + built['values'][f'cmd-{slot}']}")
     if pdf:

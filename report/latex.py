@@ -119,15 +119,21 @@ def _provenance_notes(runs: dict[str, RunFolder | None], values: dict[str, str])
                  + " used the synthetic stand-in dataset (house-number-like digits generated offline, "
                    "10 classes), not SVHN or CIFAR-10. Their figures and numbers are \\textbf{not} SVHN or "
                    "CIFAR-10 results; they only show that the pipeline runs end to end.}}\n")
+    # The folders read and the missing runs' commands go to an appendix (report.tex prints \runfolders there),
+    # so that the title page keeps to one page and the answer sheet is page 2.
+    listings = ""
     if found:
-        body += _listing("Run folders read:", [
+        listings += _listing("Run folders read:", [
             (slot, r"\texttt{" + breakable(escape(runs[slot].path)) + "}"
              + "".join(r" \textit{(" + escape(p) + ")}" for p in runs[slot].problems)) for slot in found])
     missing = [slot for slot in SLOTS if runs.get(slot) is None]
     if missing:
-        body += _listing("Missing runs, and the commands that produce them:",
-                         [(slot, r"\texttt{" + breakable(values[f"cmd-{slot}"]) + "}") for slot in missing])
-    return body
+        listings += _listing("Missing runs, and the commands that produce them:",
+                             [(slot, r"\texttt{" + breakable(values[f"cmd-{slot}"]) + "}") for slot in missing])
+        body += ("\n\\smallskip\\noindent\\textbf{" + str(len(missing)) + " of " + str(len(SLOTS))
+                 + " runs are missing}: " + ", ".join(r"\texttt{" + escape(s) + "}" for s in missing)
+                 + "; the commands that produce them are on page~\\pageref{app:folders}.\n")
+    return body + "\n\\gdef\\runfolders{" + listings + "}\n"
 
 
 def latent_table(rows: list[tuple[int, int, list[tuple[int, float]]]]) -> str:
@@ -203,6 +209,24 @@ def student_tex(environ: Mapping[str, str]) -> str:
     printed literally on one line."""
     fields = {command: " ".join(environ.get(var, "").split()) for var, command in STUDENT_FIELDS.items()}
     return "".join(f"\\{command}{{{escape(value)}}}\n" for command, value in fields.items() if value)
+
+
+def student_warnings(environ: Mapping[str, str], report: Path) -> list[str]:
+    """A warning per title-page field left as a placeholder: set by neither the environment (A3_STUDENT_NAME,
+    A3_STUDENT_ID) nor report/student.tex (which may still hold the example's values)."""
+    handwritten = (report / "student.tex").read_text() if (report / "student.tex").exists() else ""
+    example = (report / "student.example.tex").read_text() if (report / "student.example.tex").exists() else ""
+    warnings = []
+    for var, command in STUDENT_FIELDS.items():
+        if " ".join(environ.get(var, "").split()):
+            continue
+        line = next((ln.strip() for ln in handwritten.splitlines() if ln.strip().startswith(f"\\{command}{{")), None)
+        if line is None:
+            warnings.append(f"the title page's {command} is a placeholder: set {var} or write report/student.tex "
+                            "(see report/student.example.tex and the README)")
+        elif line in example:
+            warnings.append(f"report/student.tex still holds the example's {command} ({line}): put yours there")
+    return warnings
 
 
 def write_build(build: Path, values: dict[str, str], figures: dict[str, str], provenance: str,

@@ -22,11 +22,12 @@ from experiments.summaries import (
     VAESummary,
     VariationalBound,
 )
-from report import wording
+from report import gates, sheet, wording
 from report.latex import compare, duration, escape, number, percent
 from report.runs import SLOTS, T_SLOTS, RunFolder, finite, placeholder_options, problem_of, resume_command, slot_command
 
 COLLAPSED_BELOW = 0.2   # collapse std x sqrt(d) under which a SimSiam run counts as collapsed
+MIN_STUDY_IMAGES = 50   # a label-preservation rate on fewer images moves by more than 7 points per image pair
 SAME_WITHIN = 0.5       # kNN accuracies closer than this many points are "about the same"
 # Config fields the text quotes, as values <slot>-<field with hyphens> (e.g. vae-n-samples).
 CONFIG_VALUES = ("batch_size", "lr", "z_dim", "timesteps", "dim", "beta_start", "beta_end", "n_samples",
@@ -76,6 +77,7 @@ def _common(values: dict[str, str], run: RunFolder) -> None:
         values[f"{s}-hardware"] = escape(run.hardware)
     if run.epochs is not None:
         values[f"{s}-epochs"] = str(run.epochs)
+        values[f"{s}-epochs-phrase"] = gates.counted(run.epochs, "epoch")
     if finite(run.wall_seconds):
         values[f"{s}-wall"] = duration(run.wall_seconds)
         values[f"{s}-wall-seconds"] = f"{run.wall_seconds:.0f}"
@@ -95,6 +97,15 @@ def _common(values: dict[str, str], run: RunFolder) -> None:
         values[f"{s}-steps-per-epoch"] = str(n_train // batch)  # drop_last, as every experiment's loader
     if finite(batch) and s.startswith("simsiam"):
         values[f"{s}-bn-over"] = batch_norm_over(batch, run.provenance.get("micro_batch") or batch)
+    if finite(run.config.get("snapshot_every")):
+        every = int(run.config["snapshot_every"])
+        values[f"{s}-snapshot-phrase"] = wording.every(every, "epoch")
+        sampler = f"the full $T$-step ancestral sampler on {values.get(f'{s}-n-samples', 'a few')} images"
+        values[f"{s}-snapshot-clause"] = (f"every epoch also runs {sampler}." if every == 1 else
+                                          f"{wording.every(every, 'epoch')} it also runs {sampler}, which is why "
+                                          "those epochs are longer.")
+    if finite(run.config.get("warmup_epochs")):
+        values[f"{s}-warmup-phrase"] = wording.over_first(int(run.config["warmup_epochs"]), "epoch")
     if run.provenance.get("fallback_reason"):
         values[f"{s}-fallback"] = escape(run.provenance["fallback_reason"])
     if (rates := lr_history(run)) is not None:  # resumed with another --lr: the rates the epochs were trained at
@@ -180,6 +191,7 @@ def vae_numbers(values: dict[str, str], run: RunFolder) -> None:
         values["vae-test-kl-bits"] = number(run.last("test_kl") / math.log(2), ".1f")
     if (epochs := _snapshot_epochs(run, "samples")) is not None:
         values["vae-snapshot-epochs"] = epochs
+    values["vae-test-loss-trend"] = wording.loss_trend([m.get("test_loss") for m in run.metrics])
     decoder_variance_numbers(values, s)
 
 
@@ -259,8 +271,15 @@ def ddpm_numbers(values: dict[str, str], run: RunFolder) -> None:
     put("timesteps", s.timesteps, str)
     schedule_numbers(values, p, s.alpha_bar or [])
     if run.finished:  # a finished run's t_star None means "not reached"
-        tstar_numbers(values, p, s.t_star, s.timesteps or run.config.get("timesteps"))
+        study = run.config.get("recon_size")
+        study = int(study) if finite(study) else None
+        tstar_numbers(values, p, s.t_star, s.timesteps or run.config.get("timesteps"), gates.first_failing(
+            gates.above_chance(s.classifier_test_accuracy, _n_test(run), "the digit classifier"),
+            gates.above_chance(s.recon_clean_accuracy, study, "the digit classifier on the study's clean images"),
+            gates.enough(study, MIN_STUDY_IMAGES, "image", "a label-preservation rate")))
     if p == "ddpm":
+        values["ddpm-test-loss-trend"] = wording.loss_trend([m.get("test_loss_ema") for m in run.metrics],
+                                                            "test loss of the EMA weights")
         ddpm_main_numbers(values, run, s)
 
 
@@ -279,15 +298,34 @@ def schedule_numbers(values: dict[str, str], p: str, alpha_bar: list[float]) -> 
                                      "with so few steps even $x_T$ keeps most of the signal")
 
 
-def tstar_numbers(values: dict[str, str], p: str, t_star: float | None, T: int | None) -> None:
-    """2.2(c): t*, where label preservation falls below halfway (None: never), and its fraction of T."""
+def tstar_numbers(values: dict[str, str], p: str, t_star: float | None, T: int | None,
+                  classifier: gates.Gate = gates.TELLS) -> None:
+    """2.2(c): t*, where label preservation falls below halfway (None: never), and its fraction of T; only when
+    the classifier that judges label preservation is above chance on the study's clean images."""
+    values[f"{p}-tstar-caption"] = "the dashed line marks $t^*$."
+    if not classifier.tells:
+        values[f"{p}-tstar-caption"] = ("the dashed line marks where the curve crosses the rule's threshold, not a "
+                                        "$t^*$: the classifier is at chance (see the text).")
+        values[f"{p}-tstar"] = "n/a"
+        values[f"{p}-tstar-frac"] = "n/a"
+        values[f"{p}-tstar-result"] = ("Not interpretable: " + gates.cannot("$t^*$", classifier)
+                                       + ", so whether a reconstruction keeps its label says nothing about the "
+                                       "denoiser, and the curve's crossing is not reported as $t^*$.")
+        values[f"{p}-tstar-answer"] = "not interpretable: classifier at chance"
+        return
     if t_star is None:
         values[f"{p}-tstar"] = "not reached"
         values[f"{p}-tstar-frac"] = "n/a"
+        values[f"{p}-tstar-result"] = ("$t^*$ is not reached: the label is preserved at least half of the time at "
+                                       "every level studied.")
+        values[f"{p}-tstar-answer"] = "$t^*$ not reached at the levels studied"
     else:
         values[f"{p}-tstar"] = number(t_star, ".0f")
+        frac = f", i.e.\\ {percent(t_star / T, 0)} of the $T={T}$ steps" if T else ""
         if T:
             values[f"{p}-tstar-frac"] = percent(t_star / T, 0)
+        values[f"{p}-tstar-result"] = f"$t^*={number(t_star, '.0f')}${frac}."
+        values[f"{p}-tstar-answer"] = f"$t^*={number(t_star, '.0f')}${frac}"
 
 
 def ddpm_main_numbers(values: dict[str, str], run: RunFolder, s: DDPMSummary) -> None:
@@ -330,8 +368,15 @@ def probe_numbers(values: dict[str, str], probe: ProbeResult) -> None:
         best = max(levels, key=lambda level: level.accuracy)
         values["ddpm-probe-best"] = percent(best.accuracy)
         values["ddpm-probe-best-t"] = str(best.t)
+        gate = gates.first_failing(gates.above_chance(best.accuracy, probe.n_test, "the best bottleneck probe"),
+                                   gates.points_differ(best.accuracy, probe.n_test, probe.raw_pixels, probe.n_test,
+                                                       "the difference"))
         values["ddpm-probe-best-vs-raw"] = compare(best.accuracy, probe.raw_pixels, higher="above", lower="below",
                                                    tolerance=0.005, same="within half a point of")
+        values["ddpm-probe-verdict"] = (
+            f"the best bottleneck probe ({percent(best.accuracy)}, $t={best.t}$) is "
+            f"{values['ddpm-probe-best-vs-raw']} the pixel baseline" if gate.tells else
+            gates.cannot("whether the bottleneck features beat raw pixels", gate))
 
 
 def tstudy_numbers(values: dict[str, str], runs: dict[str, RunFolder | None]) -> None:
@@ -346,8 +391,12 @@ def tstudy_numbers(values: dict[str, str], runs: dict[str, RunFolder | None]) ->
     if finite(low.timesteps) and finite(high.timesteps):
         values["tstudy-T-ratio"] = number(high.timesteps / low.timesteps, ".2f")
     if finite(low.quality_classifier_fid) and finite(high.quality_classifier_fid):
-        values["tstudy-fid-high-vs-low"] = compare(high.quality_classifier_fid, low.quality_classifier_fid,
-                                                   higher="higher (worse) than", lower="lower (better) than")
+        size = gates.enough(min(low.quality_size, high.quality_size), wording.MIN_FID_IMAGES, "image per set",
+                            "a classifier-FID", "images per set")
+        values["tstudy-fid-high-vs-low"] = compare(
+            high.quality_classifier_fid, low.quality_classifier_fid, higher="higher (worse) than",
+            lower="lower (better) than") if size.tells else (
+            "not comparable with the one (" + size.why + ")")
 
 
 
@@ -388,24 +437,42 @@ def _simsiam_partial(run: RunFolder) -> SimSiamSummary:
 
 
 
+def _n_test(run: RunFolder) -> int | None:
+    """Test images a run's accuracies were measured on: its config's test_size, else its data's test split."""
+    n = run.config.get("test_size") or run.provenance.get("n_test")
+    return int(n) if finite(n) else None
+
+
 def simsiam_comparisons(values: dict[str, str], runs: dict[str, RunFolder | None]) -> None:
     """Each ablation's final kNN accuracy against the baseline's: the phrase that completes
-    "<ablation's accuracy> is ... the baseline's" (e.g. "5.2 points lower than"), and the gap in points."""
+    "<ablation's accuracy> is ... the baseline's" (e.g. "5.2 points lower than"), and the gap in points; a
+    direction only when the 95% interval of the difference on the test images excludes 0 (report.gates)."""
     base = runs.get(f"simsiam-{names.BASELINE}")
     base_acc = _final_knn(base)
     if base_acc is None:
         return
     for ablation in (a for a in names.ABLATION_NAMES if a != names.BASELINE):
-        acc = _final_knn(runs.get(f"simsiam-{ablation}"))
+        run = runs.get(f"simsiam-{ablation}")
+        acc = _final_knn(run)
         if acc is None:
             continue
         diff = 100 * (acc - base_acc)  # points
         gap = number(abs(diff), ".1f")
-        values[f"simsiam-{ablation}-vs-baseline"] = compare(diff, 0.0, higher=f"{gap} points higher than",
-                                                            lower=f"{gap} points lower than", tolerance=SAME_WITHIN,
-                                                            same=f"within {SAME_WITHIN} points of")
+        n, n_base = _n_test(run), _n_test(base)
+        gate = (gates.points_differ(acc, n, base_acc, n_base, "the difference") if n and n_base else
+                gates.Gate(False, "the number of test images was not recorded"))
+        if gate.tells:
+            values[f"simsiam-{ablation}-vs-baseline"] = compare(
+                diff, 0.0, higher=f"{gap} points higher than", lower=f"{gap} points lower than",
+                tolerance=SAME_WITHIN, same=f"within {SAME_WITHIN} points of")
+        else:
+            low, high = gates.proportion_difference(acc, n or 0, base_acc, n_base or 0)
+            values[f"simsiam-{ablation}-vs-baseline"] = (
+                f"indistinguishable (a {number(diff, '+.1f')}-point difference, 95\\% interval "
+                f"[{number(100 * low, '+.1f')}, {number(100 * high, '+.1f')}] on "
+                f"{gates.counted(n or 0, 'test image')}) from")
+        values[f"simsiam-{ablation}-apart"] = "yes" if gate.tells else "no"
         values[f"simsiam-{ablation}-knn-diff"] = gap
-
 
 
 def _final_knn(run: RunFolder | None) -> float | None:
@@ -470,6 +537,7 @@ def compute_numbers(runs: dict[str, RunFolder | None], preset: str, results: Pat
     wording.observation_numbers(values, runs)
     wording.tstudy_verdicts(values, runs)
     wording.collapse_summary(values)
+    sheet.answer_numbers(values)
     return values
 
 

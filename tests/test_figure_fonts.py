@@ -3,7 +3,7 @@
 Each figure function of experiments.figures is driven on fake run folders of the full preset's sizes (30 VAE
 epochs, 20 DDPM epochs with a DDIM preview each, 5 SimSiam ablations). The printed size of a PNG follows
 report.tex's \\fig: the width given in the practical .tex files (\\linewidth when a PNG is not included),
-the height capped at 0.42 \\textheight, the aspect ratio kept; the page is report.tex's paper and margins.
+the height capped as report.tex's \\fig caps it, the aspect ratio kept; the page is report.tex's paper and margins.
 """
 from __future__ import annotations
 
@@ -60,13 +60,20 @@ def printed_widths() -> dict[str, float]:
     return widths
 
 
+def height_cap() -> float:
+    """The fraction of \\textheight that report.tex's \\fig caps a figure's height at."""
+    cap = re.search(r"height=([\d.]+)\\textheight", (REPORT / "report.tex").read_text())
+    assert cap, "report.tex's \\fig has no height=<x>\\textheight: update height_cap()"
+    return float(cap.group(1))
+
+
 def printed_scale(png: Path) -> float:
     """Printed size / drawn size of a saved PNG, as report.tex's \\fig includes it."""
     line, text_height = text_area()
     with Image.open(png) as im:
         dpi = im.info["dpi"][0]
         w, h = im.width / dpi, im.height / dpi
-    return min(printed_widths().get(png.stem, 1.0) * line / w, 0.42 * text_height / h)
+    return min(printed_widths().get(png.stem, 1.0) * line / w, height_cap() * text_height / h)
 
 
 # --------------------------------------------------------------------------- fake run folders, full-preset sizes

@@ -18,7 +18,13 @@ from nbclient import NotebookClient
 from experiments import names
 from report import runs
 from tests.conftest import ROOT
-from tests.test_report import assert_every_question, build_pdf, needs_latex
+from tests.test_report import (
+    assert_answers_first_and_body_within_budget,
+    assert_every_question,
+    assert_no_verdict_past_its_gate,
+    build_pdf,
+    needs_latex,
+)
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -63,6 +69,8 @@ def test_pdf_from_the_notebooks_smoke_runs(tmp_path, results):
     work.mkdir()
     first, text, values = build_pdf(results, work)
     assert_every_question(text)
+    assert_answers_first_and_body_within_budget(text)
+    assert_no_verdict_past_its_gate(text, values)
     assert "Missing:" not in text, "a figure the report includes was not produced by the smoke runs"
     assert "synthetic stand-in" in first and "Synthetic stand-in data" in first
     for slot in runs.SLOTS:
