@@ -154,6 +154,9 @@ class Compiled:
 
     def __init__(self, fn: Callable, mode: str, what: str):
         self.fn, self.mode, self.what = fn, mode, what
+        # Each run compiles its step anew (its own model's guards); several runs in one process (a notebook,
+        # `python -m experiments all`) would pass dynamo's default limit of 8 and silently run eager.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self.compiled = None if mode == "none" else torch.compile(fn, mode=mode)
         self.calls = 0
 

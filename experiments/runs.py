@@ -557,8 +557,7 @@ def start(cfg: Any, out: str | Path, real_dataset: str, *, resume: bool = False,
     device = pick_device(cfg.device)
     run = Run(out, cfg, resume=resume)
     kept = ((run.checkpoint or {}).get("state", {}).get("precision") or {}).get("name")
-    precision, record = choose_precision(device, cfg.precision, trial=trial, clock=clock,
-                                         kept=kept if kept in candidates(device) else None)
+    precision, record = choose_precision(device, cfg.precision, kept=kept, trial=trial, clock=clock)
     execution = Execution(device, precision, compile_mode(cfg.compile, device, overhead_bound), record)
     tqdm.write(execution.describe())
     changes = _recorded_changes(run)
