@@ -224,7 +224,8 @@ class Execution:
         """One line for the run's output."""
         tf32 = " with TF32 matmuls and convolutions" if self.tf32 and self.name == "fp32" else ""
         layout = ", channels_last" if self.channels_last else ""
-        how = "eager" if self.compile == "none" else f"torch.compile(mode={self.compile!r})"
+        how = f"torch.compile(mode={self.compile!r})" if self.compile != "none" else \
+            "eager" if self.device.type == "cuda" else "eager (--compile auto compiles on CUDA only)"
         return (f"execution: {self.device}, {self.record.get('precision_choice', self.name)}{tf32}{layout}; "
                 f"steps {how} (experiments.execution)")
 

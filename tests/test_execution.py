@@ -6,10 +6,12 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
+from experiments import __main__ as cli
 from experiments import ddpm, execution, runs, vae
 from experiments.diffusion import EMA, Diffusion
 from experiments.execution import Compiled, Execution, choose_precision, eager, fastest
@@ -79,6 +81,15 @@ def test_compile_modes():
     assert execution.compile_mode("default", cpu, overhead_bound=False) == "default"
     with pytest.raises(ValueError, match="--compile"):
         vae.config_for("smoke", compile="fast")
+
+
+def test_the_cli_option_and_old_configs():
+    args = cli.parse_args(["ddpm", "--compile", "none", "--precision", "fp32"])
+    assert (args.compile, args.precision) == ("none", "fp32")
+    assert "--compile none" in cli.resume_command("ddpm", args, Path("r"), {}, 1e-4)
+    # a run begun with the boolean `compile` field (False) resumes under the new one
+    assert runs.same_config({"compile": False, "lr": 1e-4}, {"compile": "auto", "lr": 1e-4}) == {}
+    assert "eager (--compile auto compiles on CUDA only)" in eager().describe()
 
 
 def test_a_failed_compile_falls_back_to_eager_with_one_line(monkeypatch, capsys):
