@@ -271,7 +271,7 @@ def decide_execution(args: argparse.Namespace, device: torch.device) -> Executio
     """The Execution a DDPM run at these sizes would get: --precision (auto: measured on the run's own step, as
     runs.start does) and --compile (auto: CUDA graphs on CUDA, eager elsewhere)."""
     name, record = execution.choose_precision(device, args.precision, trial=ddpm.trial(ddpm_config(args)))
-    return Execution(device, name, execution.compile_mode(args.compile, device, overhead_bound=True), record)
+    return Execution(device, name, execution.compile_mode(args.compile, device, compiles=True), record)
 
 
 # --------------------------------------------------------------------------- main

@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "steps; fp32 on CPU; a resumed run keeps its precision")
     parser.add_argument("--compile", choices=execution.COMPILE_MODES, default=None,
                         help="auto (default): the DDPM's and VAE's training steps and the DDPM samplers as CUDA "
-                             "graphs (torch.compile reduce-overhead) on a GPU, eager on CPU; none: eager")
+                             "graphs (torch.compile reduce-overhead) on a GPU, eager on CPU; SimSiam always eager; "
+                             "none: eager")
     ddpm_options = parser.add_argument_group("ddpm")
     ddpm_options.add_argument("--timesteps", type=int, default=None, help="T (default 1000; 2.3a uses 500 and 1500)")
     simsiam_options = parser.add_argument_group("simsiam")

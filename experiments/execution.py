@@ -21,10 +21,11 @@ layout      channels_last on CUDA (cuDNN's NHWC convolution kernels), the defaul
 compile     `--compile auto` (the default): on CUDA, the DDPM's and the VAE's training steps (forward,
             loss, backward, optimiser step, EMA update) and the DDPM samplers run under
             torch.compile(mode="reduce-overhead"), i.e. as CUDA graphs, which remove the per-kernel
-            launch overhead; SimSiam's step (batch 1024, not overhead bound) and everything on CPU run
-            eager, where compiling costs more than it saves on runs of this size. `none` is eager
-            everywhere; `default` and `reduce-overhead` force that torch.compile mode (`default` runs on
-            CPU: the tests use it). A compile that fails on the first call falls back to eager, with one
+            launch overhead; on CPU they run eager, where compiling costs more than it saves on runs of
+            this size. `none` is eager; `default` and `reduce-overhead` force that torch.compile mode
+            (`default` runs on CPU: the tests use it). SimSiam's step is always eager: its batch of 1024
+            is not overhead bound, and its learning rate changes every step, which a compiled optimiser
+            step would recompile for. A compile that fails on the first call falls back to eager, with one
             line saying why. Compiled results equal eager ones up to floating-point reassociation.
 """
 from __future__ import annotations
@@ -134,13 +135,15 @@ def device_clock(device: torch.device) -> Callable[[], float]:
     return clock
 
 
-def compile_mode(requested: str, device: torch.device, overhead_bound: bool) -> str:
-    """The torch.compile mode a run uses ("none": eager): `requested` unless it is "auto", which is
-    "reduce-overhead" (CUDA graphs) for an overhead-bound step on CUDA and eager otherwise."""
+def compile_mode(requested: str, device: torch.device, compiles: bool) -> str:
+    """The torch.compile mode a run uses ("none": eager): for a problem whose steps compile, `requested`
+    unless it is "auto", which is "reduce-overhead" (CUDA graphs) on CUDA and eager elsewhere; else "none"."""
     check_choices("auto", requested)
+    if not compiles:
+        return "none"
     if requested != "auto":
         return requested
-    return "reduce-overhead" if device.type == "cuda" and overhead_bound else "none"
+    return "reduce-overhead" if device.type == "cuda" else "none"
 
 
 class Compiled:

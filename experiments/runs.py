@@ -545,11 +545,11 @@ class Setup(NamedTuple):
 
 
 def start(cfg: Any, out: str | Path, real_dataset: str, *, resume: bool = False,
-          trial: Callable[[Any], Callable[[], Any]] | None = None, overhead_bound: bool = True,
+          trial: Callable[[Any], Callable[[], Any]] | None = None, compiles: bool = True,
           clock: Callable[[], float] | None = None) -> Setup:
     """Load the data (`real_dataset`, "svhn" or "cifar10", or the synthetic stand-in, as cfg.data says) before
     touching the folder, create (or reopen) the run folder, decide how its steps execute (experiments.execution:
-    device, precision, layout, compilation; trial and clock as in execution.choose_precision, overhead_bound as
+    device, precision, layout, compilation; trial and clock as in execution.choose_precision, compiles as
     in execution.compile_mode), write provenance.json (the data's provenance and the environment) and seed the
     global RNGs with cfg.seed."""
     from experiments import data  # here: experiments.data imports this module
@@ -558,7 +558,7 @@ def start(cfg: Any, out: str | Path, real_dataset: str, *, resume: bool = False,
     run = Run(out, cfg, resume=resume)
     kept = ((run.checkpoint or {}).get("state", {}).get("precision") or {}).get("name")
     precision, record = choose_precision(device, cfg.precision, kept=kept, trial=trial, clock=clock)
-    execution = Execution(device, precision, compile_mode(cfg.compile, device, overhead_bound), record)
+    execution = Execution(device, precision, compile_mode(cfg.compile, device, compiles), record)
     tqdm.write(execution.describe())
     changes = _recorded_changes(run)
     run.write_json("provenance.json", {**provenance, **environment(execution), "resume_changes": changes})
