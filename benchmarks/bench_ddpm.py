@@ -1,34 +1,35 @@
-"""Speed of the harness's DDPM sampler and training step against a starter-style baseline.
+"""Speed of the harness's DDPM and VAE steps and DDPM samplers against the starter's own loops, in one run.
 
     .venv/bin/python benchmarks/bench_ddpm.py                          # CUDA if present, else CPU at a reduced size
-    .venv/bin/python benchmarks/bench_ddpm.py --device cuda --compile max-autotune-no-cudagraphs
+    .venv/bin/python benchmarks/bench_ddpm.py --device cuda            # full size, steps as a run takes them
+    .venv/bin/python benchmarks/bench_ddpm.py --device cuda --compile none   # the same, eager
     .venv/bin/python benchmarks/bench_ddpm.py --device cpu --timesteps 20 --train-steps 5 --repeats 3
 
-The model is the graded `ddpm_solution.Unet(dim, dim_mults=(1, 2, 4, 8))`, randomly initialised
-(seed 0; the timings do not depend on the weights). Three comparisons, each measured in this run:
+"Ours" is exactly what a run executes: the harness's `experiments.execution.Execution`, with
+`--precision` (auto: measured on the run's own step, as a run does) and `--compile` (auto: the
+training steps and samplers under torch.compile(mode="reduce-overhead"), i.e. CUDA graphs, on CUDA;
+eager on CPU). The baselines are the starter's loops, fp32 and eager. Models are the graded ones,
+randomly initialised (seed 0; timings do not depend on the weights). Comparisons, all measured in this run:
 
-1. Ancestral sampling of `--batch` images over `--timesteps` steps of the T = 1000 schedule
-   (step indices timesteps-1 .. 0). Baseline: `ddpm_solution.p_sample_loop`, the starter's loop,
-   fp32 and eager, which keeps every intermediate image on the host and returns them stacked,
-   (timesteps, B, 3, 32, 32). Ours: `experiments.diffusion.Diffusion(1000).sample` under the
-   precision policy's autocast (experiments.precision), the model in channels_last on CUDA and
-   optionally torch.compile'd; it keeps one batch on the device and returns x_0 alone (moved to
-   the host, inside the timing). Both start from the same x_T and draw the same noise from the
-   global RNG, so the two x_0 agree up to rounding (exactly the same arithmetic on CPU, where
-   autocast and channels_last are off).
-2. DDIM (eta = 0) over `--ddim-steps` of those steps against ancestral sampling over all of them,
-   both the harness's with the same model and settings (the ancestral time is the one of 1).
-3. Training images/s at `--batch`: baseline `t_sample` + `p_losses` + Adam in fp32 eager; ours
-   `Diffusion.loss` under that autocast, channels_last on CUDA, Adam, plus the EMA update, optionally
-   compiled. Both start from the same weights and see the same synthetic digits
-   (`experiments.synthetic.synthetic_digits`) and the same seed; the loss at a few steps and the mean
-   over the timed steps are printed for each, so one can check that the curves agree within noise
-   (on CPU they draw the same t and eps and agree to rounding).
+1. Ancestral sampling of `--batch` images over `--timesteps` steps of the T = 1000 schedule (indices
+   timesteps-1 .. 0). Baseline: `ddpm_solution.p_sample_loop`, which keeps every intermediate image on
+   the host, (timesteps, B, 3, 32, 32). Ours: `Diffusion(1000).sample(execution=...)`, one batch on the
+   device, x_0 moved to the host inside the timing. Same x_T, same noise draws: in fp32 the two x_0
+   agree up to rounding.
+2. DDIM (eta = 0) over `--ddim-steps` of those steps against ours over all of them.
+3. DDPM training images/s at `--batch`: baseline `t_sample` + `p_losses` + Adam; ours
+   `experiments.ddpm.training_step` (loss, backward, Adam, EMA) as the run compiles it.
+4. VAE training images/s at `--batch`: the starter's loop (forward, (nll + kl).mean(), backward, Adam)
+   against `experiments.vae.training_step` as the run compiles it.
+5. Fixed cost against cost per image: our DDPM and VAE steps (and the baselines) at `--batch` and at
+   `--big-batch`; a line through the two step times, t(B) = fixed + B x per-image, gives each step's
+   fixed (per-kernel overhead) share at `--batch` and its images/s ceiling 1 / per-image.
 
-Full size, the one the targets refer to (GPU): 1000 steps, 64 images, DDIM 50 steps, batch 64.
-On CPU the defaults are reduced (8 steps, 16 images, 1 + 3 training steps, one run each), about
-1.5 minutes on 2 shared cores; every table names the sizes it ran at. Runs alternate (baseline, ours, ...)
-so both see the same machine state; tables give medians over `--repeats`.
+Targets at full size on one GPU (issue "Fast on the GPU it runs on"): DDPM training >= 3x the baseline,
+ancestral sampling >= 10x, the VAE step >= 3x. Full size: 1000 steps, 64 images, DDIM 50 steps, batch 64,
+big batch 512. On CPU the defaults are reduced (8 steps, 16 images, 1 + 3 training steps, big batch 64, one
+run each); every table names the sizes it ran at. Runs alternate (baseline, ours, ...) so both see the same
+machine state; tables give medians over `--repeats`.
 """
 import argparse
 import copy
@@ -45,16 +46,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
 import ddpm_solution as ds
+import vae_solution as vs
 from benchmarks.common import device_name
-from experiments import data, synthetic
+from experiments import data, ddpm, execution, synthetic, vae
 from experiments.diffusion import EMA, Diffusion
-from experiments.precision import Precision
+from experiments.execution import Execution
 from experiments.runs import synchronize
 
 DIM_MULTS = (1, 2, 4, 8)
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
-FULL_SIZE = {"timesteps": 1000, "batch": 64, "train_steps": 30, "warmup": 3, "repeats": 3}
-CPU_SIZE = {"timesteps": 8, "batch": 16, "train_steps": 3, "warmup": 1, "repeats": 1}
+FULL_SIZE = {"timesteps": 1000, "batch": 64, "big_batch": 512, "train_steps": 30, "warmup": 5, "repeats": 3}
+CPU_SIZE = {"timesteps": 8, "batch": 16, "big_batch": 64, "train_steps": 3, "warmup": 1, "repeats": 1}
 
 
 # --------------------------------------------------------------------------- measuring
@@ -75,28 +76,9 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[object, float
     return out, time.perf_counter() - t0
 
 
-def compiled(model: torch.nn.Module, mode: str,
-             probe: Callable[[torch.nn.Module], object]) -> tuple[torch.nn.Module, str]:
-    """torch.compile(model, mode) once probe(net) has run through it; on failure, the eager model.
-
-    Compilation is lazy, so errors show at the first calls: the probe makes them (and any
-    CUDA-graph recording) happen here, and a failure is reported instead of ending the run."""
-    if mode == "none":
-        return model, "eager"
-    net = torch.compile(model, mode=mode)
-    try:
-        probe(net)
-    except Exception as error:
-        torch._dynamo.reset()
-        message = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
-        print(f"  torch.compile(mode={mode!r}) failed, running eager: {type(error).__name__}: {message}")
-        return model, f"eager (compile {mode} failed)"
-    return net, f"compile {mode}"
-
-
 # --------------------------------------------------------------------------- training steps
 
-def baseline_step(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def baseline_ddpm_step(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """The starter's step: t_sample, p_losses, Adam(lr 1e-4), fp32 eager; x (B, 3, 32, 32) -> its loss."""
     optimizer = torch.optim.Adam(model.parameters(), lr=ds.lr)
 
@@ -110,26 +92,43 @@ def baseline_step(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tens
     return step
 
 
-def harness_step(net: torch.nn.Module, model: torch.nn.Module, diffusion: Diffusion, prec: Precision
-                 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """experiments/ddpm.py's step: Diffusion.loss under the precision policy's autocast (and gradient
-    scaling for fp16), Adam(lr 1e-4), EMA update.
+def ddpm_config(args: argparse.Namespace) -> ddpm.DDPMConfig:
+    """The full DDPM config at the benchmark's sizes: T = 1000, the U-Net of width --dim, batch --batch."""
+    return ddpm.config_for("full", batch_size=args.batch, dim=args.dim)
 
-    net is model itself or its compiled wrapper; x is channels_last on CUDA."""
+
+def ours_ddpm_step(model: torch.nn.Module, ex: Execution) -> Callable[[torch.Tensor], torch.Tensor]:
+    """experiments.ddpm's step as a run executes it: t and eps drawn (diffusion.draw), then training_step (loss,
+    backward, Adam, EMA) through ex.compiled; x (B, 3, 32, 32) in the run's layout -> its loss."""
+    diffusion = Diffusion(ds.T, device=ex.device)
+    ema = EMA(model, ddpm.DDPMConfig.ema_decay)
     optimizer = torch.optim.Adam(model.parameters(), lr=ds.lr)
-    ema = EMA(model)
+    step = ex.compiled(ddpm.training_step(model, optimizer, ema, diffusion, ex), "DDPM training step")
+    return lambda x: step(x, *diffusion.draw(x), ema.next_weight())
+
+
+def baseline_vae_step(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The starter's VAE training cell: zero_grad, forward, (nll + kl).mean(), backward, Adam; fp32 eager."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=vs.lr)
 
     def step(x: torch.Tensor) -> torch.Tensor:
-        loss = diffusion.loss(net, x, precision=prec.name)
-        optimizer.zero_grad(set_to_none=True)
-        prec.backward(loss)
-        prec.step(optimizer)
-        ema.update()
+        optimizer.zero_grad()
+        _, nll, kl = model(x)
+        loss = (nll + kl).mean()
+        loss.backward()
+        optimizer.step()
         return loss.detach()
     return step
 
 
-# --------------------------------------------------------------------------- the three comparisons
+def ours_vae_step(model: torch.nn.Module, ex: Execution) -> Callable[[torch.Tensor], torch.Tensor]:
+    """experiments.vae's step as a run executes it (vae.training_step through ex.compiled) -> its loss."""
+    step = ex.compiled(vae.training_step(model, torch.optim.Adam(model.parameters(), lr=vs.lr), ex),
+                       "VAE training step")
+    return lambda x: step(x)[0]
+
+
+# --------------------------------------------------------------------------- the comparisons
 
 def table(rows: list[tuple[str, list[float], int, str, float | None]], last: str) -> None:
     """Print (method, seconds of each run, images per run, one extra column, speed-up or None) as a table."""
@@ -142,8 +141,9 @@ def table(rows: list[tuple[str, list[float], int, str, float | None]], last: str
 
 
 def bench_sampling(model: torch.nn.Module, ours_model: torch.nn.Module, args: argparse.Namespace,
-                   device: torch.device) -> None:
+                   ex: Execution) -> None:
     """Comparisons 1 (baseline vs Diffusion.sample) and 2 (Diffusion.ddim_sample vs Diffusion.sample)."""
+    device = ex.device
     diffusion = Diffusion(ds.T, device=device)  # the graded schedule, T = 1000
     shape = (args.batch, 3, 32, 32)
     start = args.timesteps - 1
@@ -155,24 +155,21 @@ def bench_sampling(model: torch.nn.Module, ours_model: torch.nn.Module, args: ar
 
     print(f"\n1-2. sampling {args.batch} images, {args.timesteps} ancestral steps (indices {start}..0 of T = {ds.T}), "
           f"DDIM {args.ddim_steps} step(s); full size: 64 images, 1000 vs 50 steps")
-
-    def probe(net: torch.nn.Module) -> torch.Tensor:
-        return diffusion.sample(net, x_T(), start=max(warm_start, 2), precision=args.precision, progress=False)
-
-    net, label = compiled(ours_model, args.compile, probe)
     methods = {
         "baseline: p_sample_loop (fp32, eager, T-stack on host)":
             lambda: ds.p_sample_loop(model, shape, args.timesteps),
-        f"ours: Diffusion.sample ({args.setting}, {label})":
-            lambda: diffusion.sample(net, x_T(), start=start, precision=args.precision, progress=False).cpu(),
+        f"ours: Diffusion.sample ({args.setting})":
+            lambda: diffusion.sample(ours_model, x_T(), start=start, execution=ex, progress=False).cpu(),
         f"ours: Diffusion.ddim_sample, {args.ddim_steps} step(s), eta 0 (speed-up vs ours)":
-            lambda: diffusion.ddim_sample(net, x_T(), n_steps=args.ddim_steps, start=start, precision=args.precision,
+            lambda: diffusion.ddim_sample(ours_model, x_T(), n_steps=args.ddim_steps, start=start, execution=ex,
                                           progress=False).cpu(),
     }
     seconds, results = {name: [] for name in methods}, {}
-    if warm_start >= 0:  # untimed: first calls, allocator growth
+    if warm_start >= 0:  # untimed: first calls, compilation, CUDA-graph recording, allocator growth
         ds.p_sample_loop(model, shape, warm_start + 1)
-        diffusion.ddim_sample(net, x_T(), n_steps=1, start=warm_start, precision=args.precision, progress=False)
+        diffusion.sample(ours_model, x_T(), start=max(warm_start, 2), execution=ex, progress=False)
+        diffusion.ddim_sample(ours_model, x_T(), n_steps=min(2, warm_start + 1), start=warm_start, execution=ex,
+                              progress=False)
     for _ in range(args.repeats):
         for name, fn in methods.items():
             torch.manual_seed(args.seed)
@@ -186,65 +183,99 @@ def bench_sampling(model: torch.nn.Module, ours_model: torch.nn.Module, args: ar
            for name, ref in ((b_name, b), (o_name, b), (d_name, o))], "result on host")
     print(f"  baseline result: {tuple(baseline_x.shape)}, ours: {tuple(ours_x.shape)}; "
           f"max |x_0 baseline - x_0 ours| = {(baseline_x[-1] - ours_x).abs().max().item():.1e}"
-          + (f"  ({args.precision} autocast: not expected to match)" if args.amp_active
+          + (f"  ({ex.name} autocast: not expected to match)" if ex.name != "fp32"
              else "  (fp32 both: rounding only)"))
-    print(f"  => sampling speed-up ours / baseline: {b / o:.2f}x (target on GPU at full size: >= 3x)")
+    print(f"  => sampling speed-up ours / baseline: {b / o:.2f}x (target on GPU at full size: >= 10x)")
     print(f"  => DDIM {args.ddim_steps} step(s) / ancestral {args.timesteps} steps: {o / d:.2f}x "
-          f"(target at full size, 50 vs 1000 steps: >= 15x)")
+          f"(at full size, 50 vs 1000 steps: about 20x is the step count's ratio)")
 
 
-def bench_training(init: dict, args: argparse.Namespace, device: torch.device) -> None:
-    """Comparison 3: images/s of the starter's training step and of the harness's, same init and data."""
+def run_steps(step: Callable[[torch.Tensor], torch.Tensor], xs: list[torch.Tensor], warmup: int,
+              device: torch.device) -> tuple[torch.Tensor, float]:
+    """`warmup` untimed steps, then the rest timed: (every step's loss (n,) on the host, seconds of the timed)."""
+    warm = [step(x) for x in xs[:warmup]]
+    timed_losses, seconds = timed(lambda: [step(x) for x in xs[warmup:]], device)
+    return torch.stack(warm + timed_losses).float().cpu(), seconds
+
+
+def bench_training(problem: str, inits: dict, args: argparse.Namespace, ex: Execution, batch: int,
+                   report_losses: bool = True) -> dict[str, float]:
+    """Comparisons 3 and 4 (and 5's points): images/s of the starter's step and of ours for `problem` ("DDPM" or
+    "VAE") at `batch`, same init, data and seed. Returns {"baseline"|"ours": median seconds per step}."""
+    device = ex.device
     n_steps = args.warmup + args.train_steps
-    images, _ = synthetic.synthetic_digits(args.batch * n_steps, seed=args.seed)
-    x_all = data.to_float(images).to(device)                                     # (steps * B, 3, 32, 32) in [-1, 1]
-    batches = list(x_all.split(args.batch))
-    ours_batches = [x.contiguous(memory_format=torch.channels_last) for x in batches] if device.type == "cuda" \
-        else batches
-    diffusion = Diffusion(ds.T, device=device)
+    images, _ = synthetic.synthetic_digits(batch * n_steps, seed=args.seed)
+    batches = list(data.to_float(images).to(device).split(batch))                # each (B, 3, 32, 32) in [-1, 1]
+    ddpm_problem = problem == "DDPM"
+    ours_batches = [ex.layout(x) for x in batches] if ddpm_problem else batches  # the VAE keeps the default layout
 
-    def fresh() -> torch.nn.Module:
-        model = ds.Unet(dim=args.dim, dim_mults=DIM_MULTS).to(device)
-        model.load_state_dict(init)
+    def fresh(ours: bool) -> torch.nn.Module:
+        model = build(problem, args).to(device)
+        model.load_state_dict(inits[problem])
+        model = ex.place(model) if ours and ddpm_problem else model
         return model.train()
 
-    baseline_model = fresh()
-    ours_model = fresh().to(memory_format=torch.channels_last) if device.type == "cuda" else fresh()
-
-    def probe(net: torch.nn.Module) -> None:
-        for _ in range(3):  # CUDA graphs are recorded after warm-up calls
-            diffusion.loss(net, ours_batches[0], precision=args.precision).backward()
-        ours_model.zero_grad(set_to_none=True)
-
-    print(f"\n3. training, batch {args.batch}, {args.warmup} untimed + {args.train_steps} timed steps per run, "
-          f"T = {ds.T}, same init, data and seed; full size: batch 64")
-    net, label = compiled(ours_model, args.compile, probe)
+    baseline, ours = fresh(False), fresh(True)
+    baseline_step = {"DDPM": baseline_ddpm_step, "VAE": baseline_vae_step}[problem]
+    ours_step = {"DDPM": ours_ddpm_step, "VAE": ours_vae_step}[problem]
     methods = {
-        "baseline: t_sample + p_losses + Adam (fp32, eager)":
-            (baseline_model, lambda: baseline_step(baseline_model), batches),
-        f"ours: Diffusion.loss + Adam + EMA ({args.setting}, {label})":
-            (ours_model, lambda: harness_step(net, ours_model, diffusion, Precision(device)), ours_batches),
+        f"baseline: the starter's {problem} step (fp32, eager)": (baseline, lambda: baseline_step(baseline), batches),
+        f"ours: experiments.{problem.lower()}.training_step ({args.setting})": (ours, lambda: ours_step(ours, ex),
+                                                                                ours_batches),
     }
+    print(f"\n{problem} training, batch {batch}, {args.warmup} untimed + {args.train_steps} timed steps per run, "
+          "same init, data and seed; losses of the first run")
+    # Each step (its optimiser, and for ours its compiled graphs) is built once and reused by every run: the
+    # weights are reset in place, which keeps a compiled step's guards valid, so nothing recompiles.
+    steps = {name: make_step() for name, (_, make_step, _) in methods.items()}
     seconds, losses = {name: [] for name in methods}, {}
     for _ in range(args.repeats):
-        for name, (model, make_step, xs) in methods.items():
-            model.load_state_dict(init)  # in place, so a compiled wrapper stays valid; a fresh Adam and EMA
-            step = make_step()
+        for name, (model, _, xs) in methods.items():
+            model.load_state_dict(inits[problem])
             torch.manual_seed(args.seed)
-            step_losses = [step(x) for x in xs[:args.warmup]]            # untimed
-            timed_losses, s = timed(lambda: [step(x) for x in xs[args.warmup:]], device)  # noqa: B023 (called at once)
-            losses[name] = torch.stack(step_losses + timed_losses).float().cpu()
+            run_losses, s = run_steps(steps[name], xs, args.warmup, device)
+            losses.setdefault(name, run_losses)
             seconds[name].append(s)
     b_name, o_name = methods
-    t_base = statistics.median(seconds[b_name])
-    table([(name, seconds[name], args.batch * args.train_steps, f"{losses[name][args.warmup:].mean().item():.4f}",
-            None if name == b_name else t_base / statistics.median(seconds[name])) for name in methods], "mean loss")
-    checkpoints = sorted({round(k * (n_steps - 1) / 4) for k in range(5)})
-    print("  loss at step " + "  ".join(f"{k + 1:>7}" for k in checkpoints))
-    for name, tag in ((b_name, "baseline"), (o_name, "ours")):
-        print(f"  {tag:<12} " + "  ".join(f"{losses[name][k].item():>7.4f}" for k in checkpoints))
-    print(f"  => training speed-up ours / baseline: {t_base / statistics.median(seconds[o_name]):.2f}x "
-          "(target on GPU at full size: >= 2x)")
+    t_base, t_ours = statistics.median(seconds[b_name]), statistics.median(seconds[o_name])
+    table([(name, seconds[name], batch * args.train_steps, f"{losses[name][args.warmup:].mean().item():.4f}",
+            None if name == b_name else t_base / t_ours) for name in methods], "mean loss")
+    if report_losses:
+        checkpoints = sorted({round(k * (n_steps - 1) / 4) for k in range(5)})
+        print("  loss at step " + "  ".join(f"{k + 1:>9}" for k in checkpoints))
+        for name, tag in ((b_name, "baseline"), (o_name, "ours")):
+            print(f"  {tag:<12} " + "  ".join(f"{losses[name][k].item():>9.4f}" for k in checkpoints))
+    print(f"  => {problem} training speed-up ours / baseline at batch {batch}: {t_base / t_ours:.2f}x "
+          "(target on GPU at full size, batch 64: >= 3x)")
+    return {"baseline": t_base / args.train_steps, "ours": t_ours / args.train_steps}
+
+
+def fixed_cost(problem: str, small: dict[str, float], big: dict[str, float], args: argparse.Namespace) -> None:
+    """Comparison 5: the line t(B) = fixed + B x per-image through the step times at --batch and --big-batch."""
+    b1, b2 = args.batch, args.big_batch
+    print(f"\n5. {problem}: fixed cost per step against cost per image, from batch {b1} and {b2}")
+    print(f"  {'step':<9} {'ms/step @' + str(b1):>13} {'ms/step @' + str(b2):>13} {'fixed ms':>9} "
+          f"{'us/image':>9} {'fixed share @' + str(b1):>16} {'images/s ceiling':>17}")
+    for who in ("baseline", "ours"):
+        per_image = (big[who] - small[who]) / (b2 - b1)
+        fixed = small[who] - b1 * per_image
+        ceiling = f"{1 / per_image:>17,.0f}" if per_image > 0 else f"{'n/a':>17}"
+        print(f"  {who:<9} {1e3 * small[who]:>13.2f} {1e3 * big[who]:>13.2f} {1e3 * fixed:>9.2f} "
+              f"{1e6 * per_image:>9.1f} {fixed / small[who]:>16.0%} {ceiling}")
+
+
+def build(problem: str, args: argparse.Namespace) -> torch.nn.Module:
+    """The graded model of `problem`, random init (seeded by the caller)."""
+    if problem == "DDPM":
+        return ds.Unet(dim=args.dim, dim_mults=DIM_MULTS)
+    return vae.build_model(vae.config_for("full"))
+
+
+def decide_execution(args: argparse.Namespace, device: torch.device) -> Execution:
+    """The Execution a DDPM run at these sizes would get: --precision (auto: measured on the run's own step, as
+    runs.start does) and --compile (auto: CUDA graphs on CUDA, eager elsewhere)."""
+    name, record = execution.choose_precision(device, args.precision, trial=ddpm.trial(ddpm_config(args)))
+    return Execution(device, name, execution.compile_mode(args.compile, device, compiles=True), record)
 
 
 # --------------------------------------------------------------------------- main
@@ -256,13 +287,17 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, help=sized("timesteps", "ancestral sampling steps, at most 1000"))
     parser.add_argument("--ddim-steps", type=int, help="DDIM steps (default: 50 per 1000 ancestral steps, at least 1)")
     parser.add_argument("--batch", type=int, help=sized("batch", "images sampled, and the training batch"))
+    parser.add_argument("--big-batch", type=int, help=sized("big_batch", "the second training batch of comparison 5"))
     parser.add_argument("--train-steps", type=int, help=sized("train_steps", "timed training steps per run"))
-    parser.add_argument("--warmup", type=int, help=sized("warmup", "untimed training steps before them, and steps "
-                                                                   "of the untimed sampling runs"))
+    parser.add_argument("--warmup", type=int, help=sized("warmup", "untimed training steps before them (compilation, "
+                                                                   "CUDA-graph recording), and sampling steps of "
+                                                                   "the untimed sampling runs"))
     parser.add_argument("--repeats", type=int, help=sized("repeats", "timed runs of each method"))
-    parser.add_argument("--compile", default="none", choices=COMPILE_MODES,
-                        help="torch.compile mode for ours (the baseline stays eager); reduce-overhead and "
-                             "max-autotune-no-cudagraphs are for CUDA")
+    parser.add_argument("--precision", default="auto", choices=execution.PRECISIONS,
+                        help="ours: as --precision of a run (auto: measured)")
+    parser.add_argument("--compile", default="auto", choices=execution.COMPILE_MODES,
+                        help="ours: as --compile of a run (auto: CUDA graphs on CUDA, eager on CPU); the "
+                             "baselines stay eager")
     parser.add_argument("--dim", type=int, default=32, help="U-Net base width (the graded model: 32)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -284,36 +319,37 @@ def main() -> None:
         parser.error(f"--timesteps must be in [1, {ds.T}] (steps of the T = {ds.T} schedule), got {args.timesteps}")
     if not 1 <= args.ddim_steps <= args.timesteps:
         parser.error(f"--ddim-steps must be in [1, --timesteps = {args.timesteps}], got {args.ddim_steps}")
-    if min(args.batch, args.train_steps, args.repeats) < 1 or args.warmup < 0:
-        parser.error("--batch, --train-steps and --repeats must be >= 1, --warmup >= 0")
+    if min(args.batch, args.train_steps, args.repeats) < 1 or args.warmup < 0 or args.big_batch <= args.batch:
+        parser.error("--batch, --train-steps and --repeats must be >= 1, --warmup >= 0, --big-batch > --batch")
     if args.dim < 8 or args.dim % 8:
         parser.error(f"--dim must be a positive multiple of 8 (GroupNorm with 8 groups), got {args.dim}")
-    if args.compile in ("reduce-overhead", "max-autotune-no-cudagraphs") and device.type != "cuda":
-        parser.error(f"--compile {args.compile} is for CUDA; on {device.type} use none or default")
-    args.precision = Precision(device).name  # the harness's policy: bf16 on sm_80+, fp16 on 7.x, else fp32
-    args.amp_active = args.precision != "fp32"
-    args.setting = args.precision + (", channels_last" if device.type == "cuda" else "")
-
-    torch.manual_seed(args.seed)
-    model = ds.Unet(dim=args.dim, dim_mults=DIM_MULTS).to(device).eval()      # random init: timing only
-    init = copy.deepcopy(model.state_dict())
-    ours_model = copy.deepcopy(model)
-    if device.type == "cuda":
-        ours_model = ours_model.to(memory_format=torch.channels_last)
-    n_params = sum(p.numel() for p in model.parameters())
-    full = all(getattr(args, k) == FULL_SIZE[k] for k in ("timesteps", "batch")) and args.dim == 32
+    if args.compile == "reduce-overhead" and device.type != "cuda":
+        parser.error(f"--compile reduce-overhead is for CUDA; on {device.type} use none, default or auto")
 
     print(f"device {device} ({device_name(device)}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{load()}")
+    ex = decide_execution(args, device)
+    args.setting = f"{ex.name}{', channels_last' if ex.channels_last else ''}, " + (
+        "eager" if ex.compile == "none" else f"compile {ex.compile}")
+    print(ex.describe())
+    torch.manual_seed(args.seed)
+    model = build("DDPM", args).to(device).eval()                               # random init: timing only
+    inits = {"DDPM": copy.deepcopy(model.state_dict())}
+    torch.manual_seed(args.seed)
+    inits["VAE"] = copy.deepcopy(build("VAE", args).state_dict())
+    ours_model = ex.place(copy.deepcopy(model))
+    n_params = sum(p.numel() for p in model.parameters())
+    full = all(getattr(args, k) == FULL_SIZE[k] for k in ("timesteps", "batch", "big_batch")) and args.dim == 32
     print(f"Unet(dim={args.dim}, dim_mults={DIM_MULTS}), {n_params / 1e6:.2f} M parameters, random init (seed "
-          f"{args.seed}); {'full size' if full else 'REDUCED size'}: batch {args.batch}, {args.timesteps} sampling "
-          f"steps, DDIM {args.ddim_steps}, {args.train_steps} timed training steps; {args.repeats} timed run(s) "
-          f"after warm-up ({args.warmup}), medians; compile: {args.compile}")
-    if device.type != "cuda":
-        print(f"note: the harness's autocast and channels_last are CUDA-only: on {device.type} ours runs "
-              "the baseline's fp32 arithmetic, so only the loop itself differs")
-    bench_sampling(model, ours_model, args, device)
-    bench_training(init, args, device)
+          f"{args.seed}); {'full size' if full else 'REDUCED size'}: batch {args.batch} (and {args.big_batch}), "
+          f"{args.timesteps} sampling steps, DDIM {args.ddim_steps}, {args.train_steps} timed training steps; "
+          f"{args.repeats} timed run(s) after warm-up ({args.warmup}), medians")
+    bench_sampling(model, ours_model, args, ex)
+    small = {problem: bench_training(problem, inits, args, ex, args.batch) for problem in ("DDPM", "VAE")}
+    big = {problem: bench_training(problem, inits, args, ex, args.big_batch, report_losses=False)
+           for problem in ("DDPM", "VAE")}
+    for problem in ("DDPM", "VAE"):
+        fixed_cost(problem, small[problem], big[problem], args)
     print(f"\n{load()} at the end")
 
 

@@ -8,7 +8,8 @@ lr 0.03 x batch / 256), from the same initial weights, on synthetic 32x32 images
   baseline  the starter's pipeline: torchvision's per-image PIL augmentations (q3_misc.TwoCropsTransform)
             in a DataLoader with 2 workers (Colab's CPU), fp32, eager;
   ours      experiments.simsiam: the uint8 training set on the device, both views from
-            experiments.augment on the device, bf16 autocast and channels_last on GPUs.
+            experiments.augment on the device, run as a SimSiam run executes its steps
+            (experiments.execution: the precision measured on this step, channels_last on GPUs).
 Targets on GPU (issue 4): >= 5x, and <= 15 s per 50k-image epoch on an H100.
 """
 from __future__ import annotations
@@ -26,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import q3_misc
 import q3_solution
 from benchmarks.bench_augment import PILImages
-from experiments import augment, simsiam, synthetic
-from experiments.precision import Precision
+from experiments import augment, execution, simsiam, synthetic
+from experiments.execution import Execution, eager
 from experiments.runs import environment, synchronize
 
 
@@ -46,24 +47,24 @@ def baseline_epoch(model, loader, device) -> tuple[float, int]:
     optimizer, n, t0 = sgd(model, loader.batch_size), 0, time.perf_counter()
     for x1, x2 in loader:
         simsiam.train_step(model, optimizer, x1.to(device, non_blocking=True), x2.to(device, non_blocking=True),
-                           Precision(device, "fp32"))
+                           eager(device))
         n += len(x1)
     synchronize(device)
     return time.perf_counter() - t0, n
 
 
-def our_epoch(model, images, batch, prec: Precision) -> tuple[float, int]:
-    """The harness's loop: uint8 images on the device, both views augmented there, the policy's precision."""
-    device = prec.device
+def our_epoch(model, images, batch, ex: Execution) -> tuple[float, int]:
+    """The harness's loop: uint8 images on the device, both views augmented there, steps as `ex` runs them."""
+    device = ex.device
     optimizer, n = sgd(model, batch), 0
-    views = augment.SimSiamAugment(channels_last=device.type == "cuda")
+    views = augment.SimSiamAugment(channels_last=ex.channels_last)
     generator = torch.Generator(device).manual_seed(0)
     t0 = time.perf_counter()
     for idx in torch.randperm(len(images), device=device, generator=generator).split(batch):
         if len(idx) < batch:
             break
         x1, x2 = augment.two_views(images[idx], views, generator)
-        simsiam.train_step(model, optimizer, x1, x2, prec)
+        simsiam.train_step(model, optimizer, x1, x2, ex)
         n += len(idx)
     synchronize(device)
     return time.perf_counter() - t0, n
@@ -82,8 +83,11 @@ def main() -> None:
     gpu = device.type == "cuda"
     n = args.n_images or (50_000 if gpu else 256)
     batch = args.batch or (512 if gpu else 32)
-    prec = Precision(device)  # the harness's policy: bf16 on sm_80+, fp16 + GradScaler on 7.x, else fp32
-    env = environment(prec)
+    cfg = simsiam.config_for("full", backbone="resnet18-cifar", dim=args.dim, pred_dim=args.pred_dim, batch_size=batch)
+    name, record = execution.choose_precision(device, "auto", trial=simsiam.trial(cfg))  # as a run decides it
+    ex = Execution(device, name, "none", record)
+    env = environment(ex)
+    print(ex.describe())
     print(f"device {env['device_name']} ({env['device']}), {os.cpu_count()} CPU cores, torch {env['torch']}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{n} synthetic 32x32 images, batch {batch}, d {args.dim}, pred_dim {args.pred_dim}, resnet18-cifar"
@@ -100,12 +104,12 @@ def main() -> None:
     images_d = images.to(device)
 
     baseline_epoch(base_model, loader, device)        # warm-up: workers, cuDNN, allocator
-    our_epoch(our_model, images_d, batch, prec)
+    our_epoch(our_model, images_d, batch, ex)
     t_base, n_base = baseline_epoch(base_model, loader, device)
-    t_ours, n_ours = our_epoch(our_model, images_d, batch, prec)
+    t_ours, n_ours = our_epoch(our_model, images_d, batch, ex)
     rate_base, rate_ours = n_base / t_base, n_ours / t_ours
     print(f"  baseline (PIL, {args.workers} workers, fp32)       {t_base:8.2f} s  {rate_base:8.0f} images/s")
-    print(f"  ours (device augmentation{', ' + prec.name}{', channels_last' if gpu else ''}) "
+    print(f"  ours (device augmentation{', ' + ex.name}{', channels_last' if gpu else ''}) "
           f"{t_ours:8.2f} s  {rate_ours:8.0f} images/s")
     print(f"  => epoch speed-up: {rate_ours / rate_base:.2f}x; a 50k-image epoch would take "
           f"{50_000 / rate_ours:.1f} s (ours) vs {50_000 / rate_base:.1f} s (baseline)")

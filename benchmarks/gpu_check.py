@@ -24,7 +24,7 @@ stopped and its row says so:
               projected from them                                            vae 35, ddpm 95, simsiam 50
     bench-*   benchmarks/bench_ddpm.py at full size (1000 steps, 64 images, batch 64), one repeat,
               eager (--compile none) and compiled (--compile reduce-overhead), as subprocesses       60, 120
-Cells of `steps` (Precision from experiments.precision, the harness's losses):
+Cells of `steps` (an eager experiments.execution.Execution per precision, the harness's losses):
     vae      recon, nll, kl = model(x); loss = (nll + kl).mean(); Adam
     ddpm     experiments.diffusion.Diffusion(1000).loss (smooth-L1 noise prediction at uniform t); Adam
     simsiam  experiments.simsiam.train_step, SGD; the views are a batch and its mirror image,
@@ -70,9 +70,14 @@ import torch  # noqa: E402  (after the check above, so a missing package is one 
 sys.path.insert(0, str(ROOT))
 from benchmarks import cost  # noqa: E402  (the repository root is not on the path as a script)
 from benchmarks.common import device_name  # noqa: E402
-from experiments import data, simsiam, synthetic  # noqa: E402
+from experiments import (  # noqa: E402
+    data,
+    execution,
+    simsiam,
+    synthetic,
+)
 from experiments.diffusion import Diffusion  # noqa: E402
-from experiments.precision import Precision  # noqa: E402
+from experiments.execution import Execution, eager  # noqa: E402
 from experiments.runs import synchronize  # noqa: E402
 
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -101,26 +106,26 @@ def build(problem: str, preset: str, device: torch.device) -> tuple[torch.nn.Mod
 
 
 def step_fn(problem: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            prec: Precision) -> Callable[[torch.Tensor], torch.Tensor]:
+            ex: Execution) -> Callable[[torch.Tensor], torch.Tensor]:
     """One training step of the harness on images x (B, 3, 32, 32) in [-1, 1]: the VAE's negative ELBO,
     `Diffusion.loss` (T = 1000, linear betas) or `simsiam.train_step` on a batch and its mirror image;
-    forward passes under prec's autocast, fp16 with its gradient scaler."""
+    forward passes under the execution's autocast, fp16 with its gradient scaler."""
     if problem.startswith("simsiam"):
-        return lambda x: simsiam.train_step(model, optimizer, x, x.flip(3), prec)
-    diffusion = Diffusion(1000, device=prec.device)
+        return lambda x: simsiam.train_step(model, optimizer, x, x.flip(3), ex)
+    diffusion = Diffusion(1000, device=ex.device)
 
     def loss(x: torch.Tensor) -> torch.Tensor:
         if problem == "ddpm":
-            return diffusion.loss(model, x, precision=prec.name)
-        with prec.autocast():
+            return diffusion.loss(model, x, ex)
+        with ex.autocast():
             _, nll, kl = model(x)                                            # (B,), (B,)
         return (nll.float() + kl.float()).mean()
 
     def step(x: torch.Tensor) -> torch.Tensor:
         value = loss(x)
         optimizer.zero_grad(set_to_none=True)
-        prec.backward(value)
-        prec.step(optimizer)
+        ex.backward(value)
+        ex.step(optimizer)
         return value.detach()
     return step
 
@@ -145,7 +150,7 @@ def run_cell(problem: str, precision: str, pool: torch.Tensor, batch: int, args)
     """Train `problem` in `precision` on random batches of `pool` (N, 3, 32, 32) float; the cell's numbers."""
     device = pool.device
     model, optimizer = build(problem, args.preset, device)
-    train = step_fn(problem, model, optimizer, Precision(device, precision))
+    train = step_fn(problem, model, optimizer, eager(device, precision))
 
     def step() -> torch.Tensor:
         x = pool[torch.randint(0, len(pool), (batch,), device=device)]
@@ -164,8 +169,8 @@ def measured_cell(problem: str, precision: str, pool: torch.Tensor, batch: int, 
     """run_cell with its peak memory (CUDA), or a note: bf16 unsupported, OOM."""
     device = pool.device
     cuda = device.type == "cuda"
-    if precision == "bf16" and cuda and torch.cuda.get_device_capability(device) < (8, 0):
-        return {"note": "skipped: bf16 needs compute capability >= 8.0"}
+    if cuda and precision not in execution.candidates(device):   # the policy's own list of what this GPU has
+        return {"note": f"skipped: {precision} is not a candidate on this GPU (experiments.execution)"}
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)

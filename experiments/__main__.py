@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments import data, ddpm, flow, gan, names, precision, runs, simsiam, vae
+from experiments import data, ddpm, execution, flow, gan, names, runs, simsiam, vae
 from experiments.lock import RunLockedError
 from experiments.runs import CheckpointError, DiskFullError, NonFiniteLossError
 
@@ -37,9 +37,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=None,
                         help="override the learning rate (SimSiam: base_lr, scaled by batch/256); a resume may "
                              "change it, e.g. to get past a divergence (recorded in provenance.json)")
-    parser.add_argument("--precision", choices=precision.CHOICES, default=None,
-                        help="auto (default): bf16 on GPUs of compute capability >= 8.0, fp16 with gradient "
-                             "scaling on 7.x (T4), fp32 otherwise")
+    parser.add_argument("--precision", choices=execution.PRECISIONS, default=None,
+                        help="auto (default): on a GPU, the fastest of fp32 (TF32 on compute capability >= 8.0), "
+                             "bf16 (>= 8.0) and fp16 with gradient scaling (>= 7.0), timed on a few training "
+                             "steps; fp32 on CPU; a resumed run keeps its precision")
+    parser.add_argument("--compile", choices=execution.COMPILE_MODES, default=None,
+                        help="auto (default): the DDPM's and VAE's training steps and the DDPM samplers as CUDA "
+                             "graphs (torch.compile reduce-overhead) on a GPU, eager on CPU; SimSiam always eager; "
+                             "none: eager")
     ddpm_options = parser.add_argument_group("ddpm")
     ddpm_options.add_argument("--timesteps", type=int, default=None, help="T (default 1000; 2.3a uses 500 and 1500)")
     simsiam_options = parser.add_argument_group("simsiam")
@@ -64,7 +69,8 @@ def run_problem(name: str, args: argparse.Namespace, out: Path | None, **variant
     module = PROBLEMS[name]
     lr = {runs.lr_field(module.PRESETS[args.preset]): args.lr}
     cfg = module.config_for(args.preset, seed=args.seed, epochs=args.epochs, data=args.data,
-                            data_root=args.data_root, device=args.device, precision=args.precision, **lr, **variant)
+                            data_root=args.data_root, device=args.device, precision=args.precision,
+                            compile=args.compile, **lr, **variant)
     out = out or Path("results") / module.run_name(cfg)
     try:
         run_dir = module.run(cfg, out, resume=args.resume)
@@ -83,7 +89,8 @@ def run_problem(name: str, args: argparse.Namespace, out: Path | None, **variant
 def run_command(name: str, args: argparse.Namespace, out: Path, variant: dict, **changes) -> str:
     """The command line that resumes run `out` of problem `name`: this interpreter, every option this command
     was given (the preset, --data and --out always), then `changes` (e.g. lr) over them, and --resume."""
-    given = {k: getattr(args, k) for k in ("data", "data_root", "device", "epochs", "seed", "precision", "lr")}
+    given = {k: getattr(args, k)
+             for k in ("data", "data_root", "device", "epochs", "seed", "precision", "compile", "lr")}
     named = {k: variant.get(k) for k in ("timesteps", "ablation", "backbone")}
     rest = {k: v for k, v in variant.items() if k not in named}
     return names.command(name, args.preset, **named, out=str(out), resume=True, python=names.interpreter(),

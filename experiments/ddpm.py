@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 import ddpm_solution
 from experiments import bound, classifier, data, discriminator, figures, monitors, names, observe, runs, yardstick
 from experiments.diffusion import EMA, Diffusion, noise
-from experiments.precision import Precision, autocast
+from experiments.execution import Execution, Timings
 from experiments.runs import Run, checked_overrides, read_json
 from experiments.summaries import DDPMSummary, LevelAccuracy, ProbeResult
 
@@ -40,8 +41,8 @@ class DDPMConfig(runs.RunConfig):
     dim_mults: tuple[int, ...] = (1, 2, 4, 8)
     # Training extras.
     ema_decay: float = 0.9995      # with warm-up (experiments.diffusion.EMA)
-    precision: str = "auto"        # auto | bf16 | fp16 | fp32 (experiments.precision)
-    compile: bool = False          # torch.compile the U-Net (GPU; see benchmarks/bench_ddpm.py)
+    precision: str = "auto"        # auto | fp32 | bf16 | fp16 (experiments.execution)
+    compile: str = "auto"          # auto | none | default | reduce-overhead (experiments.execution)
     # How much data (None: the whole split).
     train_size: int | None = None
     test_size: int | None = None
@@ -121,14 +122,13 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
 
     vae_run: a finished VAE run folder whose final samples are drawn beside the DDPM's
     (default: the sibling folder vae-<preset>, when it exists)."""
-    run_, device, prec, train, test = runs.start(cfg, out, "svhn", resume=resume)
+    run_, ex, train, test = runs.start(cfg, out, "svhn", resume=resume, trial=trial(cfg))
+    device = ex.device
     diffusion = Diffusion(cfg.timesteps, cfg.beta_start, cfg.beta_end, schedule=cfg.beta_schedule, device=device)
-    layout = torch.channels_last if device.type == "cuda" else torch.preserve_format
-    model = build_model(cfg).to(device, memory_format=layout)
+    model = ex.place(build_model(cfg))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ema = EMA(model, cfg.ema_decay)
-    net = torch.compile(model) if cfg.compile else model
-    ema_net = torch.compile(ema.model) if cfg.compile else ema.model
+    step = ex.compiled(training_step(model, optimizer, ema, diffusion, ex), "DDPM training step")
     shuffle = runs.stream(cfg.seed, "shuffle")
     train_images = train.images.to(device)
     eval_set = fixed_eval_set(test, diffusion, cfg, device)
@@ -136,51 +136,79 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
     def train_epoch(epoch: int) -> dict:
         model.train()
         total = torch.zeros((), device=device)
+        # drop_last: every step has the same shapes, so a compiled step never recompiles
         batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
         bar, t0 = runs.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
-        for step, idx in enumerate(bar, 1):
-            x = data.to_float(train_images[idx.to(device)])
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            loss = diffusion.loss(net, x, precision=prec.name)
-            optimizer.zero_grad(set_to_none=True)
-            prec.backward(loss)
-            prec.step(optimizer)
-            ema.update()
-            total += loss.detach()
-            runs.show_rate(bar, step, total, cfg.batch_size, t0)
-        return {"loss": total.item() / step, "images": step * cfg.batch_size}
+        for i, idx in enumerate(bar, 1):
+            x = ex.layout(data.to_float(train_images[idx.to(device)]))  # (B, 3, 32, 32)
+            t, eps = diffusion.draw(x)
+            total += step(x, t, eps, ema.next_weight())
+            runs.show_rate(bar, i, total, cfg.batch_size, t0)
+        return {"loss": total.item() / i, "images": i * cfg.batch_size}
 
     def after_epoch(epoch: int) -> dict:
-        return {"test_loss": eval_loss(net, eval_set, prec.name),
-                "test_loss_ema": eval_loss(ema_net, eval_set, prec.name),
-                **snapshots(run_, cfg, epoch, diffusion, ema_net, prec)}
+        return {"test_loss": eval_loss(model, eval_set, ex),
+                "test_loss_ema": eval_loss(ema.model, eval_set, ex),
+                **snapshots(run_, cfg, epoch, diffusion, ema.model, ex)}
 
     runs.fit(run_, epochs=cfg.epochs, device=device, generators={"shuffle": shuffle}, train_epoch=train_epoch,
-             state={"model": model, "optimizer": optimizer, "ema": ema, "precision": prec},
+             state={"model": model, "optimizer": optimizer, "ema": ema, "precision": ex},
              after_epoch=after_epoch, desc=f"DDPM T={cfg.timesteps}", lr=cfg.lr)
     if not run_.finished():
-        final_artifacts(run_, cfg, diffusion, ema_net, ema.model, train, test, prec)  # written last
+        final_artifacts(run_, cfg, diffusion, ema.model, train, test, ex)  # written last
     vae_dir = Path(vae_run) if vae_run else run_.dir.parent / f"vae-{cfg.preset}"
     figures.ddpm_figures(run_.dir, vae_dir if (vae_dir / "artifacts" / "final_samples.pt").exists() else None)
     return run_.dir
 
 
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: EMA, diffusion: Diffusion,
+                  ex: Execution) -> Callable[..., torch.Tensor]:
+    """One training step as a function of tensors, step(x_0, t, eps, ema_weight) -> the loss (detached): the
+    noise-prediction loss, backward, the optimiser step and the EMA update (weight from ema.next_weight()).
+    t and eps are drawn outside (diffusion.draw), so a compiled step draws exactly what an eager one does."""
+    if ex.compile != "none":
+        for tensor in ema.tensors():  # fixed addresses: CUDA graphs update them in place, without copies
+            torch._dynamo.mark_static_address(tensor)
+
+    def step(x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, ema_weight: torch.Tensor) -> torch.Tensor:
+        loss = diffusion.loss(model, x, ex, t=t, noise=eps)
+        optimizer.zero_grad(set_to_none=True)
+        ex.backward(loss)
+        ex.step(optimizer)
+        ema.blend(ema_weight)
+        return loss.detach()
+    return step
+
+
+def trial(cfg: DDPMConfig) -> Callable[[Execution], Callable[[], torch.Tensor]]:
+    """For the precision measurement (experiments.execution.choose_precision): the run's training step on a fresh
+    model, optimiser and EMA and a batch of cfg.batch_size random images, in a candidate's execution."""
+    def build(ex: Execution) -> Callable[[], torch.Tensor]:
+        model = ex.place(build_model(cfg))
+        ema = EMA(model, cfg.ema_decay)
+        diffusion = Diffusion(cfg.timesteps, cfg.beta_start, cfg.beta_end, schedule=cfg.beta_schedule,
+                              device=ex.device)
+        step = training_step(model, torch.optim.Adam(model.parameters(), lr=cfg.lr), ema, diffusion, ex)
+        x = ex.layout(torch.rand(cfg.batch_size, 3, 32, 32, device=ex.device) * 2 - 1)
+        return lambda: step(x, *diffusion.draw(x), ema.next_weight())
+    return build
+
+
 def snapshots(run_: Run, cfg: DDPMConfig, epoch: int, diffusion: Diffusion, ema_net: torch.nn.Module,
-              prec: Precision) -> dict:
+              ex: Execution) -> dict:
     """The epoch's figures from the same fixed noise every time (the stream "snapshot-noise"): a DDIM preview
     every `preview_every` epochs, ancestral samples (2.2b) and their sampling time at the snapshot epochs."""
     shape, record = (cfg.n_samples, 3, 32, 32), {}
     if cfg.preview_every and epoch % cfg.preview_every == 0:
-        x_T = noise(shape, runs.stream(cfg.seed, "snapshot-noise", prec.device))
-        preview = diffusion.ddim_sample(ema_net, x_T, n_steps=cfg.preview_steps, precision=prec.name, progress=False)
+        x_T = noise(shape, runs.stream(cfg.seed, "snapshot-noise", ex.device))
+        preview = diffusion.ddim_sample(ema_net, x_T, n_steps=cfg.preview_steps, execution=ex, progress=False)
         run_.save_artifact(f"previews/epoch_{epoch:03d}.pt", data.to_uint8(preview.cpu()))
     if epoch in runs.snapshot_epochs(cfg.snapshot_every, cfg.epochs):
-        g = runs.stream(cfg.seed, "snapshot-noise", prec.device)  # the same x_T and the same later draws
+        g = runs.stream(cfg.seed, "snapshot-noise", ex.device)  # the same x_T and the same later draws
         x_T = noise(shape, g)
-        t0 = runs.clock(prec.device)
-        samples = diffusion.sample(ema_net, x_T, generator=g, precision=prec.name)
-        record["sample_seconds"] = runs.clock(prec.device) - t0
+        t0 = runs.clock(ex.device)
+        samples = diffusion.sample(ema_net, x_T, generator=g, execution=ex)
+        record["sample_seconds"] = runs.clock(ex.device) - t0
         run_.save_artifact(f"samples/epoch_{epoch:03d}.pt", data.to_uint8(samples.cpu()))
     return record
 
@@ -200,13 +228,13 @@ def fixed_eval_set(test: data.ImageSet, diffusion: Diffusion, cfg: DDPMConfig, d
 
 
 @torch.no_grad()
-def eval_loss(net: torch.nn.Module, eval_set: list, precision: str) -> float:
+def eval_loss(net: torch.nn.Module, eval_set: list, ex: Execution) -> float:
     was_training = net.training
     net.eval()
     total, n = 0.0, 0
     for x_t, t, eps in eval_set:
-        with autocast(x_t.device, precision):
-            pred = net(x_t, t).float()
+        with ex.autocast():
+            pred = net(ex.layout(x_t), t).float()
         total += F.smooth_l1_loss(pred, eps, reduction="sum").item() / eps[0].numel()
         n += len(eps)
     net.train(was_training)
@@ -214,13 +242,13 @@ def eval_loss(net: torch.nn.Module, eval_set: list, precision: str) -> float:
 
 
 def sample_batches(diffusion: Diffusion, net: torch.nn.Module, n: int, batch: int, generator: torch.Generator,
-                   precision: str) -> torch.Tensor:
+                   ex: Execution) -> torch.Tensor:
     """n ancestral samples as uint8 on the host, `batch` at a time (host memory: the samples only), every
     draw (each batch's x_T, then its sampler's noise) from `generator`, on the device the samples run on."""
     out = []
     for i in range(0, n, batch):
         x_T = noise((min(batch, n - i), 3, 32, 32), generator)
-        out.append(data.to_uint8(diffusion.sample(net, x_T, generator=generator, precision=precision).cpu()))
+        out.append(data.to_uint8(diffusion.sample(net, x_T, generator=generator, execution=ex).cpu()))
     return torch.cat(out)
 
 
@@ -243,19 +271,36 @@ def t_star(levels: list[int], preserved: list[float], clean: float, chance: floa
     return None
 
 
-def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module,
-                    ema_model: torch.nn.Module, train: data.ImageSet, test: data.ImageSet,
-                    prec: Precision) -> None:
-    """Final samples (2.2d), reconstruction study and t* (2.2c), quality proxy (2.3a), probe (2.3b);
-    then summary.json, written last."""
-    samples, sample_seconds = final_samples(run_, cfg, diffusion, ema_net, prec)
-    digits, classifier_accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=prec.device,
-                                                     seed=runs.stream_seed(cfg.seed, "classifier"))
-    recon = reconstruction_study(run_, cfg, diffusion, ema_net, digits, test, prec)
-    fid, confidence = quality_proxy(cfg, samples[:cfg.quality_size], digits, test, prec)
-    drs = discriminator.for_run(run_, test, samples[:cfg.quality_size], digits, epochs=cfg.discriminator_epochs,
-                                device=prec.device, seed=cfg.seed)
-    probe = bottleneck_probe(ema_model, diffusion, train, test, cfg, prec)
+def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_model: torch.nn.Module,
+                    train: data.ImageSet, test: data.ImageSet, ex: Execution) -> None:
+    """Final samples (2.2d), reconstruction study and t* (2.2c), quality proxy (2.3a), probe (2.3b), the bound,
+    each timed (printed, and in the summary's evaluation_seconds); then summary.json, written last."""
+    timed, device = Timings(ex.device), ex.device
+    with timed("quality samples"):
+        samples, sample_seconds = final_samples(run_, cfg, diffusion, ema_model, ex)
+    with timed("classifier"):
+        digits, classifier_accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=device,
+                                                         seed=runs.stream_seed(cfg.seed, "classifier"))
+    with timed("t-study"):
+        recon = reconstruction_study(run_, cfg, diffusion, ema_model, digits, test, ex)
+    with timed("quality proxy"):
+        fid, confidence = quality_proxy(cfg, samples[:cfg.quality_size], digits, test, ex)
+    with timed("discriminator"):
+        drs = discriminator.for_run(run_, test, samples[:cfg.quality_size], digits, epochs=cfg.discriminator_epochs,
+                                    device=device, seed=cfg.seed)
+    with timed("probe"):
+        probe = bottleneck_probe(ema_model, diffusion, train, test, cfg, ex)
+    with timed("observations"):
+        observations = observe.ddpm(run_, cfg, digits, test, device)
+    with timed("bound"):
+        variational_bound = bound.measure(run_, cfg, diffusion, ema_model, test, device)
+    with timed("yardstick"):  # the four families' common measures (last: it shifts no other measurement's draws)
+        common = yardstick.measure(
+            samples[:cfg.n_final_samples], observe.reference_images(test, cfg.n_final_samples, cfg.seed), digits,
+            sample64=lambda: sample_batches(diffusion, ema_model, 64, 64,
+                                            runs.stream(cfg.seed, "timed-samples", device), ex),
+            models=[ema_model], device=device, flops_per_image=yardstick.training_flops_per_image("ddpm", cfg),
+            warmup=False)  # the sampler has just run (final samples, reconstruction study): T passes saved
     metrics = run_.metrics()
     DDPMSummary(
         epochs=cfg.epochs,
@@ -284,37 +329,33 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: t
         quality_size=cfg.quality_size,
         probe=probe,
         alpha_bar=diffusion.alphas_cumprod.cpu().tolist(),  # the schedule the report reads (no recomputing)
-        observations=observe.ddpm(run_, cfg, digits, test, prec.device),
-        bound=bound.measure(run_, cfg, diffusion, ema_model, test, prec.device),
+        observations=observations,
+        bound=variational_bound,
         discriminator=drs,
-        **yardstick.measure(  # the four families' common measures (last: it shifts no other measurement's draws)
-            samples[:cfg.n_final_samples], observe.reference_images(test, cfg.n_final_samples, cfg.seed), digits,
-            sample64=lambda: sample_batches(diffusion, ema_net, 64, 64, runs.stream(cfg.seed, "timed-samples",
-                                                                                    prec.device), prec.name),
-            models=[ema_model], device=prec.device, flops_per_image=yardstick.training_flops_per_image("ddpm", cfg),
-            warmup=False),  # the sampler has just run (final samples, reconstruction study): T passes saved
+        evaluation_seconds=timed.seconds,
+        **common,
     ).write(run_.dir)
 
 
 def final_samples(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module,
-                  prec: Precision) -> tuple[torch.Tensor, float]:
+                  ex: Execution) -> tuple[torch.Tensor, float]:
     """Ancestral samples of the EMA weights, in one timed pass: max(n_final_samples, quality_size) of them, the
     first `n_final_samples` saved as the final samples (2.2d), the first `quality_size` read by the quality
     proxy (2.3a). Returns (samples uint8 on the host, seconds the pass took)."""
-    g = runs.stream(cfg.seed, "final-samples", prec.device)
-    t0 = runs.clock(prec.device)
+    g = runs.stream(cfg.seed, "final-samples", ex.device)
+    t0 = runs.clock(ex.device)
     samples = sample_batches(diffusion, ema_net, max(cfg.n_final_samples, cfg.quality_size), cfg.eval_batch_size,
-                             g, prec.name)
-    seconds = runs.clock(prec.device) - t0
+                             g, ex)
+    seconds = runs.clock(ex.device) - t0
     run_.save_artifact("final_samples.pt", samples[:cfg.n_final_samples])
     return samples, seconds
 
 
 def reconstruction_study(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: torch.nn.Module,
-                         digits: torch.nn.Module, test: data.ImageSet, prec: Precision) -> dict:
+                         digits: torch.nn.Module, test: data.ImageSet, ex: Execution) -> dict:
     """2.2(c): noise fixed test images to t' and denoise them back; the MSE and the label-preservation
     rate (by the digit classifier) against t', and t*; returns what it saves in reconstructions.pt."""
-    device, batch = prec.device, cfg.eval_batch_size
+    device, batch = ex.device, cfg.eval_batch_size
     recon_set = test.subset(cfg.recon_size, runs.stream_seed(cfg.seed, "reconstruction-images"))
     levels = scaled_levels(cfg.recon_levels, cfg.timesteps)
     g = runs.stream(cfg.seed, "reconstruction", device)
@@ -323,7 +364,7 @@ def reconstruction_study(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_n
     mse, preserved, shown = [], [], []
     for level in tqdm(levels, desc="reconstruction study", leave=False):
         recon = torch.cat([diffusion.reconstruct(ema_net, x0[i:i + batch], [level], generator=g,
-                                                 precision=prec.name)[level] for i in range(0, len(x0), batch)])
+                                                 execution=ex)[level] for i in range(0, len(x0), batch)])
         recon_u8 = data.to_uint8(recon.cpu())
         mse.append(((recon.clamp(-1, 1) - x0) ** 2).mean().item())
         preserved.append(classifier.accuracy(digits, recon_u8, recon_set.labels, device=device))
@@ -337,21 +378,21 @@ def reconstruction_study(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_n
 
 
 def quality_proxy(cfg: DDPMConfig, samples: torch.Tensor, digits: torch.nn.Module, test: data.ImageSet,
-                  prec: Precision) -> tuple[float, float]:
+                  ex: Execution) -> tuple[float, float]:
     """2.3(a): a sample-quality proxy, the Frechet distance in the digit classifier's feature space between
     the samples (uint8) and as many test images, and the samples' mean top-class probability: (fid, confidence)."""
     reference = test.subset(len(samples), runs.stream_seed(cfg.seed, "quality-reference")).images
-    fid = classifier.classifier_fid(digits, samples, reference, device=prec.device)
-    logits = monitors.extract_features(digits, samples, cfg.eval_batch_size, prec.device, data.to_float)
+    fid = classifier.classifier_fid(digits, samples, reference, device=ex.device)
+    logits = monitors.extract_features(digits, samples, cfg.eval_batch_size, ex.device, data.to_float)
     confident = logits.softmax(1).max(1).values.mean().item()
     return fid, confident
 
 
 def bottleneck_probe(model: torch.nn.Module, diffusion: Diffusion, train: data.ImageSet, test: data.ImageSet,
-                     cfg: DDPMConfig, prec: Precision) -> ProbeResult:
+                     cfg: DDPMConfig, ex: Execution) -> ProbeResult:
     """2.3(b): linear probe of the digit class on the U-Net's bottleneck (output of `mid_block2`,
     spatially averaged) for inputs noised to step t, against a probe on raw pixels."""
-    device, feats = prec.device, {}
+    device, feats = ex.device, {}
     hook = model.mid_block2.register_forward_hook(lambda m, i, o: feats.__setitem__("z", o.float().mean((2, 3))))
     g = runs.stream(cfg.seed, "probe-noise")
     images_seed = runs.stream_seed(cfg.seed, "probe-images")
@@ -364,8 +405,8 @@ def bottleneck_probe(model: torch.nn.Module, diffusion: Diffusion, train: data.I
             x0 = data.to_float(images[i:i + cfg.eval_batch_size]).to(device)
             t = torch.full((len(x0),), level - 1, device=device, dtype=torch.long)
             x_t = diffusion.q_sample(x0, t, torch.randn(x0.shape, generator=g).to(device))
-            with prec.autocast():
-                model(x_t, t)
+            with ex.autocast():
+                model(ex.layout(x_t), t)
             out.append(feats["z"])
         return torch.cat(out)
 

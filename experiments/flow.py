@@ -265,7 +265,8 @@ class FlowConfig(runs.RunConfig):
     width: int = 32                # channels of the coupling networks
     blocks: int = 1                # residual blocks per coupling network
     grad_clip: float = 100.0       # global gradient-norm clip (early steps of a flow can spike)
-    precision: str = "fp32"        # an exact log-determinant: fp32 (experiments.precision)
+    precision: str = "fp32"        # an exact log-determinant: fp32 (experiments.execution)
+    compile: str = "none"          # eager: the flow's step is not compiled (experiments.execution)
     train_size: int | None = None
     test_size: int | None = None
     snapshot_every: int = 5
@@ -329,7 +330,8 @@ def test_bits_per_dim(flow: RealNVP, images_uint8: torch.Tensor, batch_size: int
 @runs.locked
 def run(cfg: FlowConfig, out: str | Path, *, resume: bool = False) -> Path:
     """Train (or resume) a flow run in folder `out`, write its artifacts, figures and summary."""
-    run_, device, prec, train, test = runs.start(cfg, out, "svhn", resume=resume)
+    run_, ex, train, test = runs.start(cfg, out, "svhn", resume=resume, compiles=False)
+    device = ex.device
     model = build_model(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     shuffle, dequant = runs.stream(cfg.seed, "shuffle"), runs.stream(cfg.seed, "dequantisation", device)
@@ -342,12 +344,12 @@ def run(cfg: FlowConfig, out: str | Path, *, resume: bool = False) -> Path:
         batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
         bar, t0 = runs.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
         for step, idx in enumerate(bar, 1):
-            with prec.autocast():
+            with ex.autocast():
                 loss = training_loss(model, train_images[idx.to(device)], dequant)
             optimizer.zero_grad(set_to_none=True)
-            prec.backward(loss)
+            ex.backward(loss)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            prec.step(optimizer)
+            ex.step(optimizer)
             total += loss.detach()
             runs.show_rate(bar, step, total, cfg.batch_size, t0)
         return {"loss": total.item() / step, "images": step * cfg.batch_size}
@@ -359,7 +361,7 @@ def run(cfg: FlowConfig, out: str | Path, *, resume: bool = False) -> Path:
             run_.save_artifact(f"samples/epoch_{epoch:03d}.pt", sample(model, cfg.n_samples, 1.0, g, device))
         return {"test_bits_per_dim": bpd}
 
-    runs.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": prec},
+    runs.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": ex},
              generators={"shuffle": shuffle, "dequantisation": dequant}, train_epoch=train_epoch,
              after_epoch=after_epoch, desc="flow", lr=cfg.lr)
     if not run_.finished():

@@ -154,7 +154,8 @@ class GANConfig(runs.RunConfig):
     width: int = 64
     spectral_norm: bool = False    # in D (then D has no batch norm)
     ema_decay: float = 0.999       # of G's weights; samples come from the average
-    precision: str = "fp32"        # autocast for both networks' forward passes (experiments.precision)
+    precision: str = "fp32"        # autocast for both networks' forward passes (experiments.execution)
+    compile: str = "none"          # eager: the GAN's two steps are not compiled (experiments.execution)
     train_size: int | None = None
     test_size: int | None = None
     snapshot_every: int = 5
@@ -212,7 +213,8 @@ class Optimisers:
 @runs.locked
 def run(cfg: GANConfig, out: str | Path, *, resume: bool = False) -> Path:
     """Train (or resume) a GAN run in folder `out`, write its artifacts, figures and summary."""
-    run_, device, prec, train, test = runs.start(cfg, out, "svhn", resume=resume)
+    run_, ex, train, test = runs.start(cfg, out, "svhn", resume=resume, compiles=False)
+    device = ex.device
     gan = build_model(cfg).to(device)
     optimiser = Optimisers(gan, cfg.lr, cfg.beta1)
     ema = EMA(gan.G, cfg.ema_decay)
@@ -226,16 +228,16 @@ def run(cfg: GANConfig, out: str | Path, *, resume: bool = False) -> Path:
         bar, t0 = runs.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
         for step, idx in enumerate(bar, 1):
             x = data.to_float(train_images[idx.to(device)])
-            with prec.autocast():
+            with ex.autocast():
                 ld = discriminator_step_loss(gan, x, noise)
             optimiser.d.zero_grad(set_to_none=True)
-            prec.backward(ld)
-            prec.step(optimiser.d)
-            with prec.autocast():
+            ex.backward(ld)
+            ex.step(optimiser.d)
+            with ex.autocast():
                 lg = generator_step_loss(gan, cfg.batch_size, noise)
             optimiser.g.zero_grad(set_to_none=True)
-            prec.backward(lg)
-            prec.step(optimiser.g)
+            ex.backward(lg)
+            ex.step(optimiser.g)
             ema.update()
             sums += torch.stack([ld.detach().float(), lg.detach().float()])
             runs.show_rate(bar, step, sums[0], cfg.batch_size, t0)
@@ -250,7 +252,7 @@ def run(cfg: GANConfig, out: str | Path, *, resume: bool = False) -> Path:
         return {}
 
     runs.fit(run_, epochs=cfg.epochs, device=device, generators={"shuffle": shuffle, "latents": noise},
-             state={"model": gan, "optimizer": optimiser, "ema": ema, "precision": prec},
+             state={"model": gan, "optimizer": optimiser, "ema": ema, "precision": ex},
              train_epoch=train_epoch, after_epoch=after_epoch, desc="GAN", lr=cfg.lr)
     if not run_.finished():
         final_artifacts(run_, cfg, gan, ema, train, test, device)   # written last

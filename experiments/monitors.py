@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from experiments.data import iterate_batches
-from experiments.precision import autocast
+from experiments.execution import Execution
 
 # --------------------------------------------------------------------------- features
 
@@ -35,14 +36,15 @@ def extract_features(
     device: torch.device | str,
     transform: Callable[[torch.Tensor], torch.Tensor],
     *,
-    precision: str = "fp32",
+    execution: Execution | None = None,
 ) -> torch.Tensor:
     """Features of a frozen backbone over a whole image set.
 
     images_uint8: (N, 3, H, W) uint8, on any device; moved to `device` one batch at a time.
     transform: maps a uint8 batch (B, 3, H, W) on `device` to the network's float input
     (e.g. `experiments.data.to_float`, or a normalisation with dataset mean and std).
-    precision: autocast precision of the backbone ('bf16', 'fp16' or 'fp32'; see experiments.precision).
+    execution: how the backbone runs (its precision's autocast and memory layout; experiments.execution);
+    None: fp32, the batch as `transform` makes it.
 
     The backbone runs in eval mode (batch norm with its running statistics); afterwards each
     submodule gets its previous mode back (a wrapper around a frozen or an eval-mode network
@@ -63,8 +65,8 @@ def extract_features(
         features = []
         for start in range(0, len(images_uint8), batch_size):
             x = transform(images_uint8[start : start + batch_size].to(device, non_blocking=True))
-            with autocast(device, precision):
-                h = backbone(x)
+            with execution.autocast() if execution else nullcontext():
+                h = backbone(execution.layout(x) if execution else x)
             features.append(h.flatten(1).float())  # (B, D)
     finally:
         for module, training in modes:

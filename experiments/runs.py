@@ -51,16 +51,17 @@ import torch
 from tqdm.auto import tqdm
 
 from experiments import summaries
+from experiments.execution import Execution, candidates, check_choices, choose_precision, compile_mode
 from experiments.lock import RunLock
-from experiments.precision import Precision, policy
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the checkpoint before the latest, a fallback when that is damaged
 CHECKPOINT_FORMAT = "experiments.runs/2"    # {"format", "sha256", "payload": torch.save bytes of the state}
 # Config fields a resumed run may change: how long to train, where, and the learning rate (to get past a
-# divergence), not what is trained. The precision and micro-batch follow the device a run resumes on.
+# divergence), not what is trained. The precision, compilation and micro-batch follow the device a run resumes on.
 # Changes are recorded in provenance.json ("resume_changes").
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "data_root", "precision", "micro_batch", "lr", "base_lr"})
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "data_root", "precision", "compile", "micro_batch", "lr",
+                               "base_lr"})
 # What a run writes; moved aside into previous-<timestamp>/ when a run starts afresh in a used folder.
 OUTPUTS = ("summary.json", "metrics.jsonl", "artifacts", "figures", "config.json", "provenance.json",
            PREVIOUS_CHECKPOINT)
@@ -234,10 +235,13 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def device_line(device: str = "auto") -> str:
-    """What a notebook prints after its configuration: the device a run will use and its precision."""
+    """What a notebook prints after its configuration: the device a run will use and how it picks its precision."""
     picked = pick_device(device)
-    name = torch.cuda.get_device_name(picked) if picked.type == "cuda" else str(picked)
-    return f"device: {name} | precision: {policy(picked)} (experiments.precision; override with precision=...)"
+    if picked.type != "cuda":
+        return f"device: {picked} | precision: fp32 (experiments.execution; override with precision=...)"
+    return (f"device: {torch.cuda.get_device_name(picked)} | precision: the fastest of "
+            f"{', '.join(candidates(picked))}, measured at the start of each run (experiments.execution; "
+            "override with precision=...)")
 
 
 def synchronize(device: torch.device) -> None:
@@ -339,6 +343,7 @@ def check_config(cfg: Any) -> None:
             torch.device(cfg.device)
         except (RuntimeError, TypeError):
             raise ValueError(f"--device {cfg.device!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    check_choices(cfg.precision, cfg.compile)
     lr = getattr(cfg, lr_field(cfg))
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"--lr must be a positive number, got {lr!r}")
@@ -584,38 +589,45 @@ def load_artifact(run_dir: str | Path, name: str) -> Any:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def environment(prec: Precision) -> dict[str, str]:
-    """What ran the experiment, for provenance: the device, its precision (experiments.precision), versions."""
-    device = prec.device
+def environment(execution: Execution) -> dict[str, Any]:
+    """What ran the experiment, for provenance: the device, how steps ran there (experiments.execution: the
+    precision and how it was chosen, TF32, layout, compilation), versions."""
+    device = execution.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return {"device": str(device), "device_name": name, "precision": prec.name, "torch": torch.__version__,
+    return {"device": str(device), "device_name": name, **execution.record, "torch": torch.__version__,
             "python": sys.version.split()[0], "host": platform.node(), "cpu_count": str(os.cpu_count())}
 
 
 # --------------------------------------------------------------------------- the run skeleton
 
 class Setup(NamedTuple):
-    """What every experiment starts from: its run folder, device, precision policy and data."""
+    """What every experiment starts from: its run folder, how its steps execute, and its data."""
     run: Run
-    device: torch.device
-    prec: Precision
+    execution: Execution
     train: Any                     # experiments.data.ImageSet
     test: Any
 
 
-def start(cfg: Any, out: str | Path, real_dataset: str, *, resume: bool = False) -> Setup:
+def start(cfg: Any, out: str | Path, real_dataset: str, *, resume: bool = False,
+          trial: Callable[[Any], Callable[[], Any]] | None = None, compiles: bool = True,
+          clock: Callable[[], float] | None = None) -> Setup:
     """Load the data (`real_dataset`, "svhn" or "cifar10", or the synthetic stand-in, as cfg.data says) before
-    touching the folder, then pick the device and precision, create (or reopen) the run folder, write
-    provenance.json (the data's provenance and the environment) and seed the global RNGs with cfg.seed."""
+    touching the folder, create (or reopen) the run folder, decide how its steps execute (experiments.execution:
+    device, precision, layout, compilation; trial and clock as in execution.choose_precision, compiles as
+    in execution.compile_mode), write provenance.json (the data's provenance and the environment) and seed the
+    global RNGs with cfg.seed."""
     from experiments import data  # here: experiments.data imports this module
     train, test, provenance = data.load_train_test(cfg, real_dataset)
     device = pick_device(cfg.device)
-    prec = Precision(device, cfg.precision)
     run = Run(out, cfg, resume=resume)
+    kept = ((run.checkpoint or {}).get("state", {}).get("precision") or {}).get("name")
+    precision, record = choose_precision(device, cfg.precision, kept=kept, trial=trial, clock=clock)
+    execution = Execution(device, precision, compile_mode(cfg.compile, device, compiles), record)
+    tqdm.write(execution.describe())
     changes = _recorded_changes(run)
-    run.write_json("provenance.json", {**provenance, **environment(prec), "resume_changes": changes})
+    run.write_json("provenance.json", {**provenance, **environment(execution), "resume_changes": changes})
     seed_everything(cfg.seed)
-    return Setup(run, device, prec, train, test)
+    return Setup(run, execution, train, test)
 
 
 def _recorded_changes(run: Run) -> list[dict]:

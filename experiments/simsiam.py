@@ -25,6 +25,7 @@ import statistics
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from torch import nn
 
 import q3_solution
 from experiments import augment, data, figures, memory, monitors, names, runs, spectrum
-from experiments.precision import Precision
+from experiments.execution import Execution, Timings
 from experiments.runs import Run, checked_overrides, read_json
 from experiments.summaries import SimSiamSummary, spectra
 
@@ -103,7 +104,8 @@ class SimSiamConfig(runs.RunConfig):
     # baseline's, on a random network; it gets 10 epochs, the gradual warm-up of Goyal et al. (2017,
     # Sec. 2.2) that SimSiam's batch-size study (Sec. 4.3) also uses for its large batches.
     warmup_epochs: int = 0
-    precision: str = "auto"        # auto | bf16 | fp16 | fp32 (experiments.precision)
+    precision: str = "auto"        # auto | fp32 | bf16 | fp16 (experiments.execution)
+    compile: str = "auto"          # SimSiam's step is always eager (experiments.execution)
     # Images per forward/backward pass; gradients are accumulated over batch_size / micro_batch of
     # them. None: planned from the device's free memory (experiments.memory); the whole batch on CPU.
     micro_batch: int | None = None
@@ -230,16 +232,16 @@ def set_learning_rates(optimizer: torch.optim.Optimizer, cfg: SimSiamConfig, t: 
     return encoder_lr, predictor_lr
 
 
-def micro_loss(model: q3_solution.SimSiam, x1: torch.Tensor, x2: torch.Tensor, prec: Precision) -> torch.Tensor:
+def micro_loss(model: q3_solution.SimSiam, x1: torch.Tensor, x2: torch.Tensor, ex: Execution) -> torch.Tensor:
     """The SimSiam loss L = 0.5 D(p1, z2) + 0.5 D(p2, z1) of two views x1, x2 (b, 3, H, W), computed in
     float32 (q3_solution.SimSiam.loss); the stop-gradient, or its absence, is in the z's the model returns."""
-    with prec.autocast():
+    with ex.autocast():
         p1, p2, z1, z2 = model(x1, x2)  # (b, d) each
     return model.loss(p1.float(), p2.float(), z1.float(), z2.float())
 
 
 def train_step(model: q3_solution.SimSiam, optimizer: torch.optim.Optimizer, x1: torch.Tensor, x2: torch.Tensor,
-               prec: Precision, micro_batch: int | None = None) -> torch.Tensor:
+               ex: Execution, micro_batch: int | None = None) -> torch.Tensor:
     """One SGD step on the SimSiam loss of two views x1, x2 (B, 3, H, W); returns the loss, detached.
 
     With micro_batch = m < B, the batch runs as B/m forward/backward passes whose gradients add up:
@@ -252,31 +254,43 @@ def train_step(model: q3_solution.SimSiam, optimizer: torch.optim.Optimizer, x1:
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=x1.device)
     for i in range(0, B, m):
-        loss = micro_loss(model, x1[i:i + m], x2[i:i + m], prec)
+        loss = micro_loss(model, x1[i:i + m], x2[i:i + m], ex)
         loss = loss if m == B else loss * (x1[i:i + m].shape[0] / B)
-        prec.backward(loss)
+        ex.backward(loss)
         total += loss.detach()
-    prec.step(optimizer)
+    ex.step(optimizer)
     return total
 
 
-def plan_micro_batch(model: q3_solution.SimSiam, cfg: SimSiamConfig, prec: Precision) -> int:
+def trial(cfg: SimSiamConfig) -> Callable[[Execution], Callable[[], torch.Tensor]]:
+    """For the precision measurement (experiments.execution.choose_precision): the run's training step on a fresh
+    model and optimiser and two random views of min(batch, 1024) images (a batch that fits any GPU before the
+    micro-batch is planned), in a candidate's execution."""
+    def build(ex: Execution) -> Callable[[], torch.Tensor]:
+        model = ex.place(build_model(cfg))
+        optimizer = build_optimizer(model, cfg)
+        x1, x2 = (ex.layout(torch.randn(min(cfg.batch_size, 1024), 3, 32, 32, device=ex.device)) for _ in range(2))
+        return lambda: train_step(model, optimizer, x1, x2, ex)
+    return build
+
+
+def plan_micro_batch(model: q3_solution.SimSiam, cfg: SimSiamConfig, ex: Execution) -> int:
     """cfg.micro_batch when set; else the largest divisor of the batch whose saved activations fit the
     device's budget (experiments.memory), measured on this device in this precision; the batch on CPU."""
-    budget = memory.device_budget(prec.device)
+    budget = memory.device_budget(ex.device)
     if cfg.micro_batch or budget is None:
         return cfg.micro_batch or cfg.batch_size
-    return memory.plan_micro_batch(cfg.batch_size, step_bytes_per_image(model, prec), budget)
+    return memory.plan_micro_batch(cfg.batch_size, step_bytes_per_image(model, ex), budget)
 
 
-def step_bytes_per_image(model: q3_solution.SimSiam, prec: Precision) -> float:
-    """Saved-activation bytes of one training image (two 32x32 views) in a training step on prec's device."""
+def step_bytes_per_image(model: q3_solution.SimSiam, ex: Execution) -> float:
+    """Saved-activation bytes of one training image (two 32x32 views) in a training step as `ex` runs it."""
     probe = copy.deepcopy(model).train()  # a copy: the forward passes would move batch norm's statistics
-    g = torch.Generator(prec.device).manual_seed(0)
+    g = torch.Generator(ex.device).manual_seed(0)
 
     def step(b: int) -> torch.Tensor:
-        x = torch.randn(b, 3, 32, 32, device=prec.device, generator=g)
-        return micro_loss(probe, x, x.flip(0), prec)
+        x = ex.layout(torch.randn(b, 3, 32, 32, device=ex.device, generator=g))
+        return micro_loss(probe, x, x.flip(0), ex)
     return memory.per_sample_bytes(step)
 
 
@@ -285,8 +299,7 @@ def step_bytes_per_image(model: q3_solution.SimSiam, prec: Precision) -> float:
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """The un-augmented view: uint8 (B, 3, H, W) -> float32 (x / 255 - mean) / std, CIFAR-10's mean and std
     (augment.normalize, as the augmented views)."""
-    x = augment.normalize(images.float() / 255)
-    return x.contiguous(memory_format=torch.channels_last) if images.is_cuda else x
+    return augment.normalize(images.float() / 255)
 
 
 class BackboneFeatures(nn.Module):
@@ -313,16 +326,16 @@ class BackboneFeatures(nn.Module):
         return torch.cat([h, z], dim=1) if self.with_projection else h
 
 
-def features(encoder: nn.Module, images: torch.Tensor, batch_size: int, precision: str,
+def features(encoder: nn.Module, images: torch.Tensor, batch_size: int, ex: Execution,
              with_projection: bool = False) -> torch.Tensor:
-    """h (N, w), or [h, z] (N, w + d), of uint8 images (N, 3, H, W), normalised, in eval mode."""
+    """h (N, w), or [h, z] (N, w + d), of uint8 images (N, 3, H, W), normalised, in eval mode, run as `ex` says."""
     return monitors.extract_features(BackboneFeatures(encoder, with_projection), images, batch_size,
-                                     images.device, normalize, precision=precision)
+                                     images.device, normalize, execution=ex)
 
 
 @torch.no_grad()
 def evaluate(model: q3_solution.SimSiam, train: data.ImageSet, test: data.ImageSet, cfg: SimSiamConfig,
-             precision: str) -> dict:
+             ex: Execution) -> dict:
     """The per-epoch monitors, from un-augmented images in eval mode (batch norm's running statistics):
     kNN accuracy of the backbone's features (train set as memory bank, test set as queries) and the
     collapse indicator std(z / ||z||) over the test set, with its reference 1/sqrt(d).
@@ -331,8 +344,8 @@ def evaluate(model: q3_solution.SimSiam, train: data.ImageSet, test: data.ImageS
     some 50 steps (momentum 0.1): before that (e.g. in the smoke preset) the indicator reads low.
     train, test: ImageSets whose tensors are on the model's device.
     """
-    bank = features(model.encoder, train.images, cfg.eval_batch_size, precision)        # (N, w)
-    test_hz = features(model.encoder, test.images, cfg.eval_batch_size, precision, with_projection=True)
+    bank = features(model.encoder, train.images, cfg.eval_batch_size, ex)        # (N, w)
+    test_hz = features(model.encoder, test.images, cfg.eval_batch_size, ex, with_projection=True)
     h, z = test_hz[:, :bank.shape[1]], test_hz[:, bank.shape[1]:]                       # (M, w), (M, d)
     return {
         "knn_accuracy": monitors.knn_accuracy(bank, train.labels, h, test.labels, k=min(cfg.knn_k, len(train)),
@@ -347,64 +360,71 @@ def evaluate(model: q3_solution.SimSiam, train: data.ImageSet, test: data.ImageS
 @runs.locked
 def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
     """Train (or resume) a SimSiam run in folder `out`; write its metrics, summary and figures."""
-    run_, device, prec, train, test = runs.start(cfg, out, "cifar10", resume=resume)
-    model = build_model(cfg).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution kernels once
+    # SimSiam's step is always eager (experiments.execution says why)
+    run_, ex, train, test = runs.start(cfg, out, "cifar10", resume=resume, trial=trial(cfg), compiles=False)
+    device = ex.device
+    model = ex.place(build_model(cfg))
     optimizer = build_optimizer(model, cfg)
     shuffle = runs.stream(cfg.seed, "shuffle")
     views = runs.stream(cfg.seed, "views", device)  # the augmentations, drawn on the device
-    augmentation = augment.SimSiamAugment(channels_last=device.type == "cuda")
+    augmentation = augment.SimSiamAugment(channels_last=ex.channels_last)
     # uint8 on the device: CIFAR-10's 50,000 training images are 150 MB.
     train_d = replace(train, images=train.images.to(device), labels=train.labels.to(device))
     test_d = replace(test, images=test.images.to(device), labels=test.labels.to(device))
     # After the data and model are resident: what is free then is what the activations may use.
-    micro_batch = plan_micro_batch(model, cfg, prec)
+    micro_batch = plan_micro_batch(model, cfg, ex)
     run_.write_json("provenance.json", {**read_json(run_.dir, "provenance.json"), "micro_batch": micro_batch,
                                         "accumulation_steps": cfg.batch_size // micro_batch})
     steps = len(train) // cfg.batch_size
     spectrum_batch = normalize(test.subset(cfg.spectrum_size, runs.stream_seed(cfg.seed, "spectrum-images")).images
                                .to(device))  # the fixed batch of Question 4's F
+    spectrum_batch = ex.layout(spectrum_batch)
 
     def train_epoch(epoch: int) -> dict:
         model.train()
         total = torch.zeros((), device=device)
         batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
         bar, t0 = runs.progress(batches, steps, epoch), time.perf_counter()
-        for step, idx in enumerate(bar, 1):
-            lrs = set_learning_rates(optimizer, cfg, epoch - 1 + (step - 1) / steps)
+        for i, idx in enumerate(bar, 1):
+            lrs = set_learning_rates(optimizer, cfg, epoch - 1 + (i - 1) / steps)
             x1, x2 = augment.two_views(train_d.images[idx.to(device)], augmentation, views)  # (B, 3, 32, 32) each
-            total += train_step(model, optimizer, x1, x2, prec, micro_batch)
-            runs.show_rate(bar, step, total, cfg.batch_size, t0, every=20)
+            total += train_step(model, optimizer, x1, x2, ex, micro_batch)
+            runs.show_rate(bar, i, total, cfg.batch_size, t0, every=20)
         return {"loss": total.item() / steps, "lr": lrs[0], "predictor_lr": lrs[1], "images": steps * cfg.batch_size}
 
-    def after_epoch(epoch: int) -> dict:
-        spectrum.for_run(run_, model, spectrum_batch, epoch=epoch, every=cfg.spectrum_every, epochs=cfg.epochs)
-        if epoch % cfg.knn_every and epoch != cfg.epochs:
-            return {}
-        return evaluate(model, train_d, test_d, cfg, prec.name)
+    timed = Timings(device)  # the final evaluation: the last epoch's spectrum and kNN, then the probe
 
-    runs.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": prec},
+    def after_epoch(epoch: int) -> dict:
+        last = epoch == cfg.epochs
+        with timed("spectrum") if last else nullcontext():
+            spectrum.for_run(run_, model, spectrum_batch, epoch=epoch, every=cfg.spectrum_every, epochs=cfg.epochs)
+        if epoch % cfg.knn_every and not last:
+            return {}
+        with timed("kNN") if last else nullcontext():
+            return evaluate(model, train_d, test_d, cfg, ex)
+
+    runs.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": ex},
              generators={"shuffle": shuffle, "views": views}, train_epoch=train_epoch, after_epoch=after_epoch,
              desc=f"SimSiam {cfg.ablation}")
     if not run_.finished():
-        write_summary(run_, cfg, model, train_d, test_d, prec.name)  # written last: its presence means done
+        write_summary(run_, cfg, model, train_d, test_d, ex, timed)  # written last: its presence means done
     figures.simsiam_figures(run_.dir)
     return run_.dir
 
 
 def write_summary(run_: Run, cfg: SimSiamConfig, model: q3_solution.SimSiam, train: data.ImageSet,
-                  test: data.ImageSet, precision: str) -> None:
-    """summary.json: final and best kNN accuracy and their epochs, the linear probe, timings."""
+                  test: data.ImageSet, ex: Execution, timed: Timings) -> None:
+    """summary.json: final and best kNN accuracy and their epochs, the linear probe, timings. `timed` holds the
+    last epoch's kNN and spectrum times (absent when that epoch ran in an earlier process); the probe adds its own."""
     metrics = run_.metrics()
     monitored, best = monitors.monitored_epochs(metrics), monitors.best_knn(metrics)
     probe = None
     if cfg.probe_epochs:
-        bank = features(model.encoder, train.images, cfg.eval_batch_size, precision)
-        queries = features(model.encoder, test.images, cfg.eval_batch_size, precision)
-        probe = monitors.linear_probe(bank, train.labels, queries, test.labels, epochs=cfg.probe_epochs,
-                                      generator=runs.stream(cfg.seed, "probe-order"))
+        with timed("probe"):
+            bank = features(model.encoder, train.images, cfg.eval_batch_size, ex)
+            queries = features(model.encoder, test.images, cfg.eval_batch_size, ex)
+            probe = monitors.linear_probe(bank, train.labels, queries, test.labels, epochs=cfg.probe_epochs,
+                                          generator=runs.stream(cfg.seed, "probe-order"))
     SimSiamSummary(
         ablation=cfg.ablation,
         backbone=cfg.backbone,
@@ -428,4 +448,5 @@ def write_summary(run_: Run, cfg: SimSiamConfig, model: q3_solution.SimSiam, tra
         train_wall_seconds=sum(m["train_seconds"] for m in metrics),
         wall_seconds=metrics[-1]["wall_seconds"],
         spectrum=(spectra(run_.dir) or [None])[-1],
+        evaluation_seconds=timed.seconds,
     ).write(run_.dir)

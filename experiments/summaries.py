@@ -123,6 +123,7 @@ class VAESummary(YardstickFields, Schema):
     amortisation: AmortisationGaps | None = None   # Q1.3-1.4 measured: amortisation and approximation gaps
 
     discriminator: DiscriminatorResult | None = None  # Q3 on the samples: JSD and rejection sampling
+    evaluation_seconds: dict[str, float] | None = None  # each final evaluation's seconds, by name
 
     NESTED: ClassVar = {"observations": lambda v, where: Observations.from_dict(v, where),
                         "amortisation": lambda v, where: AmortisationGaps.from_dict(v, where),
@@ -181,6 +182,7 @@ class DDPMSummary(YardstickFields, Schema):
     observations: Observations | None = None  # 2.2(d): the final samples' statistics, comparable with the VAE's
     bound: VariationalBound | None = None  # Q2.3 measured: the variational bound on -log p(x_0), in bits/dim
     discriminator: DiscriminatorResult | None = None  # Q3 on the quality samples: JSD and rejection sampling
+    evaluation_seconds: dict[str, float] | None = None  # each final evaluation's seconds, by name
 
     NESTED: ClassVar = {"probe": ProbeResult.from_dict,
                         "observations": lambda v, where: Observations.from_dict(v, where),
@@ -215,6 +217,7 @@ class SimSiamSummary(Schema):
     train_wall_seconds: float         # seconds in training steps, all epochs
     wall_seconds: float               # seconds from the start to the last epoch's end, evaluation included
     spectrum: SpectrumResult | None = None  # Q4: F's spectrum and the predictor's alignment, last measured epoch
+    evaluation_seconds: dict[str, float] | None = None  # each final evaluation's seconds, by name
 
     NESTED: ClassVar = {"spectrum": lambda v, where: SpectrumResult.from_dict(v, where)}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from experiments import (
     runs,
     yardstick,
 )
+from experiments.execution import Execution, Timings
 from experiments.runs import Run, checked_overrides, read_json
 from experiments.summaries import VAESummary
 
@@ -39,7 +41,8 @@ class VAEConfig(runs.RunConfig):
     batch_size: int = 64
     z_dim: int = 32
     lr: float = 1e-4
-    precision: str = "auto"        # training autocast: auto | bf16 | fp16 | fp32 (experiments.precision)
+    precision: str = "auto"        # training autocast: auto | fp32 | bf16 | fp16 (experiments.execution)
+    compile: str = "auto"          # auto | none | default | reduce-overhead (experiments.execution)
     # How much data (None: the whole split).
     train_size: int | None = None
     test_size: int | None = None
@@ -110,9 +113,11 @@ def in_order(images: torch.Tensor, batch_size: int, device: torch.device):
 @runs.locked
 def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
     """Train (or resume) a VAE run in folder `out`, write its artifacts, figures and summary."""
-    run_, device, prec, train, test = runs.start(cfg, out, "svhn", resume=resume)
-    model = build_model(cfg).to(device)
+    run_, ex, train, test = runs.start(cfg, out, "svhn", resume=resume, trial=trial(cfg))
+    device = ex.device
+    model = build_model(cfg).to(device)  # the default layout: the graded decoder reshapes with view
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step = ex.compiled(training_step(model, optimizer, ex), "VAE training step")
     shuffle = runs.stream(cfg.seed, "shuffle")
     # Fixed latent noise and test images for the snapshots, the same every epoch.
     z_fixed = torch.randn(cfg.n_samples, cfg.z_dim, generator=runs.stream(cfg.seed, "snapshot-noise")).to(device)
@@ -125,21 +130,14 @@ def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
     def train_epoch(epoch: int) -> dict:
         model.train()
         sums = torch.zeros(3, device=device)  # loss, nll, kl summed over batches (no per-step sync)
+        # drop_last: every step has the same shapes, so a compiled step never recompiles
         batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
         bar, t0 = runs.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
-        for step, idx in enumerate(bar, 1):
-            x = data.to_float(train_images[idx.to(device)])
-            with prec.autocast():
-                _, nll, kl = model(x)
-            nll, kl = nll.float(), kl.float()  # (B,) each; summed over 3072 pixels, so kept in float32
-            loss = (nll + kl).mean()
-            optimizer.zero_grad(set_to_none=True)
-            prec.backward(loss)
-            prec.step(optimizer)
-            sums += torch.stack([loss.detach(), nll.detach().mean(), kl.detach().mean()])
-            runs.show_rate(bar, step, sums[0], cfg.batch_size, t0)
-        loss, nll, kl = (sums / step).tolist()
-        return {"loss": loss, "nll": nll, "kl": kl, "images": step * cfg.batch_size}
+        for i, idx in enumerate(bar, 1):
+            sums += step(data.to_float(train_images[idx.to(device)]))
+            runs.show_rate(bar, i, sums[0], cfg.batch_size, t0)
+        loss, nll, kl = (sums / i).tolist()
+        return {"loss": loss, "nll": nll, "kl": kl, "images": i * cfg.batch_size}
 
     @torch.no_grad()
     def after_epoch(epoch: int) -> dict:
@@ -148,12 +146,39 @@ def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
             save_snapshot(run_, epoch, model, z_fixed, x_recon)
         return metrics
 
-    runs.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": prec},
+    runs.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": ex},
              generators={"shuffle": shuffle}, train_epoch=train_epoch, after_epoch=after_epoch, desc="VAE", lr=cfg.lr)
     if not run_.finished():
         final_artifacts(run_, cfg, model, train, test, device)  # written last: its presence means done
     figures.vae_figures(run_.dir)
     return run_.dir
+
+
+def training_step(model: vae_solution.VAE, optimizer: torch.optim.Optimizer,
+                  ex: Execution) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One training step as a function of a batch x (B, 3, 32, 32): the negative ELBO (the graded forward, its
+    reparameterised draw from the global RNG), backward, the optimiser step; returns [loss, nll, kl] (3,), detached."""
+    def step(x: torch.Tensor) -> torch.Tensor:
+        with ex.autocast():
+            _, nll, kl = model(x)
+        nll, kl = nll.float(), kl.float()  # (B,) each; summed over 3072 pixels, so kept in float32
+        loss = (nll + kl).mean()
+        optimizer.zero_grad(set_to_none=True)
+        ex.backward(loss)
+        ex.step(optimizer)
+        return torch.stack([loss.detach(), nll.detach().mean(), kl.detach().mean()])
+    return step
+
+
+def trial(cfg: VAEConfig) -> Callable[[Execution], Callable[[], torch.Tensor]]:
+    """For the precision measurement (experiments.execution.choose_precision): the run's training step on a fresh
+    model and optimiser and a batch of cfg.batch_size random images, in a candidate's execution."""
+    def build(ex: Execution) -> Callable[[], torch.Tensor]:
+        model = build_model(cfg).to(ex.device)
+        step = training_step(model, torch.optim.Adam(model.parameters(), lr=cfg.lr), ex)
+        x = torch.rand(cfg.batch_size, 3, 32, 32, device=ex.device) * 2 - 1
+        return lambda: step(x)
+    return build
 
 
 @torch.no_grad()
@@ -183,25 +208,42 @@ def save_snapshot(run_: runs.Run, epoch: int, model: vae_solution.VAE, z_fixed: 
 @torch.no_grad()
 def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: data.ImageSet,
                     test: data.ImageSet, device: torch.device) -> None:
-    """Final samples, latent profiles, interpolations and the test log-likelihood (1.3 d-f)."""
+    """Final samples, latent profiles, interpolations and the test log-likelihood (1.3 d-f), the amortisation gap,
+    each timed (printed, and in the summary's evaluation_seconds)."""
     model.eval()
+    timed = Timings(device)
     ll_images = test.subset(cfg.ll_size, runs.stream_seed(cfg.seed, "ll-images"))
     # The graded sampler and log-likelihood draw from the global RNG: seeded from their streams, then restored.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(runs.stream_seed(cfg.seed, "final-samples"))
-        run_.save_artifact("final_samples.pt", data.to_uint8(model.sample(cfg.n_final_samples).cpu()))
-        profile_set = train.subset(cfg.profile_size, runs.stream_seed(cfg.seed, "profile-images"))
-        run_.save_artifact("latent_profiles.pt", latent_profiles(model, profile_set, cfg.eval_batch_size, device))
-        run_.save_artifact("interpolations.pt", interpolations(model, test, cfg, device))
-        torch.manual_seed(runs.stream_seed(cfg.seed, "log-likelihood"))
-        ll = test_log_likelihood(model, ll_images, cfg, device)
-    fitted_bpd = decoder_variance.fitted_variance_bits(  # the cost of the decoder's unit variance (1.3)
-        model, train.subset(cfg.ll_size, runs.stream_seed(cfg.seed, "variance-images")).images,
-        ll_images.images, cfg.eval_batch_size, runs.stream(cfg.seed, "variance-draws", device))
-    digits, classifier_accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=device,
-                                                     seed=runs.stream_seed(cfg.seed, "classifier"))
-    drs = discriminator.for_run(run_, test, discriminator_samples(model, cfg, device), digits,
-                                epochs=cfg.discriminator_epochs, device=device, seed=cfg.seed)
+        with timed("samples, profiles and interpolations"):
+            torch.manual_seed(runs.stream_seed(cfg.seed, "final-samples"))
+            run_.save_artifact("final_samples.pt", data.to_uint8(model.sample(cfg.n_final_samples).cpu()))
+            profile_set = train.subset(cfg.profile_size, runs.stream_seed(cfg.seed, "profile-images"))
+            run_.save_artifact("latent_profiles.pt", latent_profiles(model, profile_set, cfg.eval_batch_size, device))
+            run_.save_artifact("interpolations.pt", interpolations(model, test, cfg, device))
+        with timed("log-likelihood"):
+            torch.manual_seed(runs.stream_seed(cfg.seed, "log-likelihood"))
+            ll = test_log_likelihood(model, ll_images, cfg, device)
+    with timed("decoder variance"):
+        fitted_bpd = decoder_variance.fitted_variance_bits(  # the cost of the decoder's unit variance (1.3)
+            model, train.subset(cfg.ll_size, runs.stream_seed(cfg.seed, "variance-images")).images,
+            ll_images.images, cfg.eval_batch_size, runs.stream(cfg.seed, "variance-draws", device))
+    with timed("classifier"):
+        digits, classifier_accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=device,
+                                                         seed=runs.stream_seed(cfg.seed, "classifier"))
+    with timed("discriminator"):
+        drs = discriminator.for_run(run_, test, discriminator_samples(model, cfg, device), digits,
+                                    epochs=cfg.discriminator_epochs, device=device, seed=cfg.seed)
+    with timed("observations"):
+        observations = observe.vae(run_, cfg, model, digits, test, device)
+    with timed("amortisation gap"):
+        gaps = amortisation.measure(run_, cfg, model, test, device)
+    with timed("yardstick"):  # the four families' common measures (last: it shifts no other measurement's draws)
+        common = yardstick.measure(
+            runs.load_artifact(run_.dir, "final_samples.pt"),
+            observe.reference_images(test, cfg.n_final_samples, cfg.seed), digits,
+            sample64=lambda: model.sample(64), models=[model], device=device,
+            flops_per_image=yardstick.training_flops_per_image("vae", cfg))
     metrics = run_.metrics()
     dims = 3 * 32 * 32
     VAESummary(
@@ -216,18 +258,15 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
         ll_K=cfg.ll_K,
         ll_n_images=min(len(test), cfg.ll_size or len(test)),
         classifier_test_accuracy=classifier_accuracy,
-        observations=observe.vae(run_, cfg, model, digits, test, device),
-        amortisation=amortisation.measure(run_, cfg, model, test, device),
+        observations=observations,
+        amortisation=gaps,
         discriminator=drs,
+        evaluation_seconds=timed.seconds,
         final_train_loss=metrics[-1]["loss"],
         final_test_loss=metrics[-1]["test_loss"],
         train_wall_seconds=sum(m["train_seconds"] for m in metrics),
         wall_seconds=metrics[-1]["wall_seconds"],
-        **yardstick.measure(  # the four families' common measures (last: it shifts no other measurement's draws)
-            runs.load_artifact(run_.dir, "final_samples.pt"), observe.reference_images(test, cfg.n_final_samples,
-                                                                                       cfg.seed),
-            digits, sample64=lambda: model.sample(64), models=[model], device=device,
-            flops_per_image=yardstick.training_flops_per_image("vae", cfg)),
+        **common,
     ).write(run_.dir)
 
 

@@ -127,7 +127,7 @@ def ddpm() -> list:
         md("""# Problem 2: a denoising diffusion model (DDPM) on SVHN
 
 IFT6135-H2023, Assignment 3. This notebook trains the graded U-Net of `ddpm_solution.py` with the
-package's harness (`experiments/ddpm.py`: bf16 on A100/L4-class GPUs, fp16 with loss scaling on a T4, an EMA of the weights,
+package's harness (`experiments/ddpm.py`: the precision measured on your GPU, CUDA graphs, an EMA of the weights,
 checkpoints every epoch) and shows every figure of 2.2, then the optional study of 2.3. It holds
 no model code.
 """ + INTRO),

@@ -1,7 +1,7 @@
 """Memory planning (experiments.memory) and SimSiam's micro-batched training step.
 
 The budget test measures, on CPU, the activations autograd saves for one training step of every
-full preset and ablation, in the precision the policy picks on a T4 (fp16), and checks that the
+full preset and ablation, in fp16 (a half precision experiments.execution may pick on a T4), and checks that the
 batch the planner picks for a 16 GB T4 fits 13 GiB."""
 from __future__ import annotations
 
@@ -15,15 +15,14 @@ import torch.nn.functional as F
 import vae_solution
 from experiments import ddpm, memory, simsiam, vae
 from experiments.diffusion import Diffusion
-from experiments.precision import Precision, policy
+from experiments.execution import Execution, eager
 
 T4_BUDGET = 13 * memory.GiB
 
 
-def t4_precision(monkeypatch) -> Precision:
-    """What the policy picks on a T4 (sm_75), applied on the CPU, where the measurement runs."""
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
-    return Precision("cpu", policy(torch.device("cuda"), "auto"))
+def t4_precision(monkeypatch) -> Execution:
+    """fp16, a T4's (sm_75) half precision, applied on the CPU, where the measurement runs."""
+    return eager("cpu", "fp16")
 
 
 # --------------------------------------------------------------------------- the pieces
@@ -57,7 +56,7 @@ def tiny_model(seed: int = 0):
 
 def step(model, x1, x2, micro_batch):
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # the update is the gradient: w' = w - g
-    loss = simsiam.train_step(model, optimizer, x1, x2, Precision("cpu", "fp32"), micro_batch)
+    loss = simsiam.train_step(model, optimizer, x1, x2, eager(), micro_batch)
     return loss, {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
@@ -97,7 +96,7 @@ def test_in_training_mode_batch_norm_normalises_over_each_micro_batch():
 def test_the_simsiam_planner_uses_the_override_the_cpu_or_the_budget(monkeypatch):
     model, cfg = tiny_model()
     cfg = replace(cfg, batch_size=64)
-    prec = Precision("cpu", "fp32")
+    prec = eager()
     assert simsiam.plan_micro_batch(model, cfg, prec) == 64                          # CPU: no limit
     assert simsiam.plan_micro_batch(model, replace(cfg, micro_batch=16), prec) == 16  # --micro-batch
     per_image = simsiam.step_bytes_per_image(model, prec)
@@ -111,7 +110,7 @@ def test_the_simsiam_planner_uses_the_override_the_cpu_or_the_budget(monkeypatch
 def test_measuring_does_not_touch_the_model():
     model, _ = tiny_model()
     before = copy.deepcopy(model.state_dict())
-    simsiam.step_bytes_per_image(model, Precision("cpu", "fp32"))
+    simsiam.step_bytes_per_image(model, eager())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -126,7 +125,7 @@ def ddpm_per_image(cfg, prec) -> float:
     torch.manual_seed(0)
     model = ddpm.build_model(cfg).train()
     diffusion = Diffusion(cfg.timesteps)
-    return memory.per_sample_bytes(lambda b: diffusion.loss(model, torch.randn(b, 3, 32, 32), precision=prec.name))
+    return memory.per_sample_bytes(lambda b: diffusion.loss(model, torch.randn(b, 3, 32, 32), prec))
 
 
 def vae_per_image(cfg, prec) -> float:

@@ -11,6 +11,7 @@ from torch import nn
 
 from experiments import classifier, monitors
 from experiments.data import to_float
+from experiments.execution import eager
 from experiments.synthetic import synthetic_digits
 
 
@@ -228,7 +229,7 @@ def test_extract_features_shape_eval_mode_and_batching():
     monitors.extract_features(wrapper, images, 16, "cpu", to_float)
     assert wrapper.training and not backbone.training and not backbone.net[1].training
     backbone.train()
-    bf16 = monitors.extract_features(backbone, images, 16, "cpu", to_float, precision="bf16")
+    bf16 = monitors.extract_features(backbone, images, 16, "cpu", to_float, execution=eager("cpu", "bf16"))
     assert bf16.dtype == torch.float32
     torch.testing.assert_close(bf16, expected, atol=0.05, rtol=0.05)
 

@@ -1,4 +1,4 @@
-"""The precision policy (experiments.precision) and the fp16 + GradScaler training path of all
+"""Precision (experiments.precision) and the fp16 + GradScaler training path of all
 three experiments, run on CPU (CPU autocast supports float16; torch.amp.GradScaler("cpu") exists)."""
 from __future__ import annotations
 
@@ -11,41 +11,22 @@ import torch
 
 from experiments import __main__ as cli
 from experiments import ddpm, simsiam, vae
-from experiments.precision import Precision, autocast, policy
+from experiments.precision import Precision
 from experiments.runs import read_checkpoint, read_metrics
 
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s", "sample_seconds"}
 
 
-# --------------------------------------------------------------------------- the policy
-
-@pytest.mark.parametrize("capability, expected", [
-    ((6, 1), "fp32"),   # Pascal (P100, GTX 10xx): no tensor cores
-    ((7, 0), "fp16"),   # V100
-    ((7, 5), "fp16"),   # T4, Colab's free GPU: bf16 only emulated
-    ((8, 0), "bf16"),   # A100
-    ((9, 0), "bf16"),   # H100
-])
-def test_policy_by_compute_capability(monkeypatch, capability, expected):
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what a T4 answers
-    assert policy(torch.device("cuda"), "auto") == expected
-    assert policy(torch.device("cuda:1"), "fp32") == "fp32"  # an explicit choice wins
-
-
-def test_policy_off_cuda_and_bad_values():
-    assert policy(torch.device("cpu")) == "fp32" and policy(torch.device("mps")) == "fp32"
-    assert policy(torch.device("cpu"), "fp16") == "fp16"
-    with pytest.raises(ValueError, match="auto"):
-        policy(torch.device("cpu"), "half")
-
+# --------------------------------------------------------------------------- Precision
 
 def test_autocast_dtypes_on_cpu():
     layer = torch.nn.Linear(4, 4)
     x = torch.randn(2, 4)
     for name, dtype in [("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)]:
-        with autocast("cpu", name):
+        with Precision("cpu", name).autocast():
             assert layer(x).dtype == dtype, name
+    with pytest.raises(ValueError, match="fp32"):
+        Precision("cpu", "auto")  # auto is decided by experiments.execution, never held by a Precision
 
 
 def test_scaler_only_for_fp16_and_its_state_round_trips():

@@ -12,7 +12,7 @@ from torch import nn
 
 from experiments import __main__ as cli
 from experiments import augment, data, figures, monitors, names, simsiam
-from experiments.precision import Precision
+from experiments.execution import eager
 from experiments.runs import NonFiniteLossError, read_checkpoint, read_metrics
 from experiments.summaries import SimSiamSummary, spectra
 
@@ -226,8 +226,8 @@ def test_backbone_features_are_the_input_of_the_projector():
     torch.manual_seed(0)
     model = simsiam.build_model(simsiam.config_for("smoke", backbone="tiny")).eval()
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
-    hz = simsiam.features(model.encoder, images, batch_size=4, precision="fp32", with_projection=True)
-    h = simsiam.features(model.encoder, images, batch_size=4, precision="fp32")
+    hz = simsiam.features(model.encoder, images, batch_size=4, ex=eager(), with_projection=True)
+    h = simsiam.features(model.encoder, images, batch_size=4, ex=eager())
     x = simsiam.normalize(images)
     with torch.no_grad():
         expected_h = model.encoder[:-1](x)  # tiny_convnet is a Sequential: everything before fc
@@ -260,8 +260,8 @@ def collapse_ratio_after_training(data_root: str, stop_gradient: bool) -> tuple[
     for step in range(COLLAPSE_STEPS):
         simsiam.set_learning_rates(optimizer, cfg, cfg.epochs * step / COLLAPSE_STEPS)
         x1, x2 = augment.two_views(train[torch.randint(0, len(train), (cfg.batch_size,), generator=g)], augmentation, g)
-        loss = simsiam.train_step(model, optimizer, x1, x2, Precision("cpu", "fp32"))
-    hz = simsiam.features(model.encoder, test, batch_size=256, precision="fp32", with_projection=True)
+        loss = simsiam.train_step(model, optimizer, x1, x2, eager())
+    hz = simsiam.features(model.encoder, test, batch_size=256, ex=eager(), with_projection=True)
     z = hz[:, model.encoder.fc[0].in_features:]  # (256, d)
     return loss.item(), monitors.collapse_std(z) / monitors.collapse_std_reference(cfg.dim)
 
