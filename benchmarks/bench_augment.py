@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_augment.py                          # CPU or CUDA (auto), 8192 images
     .venv/bin/python benchmarks/bench_augment.py --device cpu --n-images 4096 --repeats 5
 
-Both make the two views of every image of a synthetic set (experiments.synthetic.synthetic_digits, 32 x 32), one
+Both make the two views of every image of a synthetic set (experiments.harness.synthetic.synthetic_digits, 32 x 32), one
 epoch in random order, batches of --batch images (2 x batch views):
 - starter: `torchvision_pipeline()` per PIL image, two draws per image (q3_misc.TwoCropsTransform), in a
   Dataset that holds the images as torchvision's CIFAR10 does (uint8 HWC, Image.fromarray per item), read by a
@@ -36,9 +36,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
 import q3_misc
 from benchmarks.common import device_name, keep_freed_memory
-from experiments import augment as A
-from experiments.runs import synchronize
-from experiments.synthetic import synthetic_digits
+from experiments.harness import augment as A
+from experiments.harness.runs import synchronize
+from experiments.harness.synthetic import synthetic_digits
 
 
 class PILImages(torch.utils.data.Dataset):

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_ddpm.py --device cuda --compile none   # the same, eager
     .venv/bin/python benchmarks/bench_ddpm.py --device cpu --timesteps 20 --train-steps 5 --repeats 3
 
-"Ours" is exactly what a run executes: the harness's `experiments.execution.Execution`, with
+"Ours" is exactly what a run executes: the harness's `experiments.harness.execution.Execution`, with
 `--precision` (auto: measured on the run's own step, as a run does) and `--compile` (auto: the
 training steps and samplers under torch.compile(mode="reduce-overhead"), i.e. CUDA graphs, on CUDA;
 eager on CPU). The baselines are the starter's loops, fp32 and eager. Models are the graded ones,
@@ -18,9 +18,9 @@ randomly initialised (seed 0; timings do not depend on the weights). Comparisons
    agree up to rounding.
 2. DDIM (eta = 0) over `--ddim-steps` of those steps against ours over all of them.
 3. DDPM training images/s at `--batch`: baseline `t_sample` + `p_losses` + Adam; ours
-   `experiments.ddpm.training_step` (loss, backward, Adam, EMA) as the run compiles it.
+   `experiments.problems.ddpm.training_step` (loss, backward, Adam, EMA) as the run compiles it.
 4. VAE training images/s at `--batch`: the starter's loop (forward, (nll + kl).mean(), backward, Adam)
-   against `experiments.vae.training_step` as the run compiles it.
+   against `experiments.problems.vae.training_step` as the run compiles it.
 5. Fixed cost against cost per image: our DDPM and VAE steps (and the baselines) at `--batch` and at
    `--big-batch`; a line through the two step times, t(B) = fixed + B x per-image, gives each step's
    fixed (per-kernel overhead) share at `--batch` and its images/s ceiling 1 / per-image.
@@ -48,10 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import ddpm_solution as ds
 import vae_solution as vs
 from benchmarks.common import device_name
-from experiments import data, ddpm, execution, synthetic, vae
-from experiments.diffusion import EMA, Diffusion
-from experiments.execution import Execution
-from experiments.runs import synchronize
+from experiments.harness import data, execution, synthetic
+from experiments.harness.execution import Execution
+from experiments.harness.runs import synchronize
+from experiments.problems import ddpm, vae
+from experiments.problems.diffusion import EMA, Diffusion
 
 DIM_MULTS = (1, 2, 4, 8)
 FULL_SIZE = {"timesteps": 1000, "batch": 64, "big_batch": 512, "train_steps": 30, "warmup": 5, "repeats": 3}
@@ -98,7 +99,8 @@ def ddpm_config(args: argparse.Namespace) -> ddpm.DDPMConfig:
 
 
 def ours_ddpm_step(model: torch.nn.Module, ex: Execution) -> Callable[[torch.Tensor], torch.Tensor]:
-    """experiments.ddpm's step as a run executes it: t and eps drawn (diffusion.draw), then training_step (loss,
+    """experiments.problems.ddpm's step as a run executes it: t and eps drawn (diffusion.draw), then training_step
+    (loss,
     backward, Adam, EMA) through ex.compiled; x (B, 3, 32, 32) in the run's layout -> its loss."""
     diffusion = Diffusion(ds.T, device=ex.device)
     ema = EMA(model, ddpm.DDPMConfig.ema_decay)
@@ -122,7 +124,7 @@ def baseline_vae_step(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.
 
 
 def ours_vae_step(model: torch.nn.Module, ex: Execution) -> Callable[[torch.Tensor], torch.Tensor]:
-    """experiments.vae's step as a run executes it (vae.training_step through ex.compiled) -> its loss."""
+    """experiments.problems.vae's step as a run executes it (vae.training_step through ex.compiled) -> its loss."""
     step = ex.compiled(vae.training_step(model, torch.optim.Adam(model.parameters(), lr=vs.lr), ex),
                        "VAE training step")
     return lambda x: step(x)[0]

@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_families.py                      # CUDA if present, else CPU
     .venv/bin/python benchmarks/bench_families.py --device cpu --batch 16 --steps 2
 
-The full presets of experiments/flow.py and experiments/gan.py are sized so that each trains on at most a
-quarter of the DDPM full run's training FLOPs (counted, experiments.yardstick.training_flops_per_image).
+The full presets of experiments/problems/flow.py and experiments/problems/gan.py are sized so that each trains on at
+most a
+quarter of the DDPM full run's training FLOPs (counted, experiments.measurements.yardstick.training_flops_per_image).
 Counted FLOPs are not time: a small network at batch 64 is bound by kernel launches on a GPU. This script
 times one training step per image of each full-preset model (forward, backward, optimiser; fp32, eager,
 random weights and images) after one untimed step, and prints, per family, the seconds per image, the FLOPs per
@@ -18,7 +19,9 @@ import argparse
 import torch
 
 from benchmarks.common import device_name
-from experiments import ddpm, flow, gan, runs, yardstick
+from experiments.harness import runs
+from experiments.measurements import yardstick
+from experiments.problems import ddpm, flow, gan
 
 MODULES = {"ddpm": ddpm, "flow": flow, "gan": gan}
 

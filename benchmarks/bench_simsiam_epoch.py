@@ -7,9 +7,9 @@ Both train q3_solution.SimSiam on a resnet18 with the CIFAR stem (d = 2048, pred
 lr 0.03 x batch / 256), from the same initial weights, on synthetic 32x32 images:
   baseline  the starter's pipeline: torchvision's per-image PIL augmentations (q3_misc.TwoCropsTransform)
             in a DataLoader with 2 workers (Colab's CPU), fp32, eager;
-  ours      experiments.simsiam: the uint8 training set on the device, both views from
-            experiments.augment on the device, run as a SimSiam run executes its steps
-            (experiments.execution: the precision measured on this step, channels_last on GPUs).
+  ours      experiments.problems.simsiam: the uint8 training set on the device, both views from
+            experiments.harness.augment on the device, run as a SimSiam run executes its steps
+            (experiments.harness.execution: the precision measured on this step, channels_last on GPUs).
 Targets on GPU (issue 4): >= 5x, and <= 15 s per 50k-image epoch on an H100.
 """
 from __future__ import annotations
@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import q3_misc
 import q3_solution
 from benchmarks.bench_augment import PILImages
-from experiments import augment, execution, simsiam, synthetic
-from experiments.execution import Execution, eager
-from experiments.runs import environment, synchronize
+from experiments.harness import augment, execution, synthetic
+from experiments.harness.execution import Execution, eager
+from experiments.harness.runs import environment, synchronize
+from experiments.problems import simsiam
 
 
 def build(device: torch.device, dim: int, pred_dim: int, channels_last: bool):

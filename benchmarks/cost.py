@@ -38,7 +38,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
-from experiments import amortisation, bound, ddpm, runs, simsiam, vae
+from experiments.harness import runs
+from experiments.measurements import amortisation, bound
+from experiments.problems import ddpm, simsiam, vae
 
 MEASURED = Path(__file__).resolve().parent / "measured"   # one JSON (and its markdown) per measured device
 COST_MD = Path(__file__).resolve().parent / "COST.md"
@@ -197,7 +199,8 @@ def evaluation_costs() -> list[Cost]:
 
 
 def vae_amortisation_cost(cfg: vae.VAEConfig) -> Cost:
-    """Q1.3-1.4 measured (experiments.amortisation.measure), at its most steps: per image, each Adam step decodes
+    """Q1.3-1.4 measured (experiments.measurements.amortisation.measure), at its most steps: per image, each Adam step
+    decodes
     gap_draws z forward and back to z (the weights get no gradient), each check gap_eval_draws forwards, the two
     final ELBOs gap_test_draws each, LL_REPEATS importance-sampled log-likelihoods and two encoder passes."""
     model = build("vae", cfg).eval().requires_grad_(False)
@@ -216,7 +219,7 @@ def vae_amortisation_cost(cfg: vae.VAEConfig) -> Cost:
 
 
 def ddpm_bound_cost(cfg: ddpm.DDPMConfig) -> Cost:
-    """Q2.3 measured (experiments.bound.measure): network_evaluations U-Net forwards per image."""
+    """Q2.3 measured (experiments.measurements.bound.measure): network_evaluations U-Net forwards per image."""
     unet = build("ddpm", cfg).eval()
     per_forward = forward_flops_per_image(lambda x: unet(x, torch.zeros(len(x), dtype=torch.long, device="meta")))
     n = cfg.bound_size or SVHN_TEST

@@ -24,10 +24,10 @@ stopped and its row says so:
               projected from them                                            vae 35, ddpm 95, simsiam 50
     bench-*   benchmarks/bench_ddpm.py at full size (1000 steps, 64 images, batch 64), one repeat,
               eager (--compile none) and compiled (--compile reduce-overhead), as subprocesses       60, 120
-Cells of `steps` (an eager experiments.execution.Execution per precision, the harness's losses):
+Cells of `steps` (an eager experiments.harness.execution.Execution per precision, the harness's losses):
     vae      recon, nll, kl = model(x); loss = (nll + kl).mean(); Adam
-    ddpm     experiments.diffusion.Diffusion(1000).loss (smooth-L1 noise prediction at uniform t); Adam
-    simsiam  experiments.simsiam.train_step, SGD; the views are a batch and its mirror image,
+    ddpm     experiments.problems.diffusion.Diffusion(1000).loss (smooth-L1 noise prediction at uniform t); Adam
+    simsiam  experiments.problems.simsiam.train_step, SGD; the views are a batch and its mirror image,
              so the augmentation's cost is left out (the CLI epochs include it)
 CUDA cells use channels_last and cudnn.benchmark; each runs `--warmup` untimed steps, then up to `--steps`
 timed steps or `--cell-seconds`, whichever ends first; images/s counts the timed steps (a SimSiam image is two
@@ -70,15 +70,11 @@ import torch  # noqa: E402  (after the check above, so a missing package is one 
 sys.path.insert(0, str(ROOT))
 from benchmarks import cost  # noqa: E402  (the repository root is not on the path as a script)
 from benchmarks.common import device_name  # noqa: E402
-from experiments import (  # noqa: E402
-    data,
-    execution,
-    simsiam,
-    synthetic,
-)
-from experiments.diffusion import Diffusion  # noqa: E402
-from experiments.execution import Execution, eager  # noqa: E402
-from experiments.runs import synchronize  # noqa: E402
+from experiments.harness import data, execution, synthetic  # noqa: E402
+from experiments.harness.execution import Execution, eager  # noqa: E402
+from experiments.harness.runs import synchronize  # noqa: E402
+from experiments.problems import simsiam  # noqa: E402
+from experiments.problems.diffusion import Diffusion  # noqa: E402
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 PROBLEMS = cost.PROBLEMS
@@ -170,7 +166,7 @@ def measured_cell(problem: str, precision: str, pool: torch.Tensor, batch: int, 
     device = pool.device
     cuda = device.type == "cuda"
     if cuda and precision not in execution.candidates(device):   # the policy's own list of what this GPU has
-        return {"note": f"skipped: {precision} is not a candidate on this GPU (experiments.execution)"}
+        return {"note": f"skipped: {precision} is not a candidate on this GPU (experiments.harness.execution)"}
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)

@@ -13,9 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments import data, ddpm, execution, flow, gan, names, runs, simsiam, vae
-from experiments.lock import RunLockedError
-from experiments.runs import CheckpointError, DiskFullError, NonFiniteLossError
+from experiments.harness import data, execution, runs
+from experiments.harness.lock import RunLockedError
+from experiments.harness.runs import CheckpointError, DiskFullError, NonFiniteLossError
+from experiments.presentation import names
+from experiments.problems import ddpm, flow, gan, simsiam, vae
 
 PROBLEMS = {"vae": vae, "ddpm": ddpm, "simsiam": simsiam,
             "flow": flow, "gan": gan}   # the two families beside the assignment's, run after the VAE and DDPM

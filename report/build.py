@@ -11,7 +11,7 @@ interrupted (Ctrl-C, kill) leaves it as it was and the next build working. The w
 report.runs finds and reads the run folders, report.numbers computes the values the text
 reads, report.figures copies and draws the figures, report.latex writes the LaTeX.
 
-What it reads, per run folder (see experiments/runs.py): config.json, provenance.json,
+What it reads, per run folder (see experiments/harness/runs.py): config.json, provenance.json,
 metrics.jsonl, summary.json, figures/*.png, and for Problem 1.3(e) one artifact
 (latent_profiles.pt). It never writes into a run folder.
 
@@ -28,10 +28,10 @@ What it writes, under report/build/ (git-ignored, rebuilt each time):
                      set; they override report/student.tex (written by hand, git-ignored; see
                      report/student.example.tex). A field set by neither shows a placeholder saying how to fill it.
     figures/<slot>/  the PNGs, copied (stable paths), and the cross-run figures drawn by
-                     experiments.figures (DDPM T study, SimSiam comparisons)
+                     experiments.presentation.figures (DDPM T study, SimSiam comparisons)
 
 Slots: one per experiment the report uses. Under --results (default results/) a slot takes the
-most recently modified folder whose name matches its run name (experiments.names), any preset:
+most recently modified folder whose name matches its run name (experiments.presentation.names), any preset:
     vae                  vae-<preset>
     ddpm                 ddpm-<preset>
     ddpm-Tlow/ddpm-Thigh ddpm-<p>-T<T> of the main DDPM run's preset p, T below/above its T
@@ -54,8 +54,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments import names
-from experiments.lock import LOCK, RunLock, RunLockedError, owner_of
+from experiments.harness.lock import LOCK, RunLock, RunLockedError, owner_of
+from experiments.presentation import names
 from report import families, latex
 from report.figures import copy_figures, cross_figures
 from report.numbers import compute_numbers, vae_artifact_numbers
@@ -165,7 +165,7 @@ def replace_file(source: Path, target: Path) -> None:
 
 @contextlib.contextmanager
 def build_lock(build: Path):
-    """Hold build/.lock (experiments.lock, as a run folder's) for a whole build; a second build on the same
+    """Hold build/.lock (experiments.harness.lock, as a run folder's) for a whole build; a second build on the same
     checkout waits for the first to finish (a lock whose build died is taken over)."""
     lock = RunLock(build)
     waiting = False

@@ -1,13 +1,15 @@
 """The chapter "Four families on one yardstick": a flow, the VAE, the DDPM and a GAN side by side.
 
-Reads the four runs' summary.json (the yardstick's fields, experiments.yardstick and summaries.YardstickFields)
+Reads the four runs' summary.json (the yardstick's fields, experiments.measurements.yardstick and
+summaries.YardstickFields)
 and writes what report/families.tex shows: one table row per family, the \\val keys of one paragraph per family,
-and two figures drawn by experiments.yardstick from the run folders (only when it can be imported: the report
+and two figures drawn by experiments.measurements.yardstick from the run folders (only when it can be imported: the
+report
 itself imports neither torch nor matplotlib). Each sentence of a paragraph is chosen by the measured numbers
 with the thresholds below, which the text states, so that it stays true on smoke runs.
 
 Runs: the VAE and the DDPM are the report's slots vae and ddpm; the flow and the GAN are the latest folders
-flow-<preset> and gan-<preset> under --results (experiments.names).
+flow-<preset> and gan-<preset> under --results (experiments.presentation.names).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments import names
+from experiments.presentation import names
 from report.latex import escape, number, percent
 from report.runs import RunFolder, finite, load_run, modified, scan
 from report.wording import listing, significant
@@ -296,16 +298,18 @@ def chapter(results: Path | None, runs: dict[str, RunFolder | None], build: Path
 
 
 def draw(found: dict[str, RunFolder | None], rows: list[Row], build: Path) -> dict[str, str]:
-    """The sample grids and the FID / bits-per-dim scatter (experiments.yardstick), when it can be imported."""
+    """The sample grids and the FID / bits-per-dim scatter (experiments.measurements.yardstick), when it can be
+    imported."""
     dirs = {f: (r.path if r is not None and (r.path / "artifacts" / "final_samples.pt").exists() else None)
             for f, r in found.items()}
     if not any(dirs.values()):
         return {}
     try:
         os.environ.setdefault("MPLBACKEND", "Agg")
-        from experiments import yardstick
+        from experiments.measurements import yardstick
     except ImportError as e:
-        print(f"note: the families' figures are not drawn, experiments.yardstick unavailable ({e})", file=sys.stderr)
+        print(f"note: the families' figures are not drawn, experiments.measurements.yardstick unavailable ({e})",
+              file=sys.stderr)
         return {}
     folder = build / "figures" / "families"
     folder.mkdir(parents=True, exist_ok=True)

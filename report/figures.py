@@ -1,5 +1,5 @@
 """The report's figures: each run's PNGs copied to build/figures/<slot>/, and the figures drawn across
-runs with experiments.figures (the DDPM T study, the SimSiam comparisons), when it can be imported."""
+runs with experiments.presentation.figures (the DDPM T study, the SimSiam comparisons), when it can be imported."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from experiments import names
+from experiments.presentation import names
 from report.latex import escape
 from report.runs import SIMSIAM_SLOTS, RunFolder
 
@@ -49,7 +49,7 @@ def cross_status(runs: dict[str, RunFolder | None], values: dict[str, str]) -> N
 
 
 def cross_figures(runs: dict[str, RunFolder | None], build: Path, values: dict[str, str]) -> dict[str, str]:
-    """The figures drawn across runs with experiments.figures: the T study (2.3a) and the SimSiam
+    """The figures drawn across runs with experiments.presentation.figures: the T study (2.3a) and the SimSiam
     comparisons (Q4, Q5). Sets status-/cmd- values of the pseudo-slots tstudy and simsiam."""
     out = build / "figures" / "cross"
     cross_status(runs, values)
@@ -65,9 +65,9 @@ def cross_figures(runs: dict[str, RunFolder | None], build: Path, values: dict[s
         return {}
     try:
         os.environ.setdefault("MPLBACKEND", "Agg")
-        from experiments import figures as drawing
+        from experiments.presentation import figures as drawing
     except ImportError as e:
-        print(f"note: cross-run figures not drawn, experiments.figures unavailable ({e})", file=sys.stderr)
+        print(f"note: cross-run figures not drawn, experiments.presentation.figures unavailable ({e})", file=sys.stderr)
         return {}
     figures: dict[str, str] = {}
     for name, draw in jobs:

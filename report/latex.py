@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from experiments import names
+from experiments.presentation import names
 from report.runs import SIMSIAM_SLOTS, SLOTS, RunFolder, ablation_of, problem_of
 
 _LATEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
@@ -184,7 +184,7 @@ def simsiam_table(runs: dict[str, RunFolder | None]) -> str:
 
 
 def observations_table(runs: dict[str, RunFolder | None]) -> str:
-    """2.2(d): the VAE's and the DDPM's final samples on the same statistics (experiments.observe)."""
+    """2.2(d): the VAE's and the DDPM's final samples on the same statistics (experiments.measurements.observe)."""
     columns = [("obs-n", "samples"), ("obs-sharpness", "sharpness"), ("obs-confident", "clear digits"),
                ("obs-ref-confident", "test: clear"), ("obs-class-tv", "class TV"),
                ("obs-fid", "cl.-FID"), ("obs-fid-n", "FID images")]

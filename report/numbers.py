@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments import names, summaries
-from experiments.summaries import (
+from experiments.presentation import names, summaries
+from experiments.presentation.summaries import (
     AmortisationGaps,
     DDPMSummary,
     Estimate,
@@ -36,7 +36,7 @@ CONFIG_VALUES = ("batch_size", "lr", "z_dim", "timesteps", "dim", "beta_start", 
 UNIFORM_8BIT = 8.0      # bits per dimension of a uniform distribution over a pixel's 256 levels
 # -log2 of N(x; mu, 1)'s peak density on the 8-bit scale: no decoder with the graded unit variance scores below it.
 UNIT_VARIANCE_FLOOR_8BIT = 0.5 * math.log2(2 * math.pi) + math.log2(127.5)
-REDRAW = {"vae": "vae_figures", "ddpm": "ddpm_figures", "simsiam": "simsiam_figures"}  # experiments.figures
+REDRAW = {"vae": "vae_figures", "ddpm": "ddpm_figures", "simsiam": "simsiam_figures"}  # presentation.figures
 # Summary fields written by the final evaluation (the report's measurements); a run finished before one existed
 # gets it by redoing that evaluation: summary.json deleted, the run resumed (no epoch is retrained).
 REDO = {"vae": ("observations", "amortisation", "discriminator"), "ddpm": ("observations", "bound", "discriminator")}
@@ -58,7 +58,7 @@ def fix_command(slot: str, run: RunFolder | None, preset: str, main_timesteps: i
                 f"rm {Path(folder) / 'summary.json'} && {resume_command(slot, run, preset)}")
     function = REDRAW[problem_of(slot)]
     return (f"run folder {folder} is finished but lacks this figure",
-            f"{names.PYTHON} -c \"from experiments import figures; figures.{function}('{folder}')\"")
+            f"{names.PYTHON} -c \"from experiments.presentation import figures; figures.{function}('{folder}')\"")
 
 
 # --------------------------------------------------------------------------- every run
@@ -144,7 +144,7 @@ def lr_history(run: RunFolder) -> str | None:
 
 def batch_norm_over(batch: int, micro_batch: int) -> str:
     """What SimSiam's batch norm normalised over: each view of the batch, or of each micro-batch when the
-    batch ran as micro-batches with accumulated gradients (experiments.memory)."""
+    batch ran as micro-batches with accumulated gradients (experiments.harness.memory)."""
     if micro_batch >= batch:
         return f"the {batch} images of each view of the whole batch"
     return (f"the {micro_batch} images of each view of a micro-batch (the batch of {batch} ran as "
@@ -198,7 +198,7 @@ def vae_numbers(values: dict[str, str], run: RunFolder) -> None:
 
 def decoder_variance_numbers(values: dict[str, str], s: VAESummary) -> None:
     """1.3: the 8-bit bits/dim against a uniform distribution, the unit variance's floor, and the test ELBO
-    with a fitted decoder variance (experiments.decoder_variance)."""
+    with a fitted decoder variance (experiments.measurements.decoder_variance)."""
     values["vae-bpd-8bit-unit-floor"] = number(UNIT_VARIANCE_FLOOR_8BIT, ".2f")
     unit, fitted = s.test_bits_per_dim_8bit, s.test_elbo_bits_per_dim_8bit_fitted_variance
     pixel = "a uniform distribution over the 256 levels of each pixel"
@@ -217,10 +217,10 @@ def decoder_variance_numbers(values: dict[str, str], s: VAESummary) -> None:
 
 def latent_numbers(values: dict[str, str], run_dir: Path) -> list[tuple[int, int, list[tuple[int, float]]]]:
     """1.3(e): active latent dimensions (Burda et al. 2016: Var_x E[z_u|x] > 0.01) and, per class,
-    the most class-specific dimensions (experiments.figures.class_specificity). Returns the rows
+    the most class-specific dimensions (experiments.presentation.figures.class_specificity). Returns the rows
     (class, count, [(dim, score), ...]) of the peaks table."""
-    from experiments import figures
-    from experiments.runs import load_artifact
+    from experiments.harness.runs import load_artifact
+    from experiments.presentation import figures
 
     profiles = load_artifact(run_dir, "latent_profiles.pt")
     variance = profiles["overall_std"] ** 2                       # (z_dim,)
@@ -578,7 +578,7 @@ def measured_numbers(values: dict[str, str], runs: dict[str, RunFolder | None]) 
 
 def _same_images(vae: RunFolder, ddpm: RunFolder) -> bool:
     """Whether the two runs measured the same test images: the same data source, seed, test set and number of
-    images (both draw them with the stream experiments.names.MEASURED_IMAGES)."""
+    images (both draw them with the stream experiments.presentation.names.MEASURED_IMAGES)."""
     return vae.provenance.get("source") == ddpm.provenance.get("source") and all(
         vae.config.get(a) == ddpm.config.get(b) for a, b in (("seed", "seed"), ("test_size", "test_size"),
                                                              ("gap_size", "bound_size")))
@@ -749,7 +749,8 @@ def bound_against_vae(values: dict[str, str], b: VariationalBound, g: Amortisati
 
 FID_SAME_WITHIN = 0.05        # classifier-FIDs within this fraction of each other count as "about the same"
 # The predictor's alignment is read on the excess of W_p's diagonal fraction in F's eigenbasis over its chance level
-# (its expectation for the same W_p in a uniformly random basis, experiments.spectrum.alignment), 0 at chance and 1
+# (its expectation for the same W_p in a uniformly random basis, experiments.measurements.spectrum.alignment), 0 at
+# chance and 1
 # when fully aligned, and only where the fraction lies beyond ALIGNED_SPREADS standard deviations of its spread over
 # random bases (an unrelated map lands within them):
 ALIGNED_EXCESS = 0.5          # excess above which the predictor is "aligned" ...

@@ -1,7 +1,7 @@
 """Finding and reading the run folders the report uses (standard library only).
 
 A slot is one experiment the report uses; under --results a slot takes the most recently modified
-folder whose name is its run name (experiments.names), any preset:
+folder whose name is its run name (experiments.presentation.names), any preset:
     vae                  vae-<preset>
     ddpm                 ddpm-<preset>
     ddpm-Tlow/ddpm-Thigh ddpm-<p>-T<T> of the main DDPM run's preset p, T below/above its T
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments import names, summaries
-from experiments.summaries import DDPMSummary, SimSiamSummary, VAESummary
+from experiments.presentation import names, summaries
+from experiments.presentation.summaries import DDPMSummary, SimSiamSummary, VAESummary
 
 SIMSIAM_SLOTS = tuple(f"simsiam-{a}" for a in names.ABLATION_NAMES)
 SIMPLE_SLOTS = ("vae", "ddpm", *SIMSIAM_SLOTS)
@@ -70,7 +70,7 @@ class RunFolder:
     @property
     def hardware(self) -> str | None:
         """The device, then the precision it trained in and the micro-batch when the batch was split
-        (experiments.precision, experiments.memory): "Tesla T4 (cuda), fp16, micro-batch 512"."""
+        (experiments.harness.precision, experiments.harness.memory): "Tesla T4 (cuda), fp16, micro-batch 512"."""
         device, name = self.provenance.get("device"), self.provenance.get("device_name")
         if device is None and name is None:
             return None
@@ -173,7 +173,7 @@ class Candidate:
 
 
 def classify(name: str) -> tuple[str, str, int | None] | None:
-    """(slot, preset, T) for a run folder name (experiments.names.parse_run_name), None for other names.
+    """(slot, preset, T) for a run folder name (experiments.presentation.names.parse_run_name), None for other names.
     vae-full -> ("vae", "full", None); ddpm-full-T500 -> ("ddpm-T", "full", 500);
     simsiam-full-no-predictor[-resnet18-cifar] -> ("simsiam-no-predictor", "full", None)."""
     run = names.parse_run_name(name)

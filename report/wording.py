@@ -1,7 +1,7 @@
 """Sentences chosen from the measured outcome: every branch is written out, and the numbers pick one.
 
 The descriptive answers (1.3 b-d, f and 2.2 d) read a run's summary.json `observations`
-(experiments.observe); 2.3(a) reads the T study's timings; 3.7 and 3.9 the ablations' collapse
+(experiments.measurements.observe); 2.3(a) reads the T study's timings; 3.7 and 3.9 the ablations' collapse
 indicator. Each function adds \\val keys to `values`; a number that is not there leaves its keys
 unset, so the text shows the missing mark instead of a sentence. The thresholds below decide the
 words, and the text states them.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 
-from experiments import names
-from experiments.summaries import DDPMSummary, DigitPatterns, Observations, StripObservations, VAESummary
+from experiments.presentation import names
+from experiments.presentation.summaries import DDPMSummary, DigitPatterns, Observations, StripObservations, VAESummary
 from report import gates
 from report.gates import Gate
 from report.latex import escape, number, percent

@@ -15,7 +15,7 @@ import nbformat as nbf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from experiments import answers  # noqa: E402  (the repository is on the path only from here)
+from experiments.presentation import answers  # noqa: E402  (the repository is on the path only from here)
 
 md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 
@@ -27,7 +27,8 @@ def shown(heading: str, *pngs: str) -> list:
 
 def measured(item: str, printing: str | None = None) -> list:
     """Under an item's figure: what the assignment asks and which summary.json fields answer it, then a cell
-    printing those fields for the run (experiments.answers; `printing`: that cell's code, when not the default)."""
+    printing those fields for the run (experiments.presentation.answers; `printing`: that cell's code, when not the
+    default)."""
     return [md(answers.markdown(item)), code(printing or f'print(answers.answer(run_dir, "{item}"))')]
 
 SETUP = code("""# Setup. On Colab: mount Drive (optional), fetch this repository, keep data and runs on Drive.
@@ -79,14 +80,15 @@ def vae() -> list:
 
 IFT6135-H2023, Assignment 3. This notebook trains the graded model in `vae_solution.py` with the
 package's harness (`experiments/`) and shows every figure asked for in 1.3. It holds no model code:
-everything it runs is in `vae_solution.py` and `experiments/vae.py`, and is tested.
+everything it runs is in `vae_solution.py` and `experiments/problems/vae.py`, and is tested.
 """ + INTRO),
         SETUP,
         code("""# Configuration: 'full' is the assignment's setting (batch 64, z_dim 32, Adam 1e-4, 30 epochs);
 # 'smoke' is a 2-epoch check on a few hundred images. DATA: auto | svhn | synthetic.
 import torch
-from experiments import answers, figures, vae
-from experiments.runs import device_line
+from experiments.presentation import answers, figures
+from experiments.problems import vae
+from experiments.harness.runs import device_line
 
 PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
@@ -118,7 +120,8 @@ summary = json.loads((run_dir / "summary.json").read_text())
 print(f"log p(x) = {summary['test_log_likelihood_nats']:.1f} nats per image over {summary['ll_n_images']} test images "
       f"({summary['test_bits_per_dim']:.3f} bits/dim on the [-1, 1] scale, "
       f"{summary['test_bits_per_dim_8bit']:.3f} bits/dim on the 8-bit scale); "
-      f"trained {summary['epochs']} epochs in {summary['train_wall_seconds'] / 60:.1f} min on {figures.dataset_name(run_dir)}")"""),
+      f"trained {summary['epochs']} epochs in {summary['train_wall_seconds'] / 60:.1f} min on
+      {figures.dataset_name(run_dir)}")"""),
     ]
 
 
@@ -127,7 +130,8 @@ def ddpm() -> list:
         md("""# Problem 2: a denoising diffusion model (DDPM) on SVHN
 
 IFT6135-H2023, Assignment 3. This notebook trains the graded U-Net of `ddpm_solution.py` with the
-package's harness (`experiments/ddpm.py`: the precision measured on your GPU, CUDA graphs, an EMA of the weights,
+package's harness (`experiments/problems/ddpm.py`: the precision measured on your GPU, CUDA graphs, an EMA of the
+weights,
 checkpoints every epoch) and shows every figure of 2.2, then the optional study of 2.3. It holds
 no model code.
 """ + INTRO),
@@ -136,8 +140,9 @@ no model code.
 # U-Net dim 32, mults (1, 2, 4, 8), 20 epochs); 'smoke' is a quick check (small U-Net, T = 50).
 import json
 import torch
-from experiments import answers, ddpm, figures
-from experiments.runs import device_line
+from experiments.presentation import answers, figures
+from experiments.problems import ddpm
+from experiments.harness.runs import device_line
 
 PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
@@ -189,7 +194,7 @@ def simsiam() -> list:
         md("""# Problem 3: SimSiam on CIFAR-10, and its ablations
 
 IFT6135-H2023, Assignment 3. This notebook trains the graded `q3_solution.SimSiam` with the package's
-harness (`experiments/simsiam.py`: the training set on the GPU as uint8, both views augmented there per
+harness (`experiments/problems/simsiam.py`: the training set on the GPU as uint8, both views augmented there per
 sample, mixed precision (bf16, or fp16 on a T4) and channels_last, the kNN and collapse monitors every
 epoch), once per ablation, and shows
 the figures of questions 4 and 5. It holds no model code.
@@ -198,12 +203,13 @@ the figures of questions 4 and 5. It holds no model code.
         code("""# Configuration: 'full' is the starter's recipe (the starter's resnet18, batch 1024, SGD lr 0.03 x batch / 256,
 # cosine, 100 epochs per ablation); 'smoke' is a quick check. DATA: auto | cifar10 | synthetic.
 import torch
-from experiments import answers, figures, names, simsiam
-from experiments.runs import device_line
+from experiments.presentation import answers, figures, names
+from experiments.problems import simsiam
+from experiments.harness.runs import device_line
 
 PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
-ABLATIONS = list(simsiam.ABLATIONS)   # what each one changes: experiments/names.py
+ABLATIONS = list(simsiam.ABLATIONS)   # what each one changes: experiments/presentation/names.py
 print("ablations:", names.ablation_help())
 from benchmarks.cost import projected_line   # time estimated from benchmarks/measured/, else "not measured"
 print("each ablation:", projected_line("simsiam", simsiam.config_for(PRESET, data=DATA)))

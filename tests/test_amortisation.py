@@ -1,4 +1,4 @@
-"""experiments.amortisation: the per-point optimisation and the gaps of Q1.3-1.4.
+"""experiments.measurements.amortisation: the per-point optimisation and the gaps of Q1.3-1.4.
 
 A linear-Gaussian stand-in model has a known answer: its exact posterior is a diagonal Gaussian, so the
 per-point optimum is the posterior itself, its ELBO is log p(x), and the approximation gap vanishes.
@@ -10,7 +10,7 @@ import torch
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 import vae_solution
-from experiments.amortisation import elbo, elbo_samples, gaps, optimise_per_point
+from experiments.measurements.amortisation import elbo, elbo_samples, gaps, optimise_per_point
 
 
 class LinearGaussian:
@@ -121,7 +121,7 @@ def test_linear_model_per_point_optimum_is_the_exact_posterior_and_the_approxima
 
 
 class FakeRun:
-    """The one method of experiments.runs.Run that `measure` uses: artifacts kept in a dict."""
+    """The one method of experiments.harness.runs.Run that `measure` uses: artifacts kept in a dict."""
     def __init__(self):
         self.artifacts = {}
 
@@ -130,7 +130,7 @@ class FakeRun:
 
 
 def gap_config(**overrides):
-    from experiments import vae
+    from experiments.problems import vae
     fields = dict(gap_size=3, gap_steps=10, gap_lr=0.05, gap_draws=2, gap_eval_every=5, gap_eval_draws=4, gap_tol=0.01,
                   gap_patience=4, gap_test_draws=8, ll_K=10)
     return vae.VAEConfig(**{**fields, **overrides})
@@ -138,9 +138,9 @@ def gap_config(**overrides):
 
 @torch.no_grad()   # as the VAE run's final_artifacts: the measurement enables its own gradients
 def test_measure_writes_the_per_image_artifact_and_the_summary_field():
-    from experiments import data
-    from experiments.amortisation import NEGATIVE_BELOW, measure, negative
-    from experiments.summaries import AmortisationGaps
+    from experiments.harness import data
+    from experiments.measurements.amortisation import NEGATIVE_BELOW, measure, negative
+    from experiments.presentation.summaries import AmortisationGaps
     images = torch.randint(0, 256, (7, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     test = data.ImageSet(images, torch.arange(7) % 10, "synthetic", "test")
     run = FakeRun()
@@ -174,7 +174,7 @@ def test_the_approximation_gap_is_unbiased_when_the_amortisation_gap_is_large():
     """W^T W = diag(100, 36): the posterior is narrow and the prior-as-encoder is over 50 nats from it. The family
     contains the posterior, so the true approximation gap is 0: measured with q*_x as the proposal it is 0 within its
     standard error, where the encoder's q_phi as the proposal falls short of log p(x) by nats."""
-    from experiments.amortisation import importance_log_likelihood
+    from experiments.measurements.amortisation import importance_log_likelihood
     model = LinearGaussian((10.0, 6.0))
     x = _linear_data(model, 8, 4)
     result = gaps(model, x, generator=torch.Generator().manual_seed(0), K=100, test_S=256, steps=1500, lr=0.05, S=8,
@@ -195,7 +195,7 @@ def test_reported_standard_errors_match_the_spread_over_seeds(encoder):
     approximation gap, the importance-sampled log p(x)) against the standard deviation of the batch means over 40
     seeds: their ratio lies within a factor 1.5 (the SD of 40 draws is itself known to about 11%). With an encoder
     near the fit the two ELBOs' draws are strongly correlated, and an unpaired SE would be 1.8 times too large."""
-    from experiments.amortisation import PerPoint, evaluate
+    from experiments.measurements.amortisation import PerPoint, evaluate
     model = LinearGaussian((3.0, 1.5))
     x = _linear_data(model, 6, 5)
     mean, logvar = model.posterior(x)
@@ -223,7 +223,7 @@ def test_reported_standard_errors_match_the_spread_over_seeds(encoder):
 def test_bits_per_dim_of_a_gaussian_decoder_match_a_hand_computation_on_the_8_bit_scale():
     """The linear-Gaussian VAE's exact log p(x) on its [-1, 1] scale, turned into bits/dim by `_estimate`, against
     the same density written directly on the 8-bit scale: y = 127.5 (x + 1) ~ N(127.5 (b + 1), 127.5^2 (W W^T + I))."""
-    from experiments.amortisation import _estimate
+    from experiments.measurements.amortisation import _estimate
     model = LinearGaussian()
     x = _linear_data(model, 1, 6)
     nats = model.log_likelihood(x).item()

@@ -1,12 +1,13 @@
-"""experiments.answers: the notebooks' pointers from each descriptive question to its summary.json fields."""
+"""experiments.presentation.answers: the notebooks' pointers from each descriptive question to its summary.json
+fields."""
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 
-from experiments import answers
-from experiments.summaries import SimSiamSummary
+from experiments.presentation import answers
+from experiments.presentation.summaries import SimSiamSummary
 from tests.test_report import VAE_SUMMARY, ddpm_summary
 
 

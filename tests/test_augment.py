@@ -1,4 +1,4 @@
-"""experiments.augment against torchvision: exact per-step oracles, and the statistics of whole pipelines.
+"""experiments.harness.augment against torchvision: exact per-step oracles, and the statistics of whole pipelines.
 
 Statistical comparisons draw n independent samples per side with fixed seeds (so each test is deterministic) and
 use thresholds with a false-alarm rate of about 1e-3 or less: the two-sample Kolmogorov-Smirnov statistic below
@@ -18,8 +18,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from scipy import stats
 
-from experiments import augment as A
-from experiments.synthetic import synthetic_digits
+from experiments.harness import augment as A
+from experiments.harness.synthetic import synthetic_digits
 
 PLAIN = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # outputs in [0, 1], as after ToTensor
 COLOUR = (200, 100, 50)  # an orange whose jitter never clamps: see test_single_jitter_factor_ranges

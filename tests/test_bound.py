@@ -1,4 +1,5 @@
-"""experiments.bound: the DDPM variational bound of 2.3, against closed forms and the oracles of test_theory.
+"""experiments.measurements.bound: the DDPM variational bound of 2.3, against closed forms and the oracles of
+test_theory.
 
 Gaussian data x_0 ~ N(0, s^2 I) have the exact noise predictor E[eps | x_t] = sqrt(1 - abar_t) x_t /
 (abar_t s^2 + 1 - abar_t); with it, mu_theta is linear in x_t and every term's expectation over x_t has
@@ -12,7 +13,7 @@ import torch
 from scipy import stats
 from torch.distributions import Independent, Normal, kl_divergence
 
-from experiments.bound import (
+from experiments.measurements.bound import (
     denoising_term,
     discretised_log_prob,
     normal_kl,
@@ -23,7 +24,7 @@ from experiments.bound import (
     strata,
     variational_bound,
 )
-from experiments.diffusion import Diffusion
+from experiments.problems.diffusion import Diffusion
 from tests.test_theory import beta_tilde, forward_covariance, linear_schedule, mu_tilde
 
 S2 = 0.25   # data variance s^2
@@ -222,9 +223,10 @@ def test_discretised_bits_per_dim_scales_and_a_smoke_run_on_the_graded_unet():
 
 
 def test_measure_writes_the_per_step_artifact_and_the_summary_field():
-    from experiments import data, ddpm
-    from experiments.bound import measure, network_evaluations
-    from experiments.summaries import VariationalBound
+    from experiments.harness import data
+    from experiments.measurements.bound import measure, network_evaluations
+    from experiments.presentation.summaries import VariationalBound
+    from experiments.problems import ddpm
     from tests.test_amortisation import FakeRun
 
     diffusion = Diffusion(30)

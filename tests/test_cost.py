@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from benchmarks import cost
-from experiments import ddpm, simsiam, vae
+from experiments.problems import ddpm, simsiam, vae
 from tests.conftest import ROOT
 
 

@@ -1,4 +1,4 @@
-"""experiments.data: torchvision's real readers on small files in the
+"""experiments.harness.data: torchvision's real readers on small files in the
 real formats (written here, md5 tables patched to match), source resolution offline, the stand-in's cache, batches."""
 
 import hashlib
@@ -12,7 +12,7 @@ import scipy.io
 import torch
 import torchvision
 
-from experiments import data, synthetic
+from experiments.harness import data, synthetic
 
 SVHN = torchvision.datasets.SVHN
 CIFAR10 = torchvision.datasets.CIFAR10

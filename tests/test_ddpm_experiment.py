@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from experiments import __main__ as cli
-from experiments import ddpm, figures
-from experiments.diffusion import Diffusion
-from experiments.runs import read_checkpoint, read_metrics
-from experiments.summaries import DDPMSummary
+from experiments.harness.runs import read_checkpoint, read_metrics
+from experiments.presentation import figures
+from experiments.presentation.summaries import DDPMSummary
+from experiments.problems import ddpm
+from experiments.problems.diffusion import Diffusion
 from tests.test_discriminator import check_run_result
 
 FIGURES = ["wall_clock.png", "loss.png", "samples_over_training.png", "previews_over_training.png",

@@ -1,11 +1,12 @@
-"""experiments.decoder_variance: the VAE's test ELBO with a fitted per-pixel decoder variance, against oracles."""
+"""experiments.measurements.decoder_variance: the VAE's test ELBO with a fitted per-pixel decoder variance, against
+oracles."""
 import math
 
 import pytest
 import torch
 
 import vae_solution
-from experiments import decoder_variance as dv
+from experiments.measurements import decoder_variance as dv
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
-"""experiments.diffusion: the harness's diffusion process agrees with the graded file at T = 1000,
+"""experiments.problems.diffusion: the harness's diffusion process agrees with the graded file at T = 1000,
 DDIM is right, reconstruction and EMA do what they say."""
 import pytest
 import torch
 import torch.nn as nn
 
 import ddpm_solution as ds
-from experiments.ddpm import scaled_levels, t_star
-from experiments.diffusion import EMA, Diffusion, noise
+from experiments.problems.ddpm import scaled_levels, t_star
+from experiments.problems.diffusion import EMA, Diffusion, noise
 
 
 class TinyNet(nn.Module):

@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from experiments import discriminator as disc
-from experiments.classifier import DigitClassifier
-from experiments.summaries import DiscriminatorResult, Interval
+from experiments.measurements import discriminator as disc
+from experiments.measurements.classifier import DigitClassifier
+from experiments.presentation.summaries import DiscriminatorResult, Interval
 
 LOG2 = math.log(2)
 

@@ -1,4 +1,4 @@
-"""experiments.execution: the measured precision choice (with a fake clock), its record in provenance.json, a
+"""experiments.harness.execution: the measured precision choice (with a fake clock), its record in provenance.json, a
 resumed run keeping its precision, and compiled steps equal to eager ones (torch.compile's default mode, which
 runs on CPU; its first compile takes minutes on 2 cores, so those tests are end-to-end)."""
 from __future__ import annotations
@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from experiments import __main__ as cli
-from experiments import ddpm, execution, runs, vae
-from experiments.diffusion import EMA, Diffusion
-from experiments.execution import Compiled, Execution, choose_precision, eager, fastest
-from experiments.runs import read_metrics
+from experiments.harness import execution, runs
+from experiments.harness.execution import Compiled, Execution, choose_precision, eager, fastest
+from experiments.harness.runs import read_metrics
+from experiments.problems import ddpm, vae
+from experiments.problems.diffusion import EMA, Diffusion
 from tests.test_precision import tiny_vae, without_timings
 
 CUDA_LIKE = ["fp32", "bf16", "fp16"]  # the candidates on compute capability >= 8.0

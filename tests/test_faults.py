@@ -19,10 +19,12 @@ import torch
 
 import ddpm_solution
 from experiments import __main__ as cli
-from experiments import names, runs, vae
-from experiments.diffusion import Diffusion
-from experiments.precision import Precision
-from experiments.runs import DiskFullError, read_checkpoint, read_metrics
+from experiments.harness import runs
+from experiments.harness.precision import Precision
+from experiments.harness.runs import DiskFullError, read_checkpoint, read_metrics
+from experiments.presentation import names
+from experiments.problems import vae
+from experiments.problems.diffusion import Diffusion
 from tests.conftest import ROOT
 from tests.test_precision import tiny_vae, without_timings
 
@@ -63,7 +65,8 @@ def assert_same(run_dir: Path, reference) -> None:
 def test_a_second_process_on_a_locked_folder_is_refused_with_the_owner(tmp_path, capsys):
     out = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from experiments.lock import RunLock; RunLock(sys.argv[1]).acquire();"
+        [sys.executable, "-c", "import sys, time; from experiments.harness.lock import RunLock; "
+         "RunLock(sys.argv[1]).acquire();"
          " print('locked', flush=True); time.sleep(60)", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import data, names, runs, synthetic, vae
+from experiments.harness import data, runs, synthetic
+from experiments.presentation import names
+from experiments.problems import vae
 from report import build
 from tests.conftest import ROOT
 from tests.test_faults import flip_bytes, refused, smoke_args, tiny
@@ -26,7 +28,8 @@ from tests.test_faults import flip_bytes, refused, smoke_args, tiny
 # proportion to a huge option value raises MemoryError there instead of taking the machine's memory.
 CAPPED = """
 import resource, sys
-from experiments import __main__ as cli, runs
+from experiments import __main__ as cli
+from experiments.harness import runs
 size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (size + 2 ** 31, resource.RLIM_INFINITY))
 """

@@ -1,6 +1,7 @@
 """Readable on paper: every figure's smallest drawn text is at least 7 pt at the size the report prints it.
 
-Each figure function of experiments.figures is driven on fake run folders of the full preset's sizes (30 VAE
+Each figure function of experiments.presentation.figures is driven on fake run folders of the full preset's sizes (30
+VAE
 epochs, 20 DDPM epochs with a DDIM preview each, 5 SimSiam ablations). The printed size of a PNG follows
 report.tex's \\fig: the width given in the practical .tex files (\\linewidth when a PNG is not included),
 the height capped as report.tex's \\fig caps it, the aspect ratio kept; the page is report.tex's paper and margins.
@@ -18,8 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from PIL import Image
 
-from experiments import figures, names
-from experiments.summaries import (
+from experiments.presentation import figures, names
+from experiments.presentation.summaries import (
     SPECTRUM_FOLDER,
     Alignment,
     DDPMSummary,
@@ -118,7 +119,7 @@ def vae_run(root: Path) -> Path:
     save(run, "interpolations.pt", {"test": strips[:, :10], "test_endpoints": strips[:, 10:12],
                                     "prior": strips[:, 12:]})
     save_discriminator(run, 5000)
-    g = torch.Generator().manual_seed(1)  # Q1.3 measured on 500 test images (experiments.amortisation)
+    g = torch.Generator().manual_seed(1)  # Q1.3 measured on 500 test images (experiments.measurements.amortisation)
     save(run, "amortisation.pt", {"amortisation_gap": 5 * torch.rand(500, generator=g),
                                   "amortisation_gap_mc_se": torch.full((500,), 0.5),
                                   "approximation_gap": 20 + 3 * torch.randn(500, generator=g)})
@@ -126,7 +127,8 @@ def vae_run(root: Path) -> Path:
 
 
 def save_discriminator(run: Path, n: int) -> None:
-    """Question 3's artifact (experiments.discriminator.figure_data) for n held-out samples and test images."""
+    """Question 3's artifact (experiments.measurements.discriminator.figure_data) for n held-out samples and test
+    images."""
     g = torch.Generator().manual_seed(n)
     h_fake = torch.randn(n, generator=g) - 2
     save(run, "discriminator.pt", {"logits_real": torch.randn(n, generator=g) + 2, "logits_fake": h_fake,
@@ -153,7 +155,7 @@ def ddpm_run(root: Path, T: int) -> Path:
         "n_evaluated": 500, "mse": [t / 1000 for t in levels], "label_preserved": [1 - t / 1100 for t in levels],
         "clean_accuracy": 0.95, "t_star": 500})
     save_discriminator(run, 500)
-    t = torch.linspace(2, T, 60).long()  # Q2.3 measured: the bound's stratified steps (experiments.bound)
+    t = torch.linspace(2, T, 60).long()  # Q2.3 measured: the bound's stratified steps (experiments.measurements.bound)
     save(run, "bound.pt", {"t": t, "L_t": 1000 / t.float(), "weight": torch.full((60,), (T - 1) / 60)})
     return run
 

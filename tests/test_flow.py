@@ -1,12 +1,14 @@
-"""experiments/flow.py: the RealNVP is invertible, its log-determinant is the Jacobian's, its bits/dim the formula's."""
+"""experiments/problems/flow.py: the RealNVP is invertible, its log-determinant is the Jacobian's, its bits/dim the
+formula's."""
 import math
 from dataclasses import replace
 
 import pytest
 import torch
 
-from experiments import flow, summaries
-from experiments.runs import load_artifact, read_metrics
+from experiments.harness.runs import load_artifact, read_metrics
+from experiments.presentation import summaries
+from experiments.problems import flow
 
 
 def randomised(model: torch.nn.Module, seed: int = 0, std: float = 0.1) -> torch.nn.Module:

@@ -1,12 +1,13 @@
-"""experiments/gan.py: the DCGAN's shapes, the signs of its losses, a discriminator step, the EMA generator sampled."""
+"""experiments/problems/gan.py: the DCGAN's shapes, the signs of its losses, a discriminator step, the EMA generator
+sampled."""
 import math
 from dataclasses import replace
 
 import pytest
 import torch
 
-from experiments import gan
-from experiments.diffusion import EMA
+from experiments.problems import gan
+from experiments.problems.diffusion import EMA
 from tests.test_flow import assert_resume_is_exact
 
 

@@ -1,4 +1,4 @@
-"""experiments.lock: one process per run folder; a dead owner's lock is taken over."""
+"""experiments.harness.lock: one process per run folder; a dead owner's lock is taken over."""
 from __future__ import annotations
 
 import json
@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from experiments.lock import LOCK, STALE, RunLock, RunLockedError, owner_of
+from experiments.harness.lock import LOCK, STALE, RunLock, RunLockedError, owner_of
 
 HOLDER = """
 import sys, time
-from experiments.lock import RunLock
+from experiments.harness.lock import RunLock
 with RunLock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(60)

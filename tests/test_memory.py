@@ -1,7 +1,7 @@
-"""Memory planning (experiments.memory) and SimSiam's micro-batched training step.
+"""Memory planning (experiments.harness.memory) and SimSiam's micro-batched training step.
 
 The budget test measures, on CPU, the activations autograd saves for one training step of every
-full preset and ablation, in fp16 (a half precision experiments.execution may pick on a T4), and checks that the
+full preset and ablation, in fp16 (a half precision experiments.harness.execution may pick on a T4), and checks that the
 batch the planner picks for a 16 GB T4 fits 13 GiB."""
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 import vae_solution
-from experiments import ddpm, memory, simsiam, vae
-from experiments.diffusion import Diffusion
-from experiments.execution import Execution, eager
+from experiments.harness import memory
+from experiments.harness.execution import Execution, eager
+from experiments.problems import ddpm, simsiam, vae
+from experiments.problems.diffusion import Diffusion
 
 T4_BUDGET = 13 * memory.GiB
 
@@ -172,7 +173,7 @@ def test_the_vae_log_likelihood_chunk_fits_a_t4():
     torch.manual_seed(0)
     model = vae_solution.VAE(in_channels=3, input_size=32, z_dim=cfg.z_dim)
     per_decode = memory.per_sample_bytes(lambda b: model.decode(torch.randn(b, cfg.z_dim)).mode().sum())
-    chunk = cfg.ll_chunk or 4096  # what experiments.vae uses on a GPU
+    chunk = cfg.ll_chunk or 4096  # what experiments.problems.vae uses on a GPU
     assert per_decode * chunk <= T4_BUDGET
     # and the encoder pass of an evaluation batch, also kept by log_likelihood
     per_image = memory.per_sample_bytes(lambda b: F.relu(model.encoder(torch.randn(b, 3, 32, 32))).sum())

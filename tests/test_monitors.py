@@ -1,4 +1,5 @@
-"""experiments.monitors and experiments.classifier against plain oracles: a brute-force weighted
+"""experiments.measurements.monitors and experiments.measurements.classifier against plain oracles: a brute-force
+weighted
 kNN, the closed-form Fréchet distance of Gaussians and scipy's sqrtm, the sphere's 1/sqrt(d),
 separable and random-label probes, and a digit classifier trained on the synthetic stand-in."""
 import math
@@ -9,10 +10,10 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from experiments import classifier, monitors
-from experiments.data import to_float
-from experiments.execution import eager
-from experiments.synthetic import synthetic_digits
+from experiments.harness.data import to_float
+from experiments.harness.execution import eager
+from experiments.harness.synthetic import synthetic_digits
+from experiments.measurements import classifier, monitors
 
 
 def clustered(centres: torch.Tensor, n: int, spread: float, generator: torch.Generator):

@@ -1,4 +1,4 @@
-"""experiments/names.py: the names every consumer imports agree with the experiments, the run-name
+"""experiments/presentation/names.py: the names every consumer imports agree with the experiments, the run-name
 grammar round-trips, and the module stays free of torch and matplotlib (report/ imports it)."""
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ import sys
 
 import pytest
 
-from experiments import names
+from experiments.presentation import names
 from tests.conftest import ROOT
 
 
 def test_names_import_nothing_heavy():
-    code = ("import sys; from experiments import names; "
+    code = ("import sys; from experiments.presentation import names; "
             "print(sorted({'torch', 'matplotlib', 'numpy'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 def test_names_agree_with_the_experiments():
-    from experiments import ddpm, simsiam
+    from experiments.problems import ddpm, simsiam
 
     assert tuple(simsiam.ABLATIONS) == names.ABLATION_NAMES
     assert set(simsiam.BACKBONES) == set(names.BACKBONES)
@@ -34,7 +34,7 @@ def test_names_agree_with_the_experiments():
     ("flow", "full", {}), ("gan", "smoke", {}),
 ])
 def test_run_names_round_trip_through_the_experiments(problem, preset, variant):
-    from experiments import ddpm, flow, gan, simsiam, vae
+    from experiments.problems import ddpm, flow, gan, simsiam, vae
 
     module = {"vae": vae, "ddpm": ddpm, "simsiam": simsiam, "flow": flow, "gan": gan}[problem]
     name = module.run_name(module.config_for(preset, **variant))

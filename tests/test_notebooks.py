@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from experiments import names
+from experiments.presentation import names
 from report import runs
 from tests.conftest import ROOT
 from tests.test_report import (

@@ -1,12 +1,12 @@
-"""experiments.observe: the statistics behind the report's descriptive answers."""
+"""experiments.measurements.observe: the statistics behind the report's descriptive answers."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from experiments import observe
-from experiments.summaries import VAESummary
+from experiments.measurements import observe
+from experiments.presentation.summaries import VAESummary
 
 
 def textured(n: int = 16, seed: int = 0) -> torch.Tensor:

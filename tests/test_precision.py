@@ -1,4 +1,4 @@
-"""Precision (experiments.precision) and the fp16 + GradScaler training path of all
+"""Precision (experiments.harness.precision) and the fp16 + GradScaler training path of all
 three experiments, run on CPU (CPU autocast supports float16; torch.amp.GradScaler("cpu") exists)."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from experiments import __main__ as cli
-from experiments import ddpm, simsiam, vae
-from experiments.precision import Precision
-from experiments.runs import read_checkpoint, read_metrics
+from experiments.harness.precision import Precision
+from experiments.harness.runs import read_checkpoint, read_metrics
+from experiments.problems import ddpm, simsiam, vae
 
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s", "sample_seconds"}
 
@@ -26,7 +26,7 @@ def test_autocast_dtypes_on_cpu():
         with Precision("cpu", name).autocast():
             assert layer(x).dtype == dtype, name
     with pytest.raises(ValueError, match="fp32"):
-        Precision("cpu", "auto")  # auto is decided by experiments.execution, never held by a Precision
+        Precision("cpu", "auto")  # auto is decided by experiments.harness.execution, never held by a Precision
 
 
 def test_scaler_only_for_fp16_and_its_state_round_trips():

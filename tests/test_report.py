@@ -1,6 +1,6 @@
 """report/ (python -m report.build): run discovery, number macros, placeholders, provenance, and the PDF itself.
 
-Unit tests run on small fake run folders (the layout of experiments/runs.py). The PDF tests need
+Unit tests run on small fake run folders (the layout of experiments/harness/runs.py). The PDF tests need
 latexmk and pdflatex (Debian: latexmk texlive-latex-base texlive-latex-recommended
 texlive-latex-extra) and pdftotext (poppler-utils), and are skipped without them. The PDF built from
 real smoke runs is tested in tests/test_notebooks.py, after the notebooks that make those runs.
@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import names
-from experiments.summaries import (
+from experiments.presentation import names
+from experiments.presentation.summaries import (
     SPECTRUM_FOLDER,
     Alignment,
     AmortisationGaps,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.summaries import DDPMSummary, SimSiamSummary, VAESummary
+from experiments.presentation.summaries import DDPMSummary, SimSiamSummary, VAESummary
 from report import wording
 from report.latex import percent
 from tests.test_report import REPORT, build_pdf, complete_results, digits, needs_latex, observations

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.lock import RunLock
+from experiments.harness.lock import RunLock
 from report import build as build_module
 from report.latex import escape
 from tests.conftest import ROOT

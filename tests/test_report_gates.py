@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from experiments.summaries import DDPMSummary, Interpolations, StripObservations, VAESummary
+from experiments.presentation.summaries import DDPMSummary, Interpolations, StripObservations, VAESummary
 from report import gates, numbers, sheet, wording
 from tests.test_report import digits, observations
 

@@ -1,7 +1,7 @@
-"""experiments.runs: named random streams, the small pieces of the run skeleton, and the run-time projection."""
+"""experiments.harness.runs: named random streams, the small pieces of the run skeleton, and the run-time projection."""
 import torch
 
-from experiments import runs
+from experiments.harness import runs
 
 
 def draw(seed: int, name: str) -> torch.Tensor:

@@ -11,13 +11,16 @@ import torchvision
 from torch import nn
 
 from experiments import __main__ as cli
-from experiments import augment, data, figures, monitors, names, simsiam
-from experiments.execution import eager
-from experiments.runs import NonFiniteLossError, read_checkpoint, read_metrics
-from experiments.summaries import SimSiamSummary, spectra
+from experiments.harness import augment, data
+from experiments.harness.execution import eager
+from experiments.harness.runs import NonFiniteLossError, read_checkpoint, read_metrics
+from experiments.measurements import monitors
+from experiments.presentation import figures, names
+from experiments.presentation.summaries import SimSiamSummary, spectra
+from experiments.problems import simsiam
 
 ASSIGNMENT_ABLATIONS = ["baseline", "no-stop-grad", "no-predictor", "proj-4096", "batch-4096"]  # Q4, Q5
-ABLATIONS = list(names.ABLATION_NAMES)  # those, and any added in experiments/names.py
+ABLATIONS = list(names.ABLATION_NAMES)  # those, and any added in experiments/presentation/names.py
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s"}
 MONITOR_KEYS = {"knn_accuracy", "collapse_std", "collapse_std_reference"}
 

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import q3_solution as q3
-from experiments import spectrum as spec
-from experiments.summaries import SpectrumResult, spectra
+from experiments.measurements import spectrum as spec
+from experiments.presentation.summaries import SpectrumResult, spectra
 
 
 class TinyBackbone(nn.Module):

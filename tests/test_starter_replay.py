@@ -14,7 +14,7 @@ import ddpm_solution as ds
 import q3_misc
 import q3_solution
 import vae_solution as vs
-from experiments.simsiam import tiny_convnet
+from experiments.problems.simsiam import tiny_convnet
 
 
 @pytest.fixture(autouse=True)

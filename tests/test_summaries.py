@@ -1,12 +1,20 @@
-"""experiments.summaries: the schema of summary.json round-trips, and reading names the file and key it rejects."""
+"""experiments.presentation.summaries: the schema of summary.json round-trips, and reading names the file and key it
+rejects."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from experiments import summaries
-from experiments.summaries import DDPMSummary, LevelAccuracy, ProbeResult, SimSiamSummary, SummaryError, VAESummary
+from experiments.presentation import summaries
+from experiments.presentation.summaries import (
+    DDPMSummary,
+    LevelAccuracy,
+    ProbeResult,
+    SimSiamSummary,
+    SummaryError,
+    VAESummary,
+)
 
 
 def test_round_trip_with_the_nested_probe(tmp_path):

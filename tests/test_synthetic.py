@@ -1,10 +1,10 @@
-"""experiments.synthetic: the offline stand-in's images and labels (its cache: test_data.py)."""
+"""experiments.harness.synthetic: the offline stand-in's images and labels (its cache: test_data.py)."""
 
 import pytest
 import torch
 
-from experiments.data import to_float
-from experiments.synthetic import synthetic_digits
+from experiments.harness.data import to_float
+from experiments.harness.synthetic import synthetic_digits
 
 
 @pytest.fixture(scope="module")

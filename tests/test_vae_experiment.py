@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from experiments import __main__ as cli
-from experiments import figures, vae
-from experiments.runs import NonFiniteLossError, read_checkpoint, read_metrics
-from experiments.summaries import VAESummary
+from experiments.harness.runs import NonFiniteLossError, read_checkpoint, read_metrics
+from experiments.presentation import figures
+from experiments.presentation.summaries import VAESummary
+from experiments.problems import vae
 from tests.conftest import ROOT
 from tests.test_discriminator import check_run_result
 
@@ -256,7 +257,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 def test_interpolation_strips_start_at_the_left_original():
     """The figure puts test_endpoints[:, 0] in the left column: frame 0 must decode that image's mean."""
     import vae_solution
-    from experiments import data
+    from experiments.harness import data
     torch.manual_seed(0)
     model = vae_solution.VAE(z_dim=32).eval()
     model.mean.weight.mul_(30)                                         # means far apart,

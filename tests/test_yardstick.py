@@ -1,11 +1,14 @@
-"""experiments/yardstick.py: precision and recall (Kynkaanniemi et al. 2019), FID, the FLOPs count, the table."""
+"""experiments/measurements/yardstick.py: precision and recall (Kynkaanniemi et al. 2019), FID, the FLOPs count, the
+table."""
 import dataclasses
 
 import pytest
 import torch
 
-from experiments import classifier, flow, gan, names, yardstick
-from experiments.summaries import FlowSummary, GANSummary, YardstickFields
+from experiments.measurements import classifier, yardstick
+from experiments.presentation import names
+from experiments.presentation.summaries import FlowSummary, GANSummary, YardstickFields
+from experiments.problems import flow, gan
 from report import families
 
 
@@ -106,7 +109,7 @@ def test_precision_recall_sentences_follow_the_divergence():
 
 
 def test_vae_and_ddpm_summaries_written_before_the_yardstick_still_read():
-    from experiments.summaries import DDPMSummary, VAESummary
+    from experiments.presentation.summaries import DDPMSummary, VAESummary
     for schema in (VAESummary, DDPMSummary):
         old = {k: v for k, v in schema.partial().to_dict().items()
                if k not in {f.name for f in dataclasses.fields(YardstickFields)}}

@@ -16,7 +16,7 @@ kill -9) loses at most the epoch in progress, and `--resume` redoes exactly that
 the same RNG state: on CPU with the same seed a resumed run ends with the same numbers as an
 uninterrupted one.
 
-Nothing is silently wrong: a run holds its folder's lock (experiments.lock) from start to figures;
+Nothing is silently wrong: a run holds its folder's lock (experiments.harness.lock) from start to figures;
 a damaged checkpoint (checksum) falls back to checkpoint.prev.pt; outputs of an earlier run in a
 folder started afresh are moved aside into previous-<timestamp>/; a resume checks the config, the
 epochs and the metrics and artifacts against the checkpoint; weights that are not finite are never
@@ -50,9 +50,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from experiments import summaries
-from experiments.execution import Execution, candidates, check_choices, choose_precision, compile_mode
-from experiments.lock import RunLock
+from experiments.harness.execution import Execution, candidates, check_choices, choose_precision, compile_mode
+from experiments.harness.lock import RunLock
+from experiments.presentation import summaries
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the checkpoint before the latest, a fallback when that is damaged
@@ -238,9 +238,9 @@ def device_line(device: str = "auto") -> str:
     """What a notebook prints after its configuration: the device a run will use and how it picks its precision."""
     picked = pick_device(device)
     if picked.type != "cuda":
-        return f"device: {picked} | precision: fp32 (experiments.execution; override with precision=...)"
+        return f"device: {picked} | precision: fp32 (experiments.harness.execution; override with precision=...)"
     return (f"device: {torch.cuda.get_device_name(picked)} | precision: the fastest of "
-            f"{', '.join(candidates(picked))}, measured at the start of each run (experiments.execution; "
+            f"{', '.join(candidates(picked))}, measured at the start of each run (experiments.harness.execution; "
             "override with precision=...)")
 
 
@@ -305,7 +305,7 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
 class RunConfig:
     """The fields every experiment's config starts with (VAEConfig, DDPMConfig, SimSiamConfig add theirs)."""
     preset: str = "full"
-    data: str = "auto"             # auto | the real dataset (svhn, cifar10) | synthetic (see experiments.data)
+    data: str = "auto"             # auto | the real dataset (svhn, cifar10) | synthetic (see experiments.harness.data)
     data_root: str = "data"
     seed: int = 0
     device: str = "auto"
@@ -590,7 +590,7 @@ def load_artifact(run_dir: str | Path, name: str) -> Any:
 
 
 def environment(execution: Execution) -> dict[str, Any]:
-    """What ran the experiment, for provenance: the device, how steps ran there (experiments.execution: the
+    """What ran the experiment, for provenance: the device, how steps ran there (experiments.harness.execution: the
     precision and how it was chosen, TF32, layout, compilation), versions."""
     device = execution.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -604,7 +604,7 @@ class Setup(NamedTuple):
     """What every experiment starts from: its run folder, how its steps execute, and its data."""
     run: Run
     execution: Execution
-    train: Any                     # experiments.data.ImageSet
+    train: Any                     # experiments.harness.data.ImageSet
     test: Any
 
 
@@ -612,11 +612,11 @@ def start(cfg: Any, out: str | Path, real_dataset: str, *, resume: bool = False,
           trial: Callable[[Any], Callable[[], Any]] | None = None, compiles: bool = True,
           clock: Callable[[], float] | None = None) -> Setup:
     """Load the data (`real_dataset`, "svhn" or "cifar10", or the synthetic stand-in, as cfg.data says) before
-    touching the folder, create (or reopen) the run folder, decide how its steps execute (experiments.execution:
+    touching the folder, create (or reopen) the run folder, decide how its steps execute (experiments.harness.execution:
     device, precision, layout, compilation; trial and clock as in execution.choose_precision, compiles as
     in execution.compile_mode), write provenance.json (the data's provenance and the environment) and seed the
     global RNGs with cfg.seed."""
-    from experiments import data  # here: experiments.data imports this module
+    from experiments.harness import data  # here: experiments.harness.data imports this module
     train, test, provenance = data.load_train_test(cfg, real_dataset)
     device = pick_device(cfg.device)
     run = Run(out, cfg, resume=resume)

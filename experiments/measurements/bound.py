@@ -7,8 +7,8 @@
     L_0     = E_{q(x_1|x_0)} [-log p_theta(x_0|x_1)]                     discretised decoder (eq. 13) or a density
 
 Each expectation over x_t uses one draw per image; the T - 1 middle terms are estimated by stratified
-sampling over t. The reverse variance sigma_t^2 is beta~_t ("posterior", as experiments.diffusion
-samples) or beta_t ("beta"). Indices are 0-based as in experiments.diffusion: index i is the paper's
+sampling over t. The reverse variance sigma_t^2 is beta~_t ("posterior", as experiments.problems.diffusion
+samples) or beta_t ("beta"). Indices are 0-based as in experiments.problems.diffusion: index i is the paper's
 t = i + 1. Everything follows x_0's device; randomness comes from an explicit generator.
 `measure` is what the DDPM run calls: the bound on test images, an artifact for the per-t figure, the summary's field.
 """
@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from experiments import data, names, runs
-from experiments.diffusion import Diffusion, noise
-from experiments.summaries import Estimate, VariationalBound
+from experiments.harness import data, runs
+from experiments.presentation import names
+from experiments.presentation.summaries import Estimate, VariationalBound
+from experiments.problems.diffusion import Diffusion, noise
 
 VARIANCES = ("posterior", "beta")
 DECODERS = ("discrete", "gaussian")
@@ -169,7 +170,7 @@ class Bound:
         bits_per_dim: the [-1, 1] density scale (the discretised decoder's probability spread over its bin,
         width 2/255, i.e. nats - D log 127.5). bits_per_dim_8bit: the [0, 256) scale of the literature
         (a density on [-1, 1] gains D log 127.5 nats; the discretised decoder's probability is already on it),
-        as test_bits_per_dim(_8bit) in experiments/vae.py. image_se: the SE across images, for the test set."""
+        as test_bits_per_dim(_8bit) in experiments/problems/vae.py. image_se: the SE across images, for the test set."""
         N, per_bit = self.nats.numel(), 1 / (self.D * math.log(2))
         nats = self.nats.mean().item()
         own = nats - self.D * LOG_HALF_BINS if self.decoder == "discrete" else nats

@@ -22,8 +22,10 @@ import math
 import torch
 
 import vae_solution
-from experiments import data
-from experiments.bound import LOG_HALF_BINS  # [-1, 1] -> the 8-bit scale: a density gains log 127.5 per dimension
+from experiments.harness import data
+from experiments.measurements.bound import (
+    LOG_HALF_BINS,  # [-1, 1] -> the 8-bit scale: a density gains log 127.5 per dimension
+)
 
 # The variance at which a Gaussian's peak density is one over a pixel's bin width 2/255: below it one pixel could
 # score under 0 bits on the 8-bit scale, better than any distribution over the 256 levels can.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments import summaries
+from experiments.presentation import summaries
 
 
 @dataclass(frozen=True)

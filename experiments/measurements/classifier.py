@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from experiments.data import iterate_batches, to_float
-from experiments.monitors import extract_features
+from experiments.harness.data import iterate_batches, to_float
+from experiments.measurements.monitors import extract_features
 
 NUM_CLASSES = 10
 

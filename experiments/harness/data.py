@@ -12,7 +12,7 @@ Where the data comes from is decided once, by `resolve_source`:
   a half-downloaded or damaged file is never used: it is reported (`DatasetError`, naming the
   file and the remedy), not silently replaced by other data.
 - ``synthetic``: house-number-like digits rendered from the fonts that ship with matplotlib
-  (`experiments.synthetic`), for machines without a network (tests, CI, benchmarks).
+  (`experiments.harness.synthetic`), for machines without a network (tests, CI, benchmarks).
 - ``auto``: the problem's real dataset when its files are present or downloadable, else the
   synthetic stand-in, announced loudly (warning and stderr).
 
@@ -42,9 +42,9 @@ import torchvision
 from torchvision.datasets.utils import check_integrity
 from tqdm import tqdm
 
-from experiments import synthetic
-from experiments.runs import atomic_save, writable_folder
-from experiments.synthetic import synthetic_digits  # also reachable as data.synthetic_digits
+from experiments.harness import synthetic
+from experiments.harness.runs import atomic_save, writable_folder
+from experiments.harness.synthetic import synthetic_digits  # also reachable as data.synthetic_digits
 
 REAL_DATASETS = ("svhn", "cifar10")
 CHOICES = ("auto", "svhn", "cifar10", "synthetic")

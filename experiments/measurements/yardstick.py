@@ -1,7 +1,8 @@
 """One yardstick for four generative families: a flow, the VAE, the DDPM and a GAN, on their final samples.
 
 Each run's final evaluation calls `measure`, which gives the fields of summaries.YardstickFields:
-- classifier-FID (experiments.classifier.classifier_fid's distance) between the final samples and as many test
+- classifier-FID (experiments.measurements.classifier.classifier_fid's distance) between the final samples and as many
+test
   images, in the run's digit classifier's penultimate features;
 - precision and recall of Kynkaanniemi et al. (2019), "Improved Precision and Recall Metric for Assessing
   Generative Models", NeurIPS, with k = 3 in the same features: each set's manifold is the union of balls
@@ -10,7 +11,8 @@ Each run's final evaluation calls `measure`, which gives the fields of summaries
 - the sampling time of 64 images, the parameters, and the training FLOPs per image (matmuls and convolutions,
   counted by torch.utils.flop_counter on the meta device, as benchmarks/cost.py counts them).
 The rest of the yardstick is read from what each summary already holds: the sharpness ratio and clear-digit
-share (experiments.observe, `observations`), Part III's JSD estimate (experiments.discriminator,
+share (experiments.measurements.observe, `observations`), Part III's JSD estimate
+(experiments.measurements.discriminator,
 `discriminator`), and bits/dim where the family defines one; report/families.py reads the four summaries into
 one table (the GAN's bits/dim cell says it has none, never a blank). The chapter's two figures are drawn here
 from the run folders alone: `sample_grids` and `fid_against_bits`.
@@ -27,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from experiments import names, runs
-from experiments.classifier import DigitClassifier, frechet_distance
-from experiments.data import to_float
-from experiments.monitors import extract_features
+from experiments.harness import runs
+from experiments.harness.data import to_float
+from experiments.measurements.classifier import DigitClassifier, frechet_distance
+from experiments.measurements.monitors import extract_features
+from experiments.presentation import names
 
 K = 3                           # neighbours of Kynkaanniemi et al.'s manifold estimate (their default)
 
@@ -72,7 +75,7 @@ def count_flops(fn: Callable[[], object]) -> int:
 def _training_step(family: str, cfg, x: torch.Tensor) -> Callable[[], None]:
     """One training step's forward and backward (no optimiser) of `family` on images x (B, 3, 32, 32), on x's
     device; the GAN's step is one discriminator and one generator update, as it trains."""
-    module = importlib.import_module(f"experiments.{family}")   # here: the drivers import this module
+    module = importlib.import_module(f"experiments.problems.{family}")   # here: the drivers import this module
     with torch.device(x.device):
         model = module.build_model(cfg)
     if family == "vae":
@@ -136,7 +139,7 @@ def sample_grids(run_dirs: dict[str, Path | None], out: str | Path) -> Path:
     """The final samples of each family side by side (names.FAMILIES order), one panel each, all the same size
     and the same number of images (the largest square all present runs have, at most 8 x 8); the family named
     under its panel, nothing written inside the images. A family without a run gets an empty panel."""
-    from experiments import figures  # matplotlib: only when drawing
+    from experiments.presentation import figures  # matplotlib: only when drawing
 
     images = {f: runs.load_artifact(d, "final_samples.pt") for f, d in run_dirs.items() if d is not None}
     if not images:
@@ -162,7 +165,7 @@ def sample_grids(run_dirs: dict[str, Path | None], out: str | Path) -> Path:
 def fid_against_bits(points: dict[str, tuple[float | None, float | None]], out: str | Path) -> Path:
     """Classifier-FID against bits/dim, one point per family ({family: (bits/dim or None, FID)}); a family
     without a likelihood (the GAN) is drawn on its own axis line at the right, sharing the FID axis."""
-    from experiments import figures
+    from experiments.presentation import figures
 
     @figures.READABLE
     def draw() -> Path:
@@ -186,8 +189,8 @@ def fid_against_bits(points: dict[str, tuple[float | None, float | None]], out: 
 
 
 def _save(fig, path: Path) -> Path:
-    """Write a figure atomically (runs.save_figure), at experiments.figures' resolution, and close it."""
-    from experiments import figures
+    """Write a figure atomically (runs.save_figure), at experiments.presentation.figures' resolution, and close it."""
+    from experiments.presentation import figures
 
     try:
         runs.save_figure(fig, path, dpi=110, bbox_inches="tight")

@@ -1,6 +1,6 @@
 """The final numbers of a run, its summary.json: one schema per problem, the one place a summary key is spelled.
 
-A driver (experiments.vae, .ddpm, .simsiam) builds its problem's dataclass with keyword arguments and
+A driver (experiments.problems.vae, .ddpm, .simsiam) builds its problem's dataclass with keyword arguments and
 writes it last (its presence means the run is done); figures and the report read it back with `read`
 and use attributes. Reading validates: a missing or unknown key is an error naming the file and the key.
 Fields with a default may be absent from a file (summaries written before the field existed).
@@ -81,7 +81,8 @@ class Schema:
         return cls.from_dict(d, str(path))
 
 
-# --------------------------------------------------------------------------- the yardstick (experiments.yardstick)
+# --------------------------------------------------------------------------- the yardstick
+# (experiments.measurements.yardstick)
 
 @dataclass(kw_only=True)
 class YardstickFields:
@@ -116,7 +117,8 @@ class VAESummary(YardstickFields, Schema):
     wall_seconds: float               # seconds from the start to the last epoch's end, evaluation included
     classifier_test_accuracy: float | None = None  # the run's digit classifier (reads the samples), test accuracy
     # The test ELBO, 8-bit scale, with the decoder's unit variance replaced by a per-pixel variance fitted on
-    # training images (encoder and decoder mean as trained; experiments.decoder_variance): an upper bound on
+    # training images (encoder and decoder mean as trained; experiments.measurements.decoder_variance): an upper bound
+    # on
     # that decoder's bits per dimension.
     test_elbo_bits_per_dim_8bit_fitted_variance: float | None = None
     observations: Observations | None = None  # 1.3(b-d, f): what the samples, reconstructions, interpolations look like
@@ -155,7 +157,7 @@ class DDPMSummary(YardstickFields, Schema):
     problem: str = "ddpm"
     epochs: int                       # epochs trained
     timesteps: int                    # T, steps of the forward process
-    beta_schedule: str                # name in experiments.diffusion.SCHEDULES
+    beta_schedule: str                # name in experiments.problems.diffusion.SCHEDULES
     dataset: str                      # data source: "svhn" or "synthetic"
     final_train_loss: float           # last epoch's mean training loss (smooth L1 on eps)
     final_test_loss_ema: float        # last epoch's test loss of the EMA weights (smooth L1 on eps)
@@ -195,8 +197,8 @@ class DDPMSummary(YardstickFields, Schema):
 @dataclass(kw_only=True)
 class SimSiamSummary(Schema):
     problem: str = "simsiam"
-    ablation: str                     # name in experiments.names.ABLATION_NAMES
-    backbone: str                     # name in experiments.names.BACKBONES
+    ablation: str                     # name in experiments.presentation.names.ABLATION_NAMES
+    backbone: str                     # name in experiments.presentation.names.BACKBONES
     epochs: int                       # epochs trained
     dataset: str                      # data source: "cifar10" or "synthetic"
     batch_size: int                   # images per optimiser step
@@ -222,7 +224,8 @@ class SimSiamSummary(Schema):
     NESTED: ClassVar = {"spectrum": lambda v, where: SpectrumResult.from_dict(v, where)}
 
 
-# --------------------------------------------------------------------------- descriptive answers (experiments.observe)
+# --------------------------------------------------------------------------- descriptive answers
+# (experiments.measurements.observe)
 
 @dataclass(kw_only=True)
 class DigitPatterns(Schema):
@@ -280,7 +283,8 @@ class Observations(Schema):
                         "interpolations": Interpolations.from_dict}
 
 
-# --------------------------------------------------------------------------- two more families (experiments.flow, .gan)
+# --------------------------------------------------------------------------- two more families
+# (experiments.problems.flow, .gan)
 
 @dataclass(kw_only=True)
 class FlowSummary(YardstickFields, Schema):
@@ -365,7 +369,8 @@ def _estimates(*names: str) -> dict[str, Callable[[Any, str], Any]]:
 
 @dataclass(kw_only=True)
 class AmortisationGaps(Schema):
-    """Q1.3-1.4 on the trained VAE (experiments.amortisation): per test image, the encoder's ELBO, the ELBO of
+    """Q1.3-1.4 on the trained VAE (experiments.measurements.amortisation): per test image, the encoder's ELBO, the
+    ELBO of
     the image's own best Gaussian q*_x (Adam from the encoder's output), and the importance-sampled log p(x)."""
     n_images: int                     # test images measured
     dims: int                         # dimensions per image, C * H * W
@@ -393,7 +398,8 @@ class AmortisationGaps(Schema):
 
 @dataclass(kw_only=True)
 class VariationalBound(Schema):
-    """Q2.3 on the trained DDPM (experiments.bound): -ELBO = L_0 + sum_{t=2}^T L_{t-1} + L_T >= -log p(x_0)."""
+    """Q2.3 on the trained DDPM (experiments.measurements.bound): -ELBO = L_0 + sum_{t=2}^T L_{t-1} + L_T >= -log
+    p(x_0)."""
     n_images: int                     # test images measured
     dims: int                         # dimensions per image, C * H * W
     nll_bound: Estimate               # the bound -ELBO, nats per image, and as bits/dim on the 8-bit scale
@@ -423,7 +429,8 @@ class Interval(Schema):
 
 @dataclass(kw_only=True)
 class DiscriminatorResult(Schema):
-    """experiments.discriminator.measure: real test images (p1) against a model's samples (p0), held-out halves."""
+    """experiments.measurements.discriminator.measure: real test images (p1) against a model's samples (p0), held-out
+    halves."""
     jsd: Interval                     # 3.1's estimate of JSD(p0, p1) on held-out images, nats (a lower bound)
     accepted_fraction: float          # discriminator rejection sampling (3.2's weights): held-out samples kept
     n_accepted: int                   # held-out samples kept
@@ -451,7 +458,8 @@ SPECTRUM_FOLDER = "spectrum"  # artifacts/spectrum/epoch_NNN.json: one SpectrumR
 
 @dataclass(kw_only=True)
 class Alignment(Schema):
-    """experiments.spectrum.alignment: the predictor's linear map W_p in the eigenbasis U of F, M = U^T W_p U."""
+    """experiments.measurements.spectrum.alignment: the predictor's linear map W_p in the eigenbasis U of F, M = U^T
+    W_p U."""
     diagonal_fraction: float          # ||diag M||^2 / ||M||_F^2: 1 when W_p shares F's eigenvectors
     chance: float                     # its expectation for the same W_p in a uniformly random basis of span(U),
     #                                   closed form (1 / d, a map with i.i.d. entries, where chance_spread is None)
@@ -470,7 +478,8 @@ class Alignment(Schema):
 
 @dataclass(kw_only=True)
 class SpectrumResult(Schema):
-    """experiments.spectrum.measure on a fixed batch of test images, F = E[z z^T] of the projector's outputs z."""
+    """experiments.measurements.spectrum.measure on a fixed batch of test images, F = E[z z^T] of the projector's
+    outputs z."""
     epoch: int                        # epoch after which it was measured
     eigenvalues: list[float]          # F's top eigenvalues divided by the largest, descending
     largest: float                    # F's largest eigenvalue

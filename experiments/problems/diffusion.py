@@ -14,7 +14,7 @@ At T = 1000 the schedule, the loss and the ancestral step equal the graded funct
 for draw (tests/test_diffusion.py). Time indices are 0-based, as in the graded file: index
 i is the paper's step t = i + 1. Samplers keep one batch of images only, draw their noise
 from an explicit `torch.Generator`, and run each step as the run's `Execution` says (precision,
-layout, compilation: experiments.execution).
+layout, compilation: experiments.harness.execution).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import ddpm_solution
-from experiments.execution import Execution
+from experiments.harness.execution import Execution
 
 
 def linear_schedule(timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:

@@ -7,10 +7,11 @@ with logits h = D's output and softplus(a) = log(1 + e^a):
     discriminator  L_D = E_data softplus(-h(x)) + E_z softplus(h(G(z)))   = -E log D(x) - E log(1 - D(G(z)))
     generator      L_G = E_z softplus(-h(G(z)))                              = -E log D(G(z))   (non-saturating)
 At D's optimum, L_D = 2 log 2 - 2 JSD(p_data, p_G): the game minimises the Jensen-Shannon divergence
-(Goodfellow et al., Theorem 1), which Part III's discriminator (experiments.discriminator) estimates afterwards.
+(Goodfellow et al., Theorem 1), which Part III's discriminator (experiments.measurements.discriminator) estimates
+afterwards.
 Options: spectral normalisation of D's layers (Miyato et al. 2018, "Spectral Normalization for Generative
 Adversarial Networks", ICLR; D then has no batch norm), and an exponential moving average of G's weights
-(experiments.diffusion.EMA, as the DDPM's), from which every sample is drawn (`sample`).
+(experiments.problems.diffusion.EMA, as the DDPM's), from which every sample is drawn (`sample`).
 
 `python -m experiments gan` trains it in the harness (run folder, resume, lock, provenance, summary.json).
 """
@@ -26,10 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as sn
 
-from experiments import classifier, data, discriminator, figures, names, observe, runs, yardstick
-from experiments.diffusion import EMA
-from experiments.runs import Run, checked_overrides, read_json
-from experiments.summaries import GANSummary
+from experiments.harness import data, runs
+from experiments.harness.runs import Run, checked_overrides, read_json
+from experiments.measurements import classifier, discriminator, observe, yardstick
+from experiments.presentation import figures, names
+from experiments.presentation.summaries import GANSummary
+from experiments.problems.diffusion import EMA
 
 # --------------------------------------------------------------------------- networks
 
@@ -154,8 +157,8 @@ class GANConfig(runs.RunConfig):
     width: int = 64
     spectral_norm: bool = False    # in D (then D has no batch norm)
     ema_decay: float = 0.999       # of G's weights; samples come from the average
-    precision: str = "fp32"        # autocast for both networks' forward passes (experiments.execution)
-    compile: str = "none"          # eager: the GAN's two steps are not compiled (experiments.execution)
+    precision: str = "fp32"        # autocast for both networks' forward passes (experiments.harness.execution)
+    compile: str = "none"          # eager: the GAN's two steps are not compiled (experiments.harness.execution)
     train_size: int | None = None
     test_size: int | None = None
     snapshot_every: int = 5

@@ -11,7 +11,7 @@ Rendering: every (font, digit) is drawn once by PIL into an atlas of alpha masks
 (`grid_sample`, at 2x and average-pooled) and composites them over a shaded background, all
 as batched tensor operations. About 6,000-8,000 images/s on 2 CPU cores.
 
-`experiments.data` caches the rendered splits (`load_split("synthetic", ...)`); the cache's
+`experiments.harness.data` caches the rendered splits (`load_split("synthetic", ...)`); the cache's
 file names carry VERSION.
 """
 

@@ -10,9 +10,9 @@ Three statistics, each a number a sentence can follow from:
   strip, how even those steps are (mean step / largest step: 1 for equal steps, near 1/(n-1) when a
   single step does all the change), and whether the middle frames still look like digits.
 
-Besides, the classifier-FID proxy (experiments.classifier.classifier_fid) of the samples against as many
+Besides, the classifier-FID proxy (experiments.measurements.classifier.classifier_fid) of the samples against as many
 test images, so that the VAE's and the DDPM's samples compare on the same four numbers. `vae` and `ddpm`
-measure a finished run's artifacts for its summary.json (experiments.summaries.Observations).
+measure a finished run's artifacts for its summary.json (experiments.presentation.summaries.Observations).
 
 Cost: the digit classifier (about 120k parameters) reads a few hundred images (samples, as many test images,
 interpolation frames), and the VAE encodes and decodes as many test images once: 0.25 s for the VAE and 0.03 s
@@ -24,9 +24,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from experiments import classifier as digit_classifier
-from experiments import data, runs
-from experiments.summaries import (
+from experiments.harness import data, runs
+from experiments.measurements import classifier as digit_classifier
+from experiments.presentation.summaries import (
     DigitPatterns,
     Interpolations,
     Observations,

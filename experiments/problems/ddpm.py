@@ -20,11 +20,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import ddpm_solution
-from experiments import bound, classifier, data, discriminator, figures, monitors, names, observe, runs, yardstick
-from experiments.diffusion import EMA, Diffusion, noise
-from experiments.execution import Execution, Timings
-from experiments.runs import Run, checked_overrides, read_json
-from experiments.summaries import DDPMSummary, LevelAccuracy, ProbeResult
+from experiments.harness import data, runs
+from experiments.harness.execution import Execution, Timings
+from experiments.harness.runs import Run, checked_overrides, read_json
+from experiments.measurements import bound, classifier, discriminator, monitors, observe, yardstick
+from experiments.presentation import figures, names
+from experiments.presentation.summaries import DDPMSummary, LevelAccuracy, ProbeResult
+from experiments.problems.diffusion import EMA, Diffusion, noise
 
 
 @dataclass
@@ -36,13 +38,13 @@ class DDPMConfig(runs.RunConfig):
     timesteps: int = 1000          # T; 500 and 1500 for Problem 2.3(a)
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    beta_schedule: str = "linear"  # a name in experiments.diffusion.SCHEDULES; "linear" is the assignment's
+    beta_schedule: str = "linear"  # a name in experiments.problems.diffusion.SCHEDULES; "linear" is the assignment's
     dim: int = 32
     dim_mults: tuple[int, ...] = (1, 2, 4, 8)
     # Training extras.
-    ema_decay: float = 0.9995      # with warm-up (experiments.diffusion.EMA)
-    precision: str = "auto"        # auto | fp32 | bf16 | fp16 (experiments.execution)
-    compile: str = "auto"          # auto | none | default | reduce-overhead (experiments.execution)
+    ema_decay: float = 0.9995      # with warm-up (experiments.problems.diffusion.EMA)
+    precision: str = "auto"        # auto | fp32 | bf16 | fp16 (experiments.harness.execution)
+    compile: str = "auto"          # auto | none | default | reduce-overhead (experiments.harness.execution)
     # How much data (None: the whole split).
     train_size: int | None = None
     test_size: int | None = None
@@ -59,12 +61,12 @@ class DDPMConfig(runs.RunConfig):
     recon_shown: int = 10          # of which shown in the grid
     classifier_epochs: int = 6
     quality_size: int = 1000       # samples (and test images) in the classifier-FID proxy
-    discriminator_epochs: int = 10  # Question 3 on the quality samples (experiments.discriminator), per discriminator
+    discriminator_epochs: int = 10  # Question 3 on the quality samples (measurements.discriminator), per discriminator
     probe_levels: tuple[int, ...] = (1, 100, 300)   # t at which bottleneck features are probed (T = 1000)
     probe_train: int = 5000
     probe_test: int = 2000
     eval_batch_size: int = 500
-    # Q2.3 measured (experiments.bound): the variational bound on -log p(x_0), stratified over t.
+    # Q2.3 measured (experiments.measurements.bound): the variational bound on -log p(x_0), stratified over t.
     bound_size: int | None = 500   # test images (None: all), as the VAE's gap_size
     bound_exact_steps: int = 20    # t = 2..21 each a stratum of its own (the largest, fastest-changing terms) ...
     bound_strata: int = 40         # ... the remaining steps in this many equal strata ...
@@ -103,7 +105,7 @@ def variants(preset: str) -> list[dict]:
 
 
 def run_name(cfg: DDPMConfig) -> str:
-    """ddpm-<preset>, plus -T<timesteps> when T is not the preset's (experiments.names)."""
+    """ddpm-<preset>, plus -T<timesteps> when T is not the preset's (experiments.presentation.names)."""
     return names.ddpm_run_name(cfg.preset, cfg.timesteps)
 
 
@@ -181,7 +183,8 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema:
 
 
 def trial(cfg: DDPMConfig) -> Callable[[Execution], Callable[[], torch.Tensor]]:
-    """For the precision measurement (experiments.execution.choose_precision): the run's training step on a fresh
+    """For the precision measurement (experiments.harness.execution.choose_precision): the run's training step on a
+    fresh
     model, optimiser and EMA and a batch of cfg.batch_size random images, in a candidate's execution."""
     def build(ex: Execution) -> Callable[[], torch.Tensor]:
         model = ex.place(build_model(cfg))

@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from experiments.precision import NAMES, Precision
+from experiments.harness.precision import NAMES, Precision
 
 PRECISIONS = ("auto", *NAMES)
 COMPILE_MODES = ("auto", "none", "default", "reduce-overhead")
@@ -195,16 +195,16 @@ class Execution:
     """How a run's steps execute (the module docstring states the policy): on `device`, in `precision`
     (a Precision: autocast and gradient scaler), in channels_last on CUDA, compiled per `compile`.
 
-    record: what provenance.json says of the choice (experiments.runs.environment adds it)."""
+    record: what provenance.json says of the choice (experiments.harness.runs.environment adds it)."""
 
     def __init__(self, device: torch.device | str, precision: str = "fp32", compile: str = "none",
                  record: dict | None = None):
         if precision not in PRECISIONS[1:]:
             raise ValueError(f"an Execution needs a decided precision, one of {PRECISIONS[1:]}, got {precision!r} "
-                             "(experiments.execution.choose_precision decides 'auto')")
+                             "(experiments.harness.execution.choose_precision decides 'auto')")
         if compile not in COMPILE_MODES[1:]:
             raise ValueError(f"an Execution needs a decided compile mode, one of {COMPILE_MODES[1:]}, got "
-                             f"{compile!r} (experiments.execution.compile_mode decides 'auto')")
+                             f"{compile!r} (experiments.harness.execution.compile_mode decides 'auto')")
         self.device = torch.device(device)
         self.precision = Precision(self.device, precision)
         self.compile = compile
@@ -230,7 +230,7 @@ class Execution:
         how = f"torch.compile(mode={self.compile!r})" if self.compile != "none" else \
             "eager" if self.device.type == "cuda" else "eager (--compile auto compiles on CUDA only)"
         return (f"execution: {self.device}, {self.record.get('precision_choice', self.name)}{tf32}{layout}; "
-                f"steps {how} (experiments.execution)")
+                f"steps {how} (experiments.harness.execution)")
 
     # precision ------------------------------------------------------------------
     def autocast(self):

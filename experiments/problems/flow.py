@@ -9,7 +9,8 @@ Dinh, Sohl-Dickstein and Bengio (2017), "Density estimation using Real NVP", ICL
 - squeeze (C, H, W) -> (4C, H/2, W/2) and a multi-scale split that factors out half the channels at each
   scale (Sec. 3.6), the factored-out half going straight to the Gaussian prior.
 Its log-likelihood is exact (change of variables, eq. 3), reported in bits/dim on the 8-bit scale [0, 256)
-that the VAE's and the DDPM's bits/dim use (experiments.vae, experiments.bound). Samples are drawn at
+that the VAE's and the DDPM's bits/dim use (experiments.problems.vae, experiments.measurements.bound). Samples are
+drawn at
 temperature 1 and 0.7 (z ~ N(0, tau^2 I)).
 
 There is no batch normalisation (RealNVP used it): every layer is a function of its own image, so the
@@ -29,9 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments import classifier, data, discriminator, figures, names, observe, runs, yardstick
-from experiments.runs import Run, checked_overrides, read_json
-from experiments.summaries import FlowSummary
+from experiments.harness import data, runs
+from experiments.harness.runs import Run, checked_overrides, read_json
+from experiments.measurements import classifier, discriminator, observe, yardstick
+from experiments.presentation import figures, names
+from experiments.presentation.summaries import FlowSummary
 
 ALPHA = 0.05          # the logit pre-processing's margin (Dinh et al. 2017, Sec. 4.1)
 BINS = 256            # 8-bit pixels
@@ -265,8 +268,8 @@ class FlowConfig(runs.RunConfig):
     width: int = 32                # channels of the coupling networks
     blocks: int = 1                # residual blocks per coupling network
     grad_clip: float = 100.0       # global gradient-norm clip (early steps of a flow can spike)
-    precision: str = "fp32"        # an exact log-determinant: fp32 (experiments.execution)
-    compile: str = "none"          # eager: the flow's step is not compiled (experiments.execution)
+    precision: str = "fp32"        # an exact log-determinant: fp32 (experiments.harness.execution)
+    compile: str = "none"          # eager: the flow's step is not compiled (experiments.harness.execution)
     train_size: int | None = None
     test_size: int | None = None
     snapshot_every: int = 5

@@ -5,7 +5,7 @@ which grow linearly with the batch: bytes(b) = fixed + b * per_sample. `per_samp
 measures that slope by catching every saved tensor (`torch.autograd.graph.saved_tensors_hooks`)
 at two small batch sizes; the fixed part (weights and their half-precision copies) cancels.
 `plan_micro_batch` then picks the largest micro-batch that divides the logical batch and fits
-a byte budget; the run accumulates gradients over the micro-batches (experiments.simsiam).
+a byte budget; the run accumulates gradients over the micro-batches (experiments.problems.simsiam).
 
 On a GPU the budget is a fraction of the free memory (`device_budget`); on the CPU there is no
 limit short of the machine's memory, and the whole batch is one micro-batch.

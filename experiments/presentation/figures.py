@@ -17,11 +17,12 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
-from experiments import amortisation, names, summaries
-from experiments.discriminator import ARTIFACT as DRS_ARTIFACT
-from experiments.discriminator import jsd_estimate
-from experiments.monitors import best_knn, monitored_epochs
-from experiments.runs import load_artifact, read_json, read_metrics, save_figure
+from experiments.harness.runs import load_artifact, read_json, read_metrics, save_figure
+from experiments.measurements import amortisation
+from experiments.measurements.discriminator import ARTIFACT as DRS_ARTIFACT
+from experiments.measurements.discriminator import jsd_estimate
+from experiments.measurements.monitors import best_knn, monitored_epochs
+from experiments.presentation import names, summaries
 
 N_MARKED = 3  # most class-specific latent dimensions marked per class
 MOST_PANELS = 8  # snapshot panels per figure; more snapshots are thinned to every 5k-th epoch
@@ -406,7 +407,7 @@ def ddpm_timesteps(run_dirs: list[str | Path], out: str | Path) -> Path:
 
 # --------------------------------------------------------------------------- Problem 3 (SimSiam)
 
-# Each question's title and the ablations it compares, the baseline first (experiments.names).
+# Each question's title and the ablations it compares, the baseline first (experiments.presentation.names).
 SIMSIAM_QUESTIONS = {q: (title, names.compared(q)) for q, title in names.QUESTIONS.items()}
 
 

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.func import jacrev
 
-from experiments import runs
-from experiments.summaries import SPECTRUM_FOLDER, Alignment, SpectrumResult
+from experiments.harness import runs
+from experiments.presentation.summaries import SPECTRUM_FOLDER, Alignment, SpectrumResult
 
 # --------------------------------------------------------------------------- spectrum of F
 

@@ -7,7 +7,7 @@ logit h. Theory (report/theory/q3.tex):
   3.2  f1 = f0 D* / (1 - D*) = f0 e^{h*}: the logit estimates the log density ratio, so e^h is an
        importance weight from p0 to p1. Discriminator rejection sampling (Azadi et al., 2019,
        "Discriminator Rejection Sampling", ICLR) accepts model samples in proportion to it.
-The discriminator is the digit classifier's network (experiments.classifier) with one logit.
+The discriminator is the digit classifier's network (experiments.measurements.classifier) with one logit.
 A VAE or DDPM run calls `for_run` in its final evaluation (report Part III): `measure` trains D on half of
 the samples and as many test images, estimates on the other half, and judges DRS against a random subset
 of the accepted size, by the classifier FID and by the JSD estimate of fresh discriminators.
@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments import classifier, runs
-from experiments.classifier import DigitClassifier, frechet_distance
-from experiments.data import to_float
-from experiments.monitors import extract_features
-from experiments.summaries import DiscriminatorResult, Interval
+from experiments.harness import runs
+from experiments.harness.data import to_float
+from experiments.measurements import classifier
+from experiments.measurements.classifier import DigitClassifier, frechet_distance
+from experiments.measurements.monitors import extract_features
+from experiments.presentation.summaries import DiscriminatorResult, Interval
 
 # --------------------------------------------------------------------------- the estimator (3.1)
 
@@ -192,7 +193,7 @@ def rejection_sample(fake_uint8: torch.Tensor, logits_fake: torch.Tensor, genera
 # --------------------------------------------------------------------------- the measurement
 
 SHOWN = 16  # held-out samples shown at each end of the discriminator's ranking (the figure)
-ARTIFACT = "discriminator.pt"  # what `for_run` saves for experiments.figures.discriminator
+ARTIFACT = "discriminator.pt"  # what `for_run` saves for experiments.presentation.figures.discriminator
 
 def split(images: torch.Tensor, held_out: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """A random (train, held-out) partition of images (N, ...), round(held_out * N) images held out."""

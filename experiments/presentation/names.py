@@ -10,7 +10,7 @@ Run names (the folder of a run under results/):
     simsiam-<preset>-<ablation>[-<backbone>]      the backbone when it is not DEFAULT_BACKBONE
     flow-<preset>, gan-<preset>                   the two families beside the assignment's
 Adding a SimSiam ablation: its name, question and description in ABLATIONS below, and the config
-fields it changes in experiments/simsiam.py (ABLATIONS there).
+fields it changes in experiments/problems/simsiam.py (ABLATIONS there).
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ BACKBONE_HELP = ("resnet18 (default: torchvision's, as the starter) or resnet18-
 
 # --------------------------------------------------------------------------- DDPM
 
-# T of experiments/ddpm.py's presets: a DDPM run name carries -T<T> only when T differs from these
+# T of experiments/problems/ddpm.py's presets: a DDPM run name carries -T<T> only when T differs from these
 # (tests/test_names.py checks they agree with ddpm.PRESETS).
 DEFAULT_TIMESTEPS = {"full": 1000, "smoke": 50}
 
@@ -95,7 +95,8 @@ DEFAULT_TIMESTEPS = {"full": 1000, "smoke": 50}
 # --------------------------------------------------------------------------- two more families
 
 # Beside the assignment's problems, a normalizing flow and a GAN measured on the VAE's and DDPM's yardstick
-# (experiments.flow, experiments.gan, experiments.yardstick; run names flow-<preset>, gan-<preset>).
+# (experiments.problems.flow, experiments.problems.gan, experiments.measurements.yardstick; run names flow-<preset>,
+# gan-<preset>).
 FAMILY_PROBLEMS = ("flow", "gan")
 FAMILIES = ("flow", "vae", "ddpm", "gan")   # as the yardstick's table lists them: exact likelihood, two bounds, none
 FAMILY_TITLES = {"flow": "Normalizing flow (RealNVP)", "vae": "VAE", "ddpm": "DDPM", "gan": "GAN (DCGAN)"}
@@ -204,7 +205,8 @@ def command(problem: str, preset: str | None, *, timesteps: int | None = None, a
 
 # --------------------------------------------------------------------------- Part III: the theory measured
 
-# The random stream (experiments.runs.stream_seed) that picks the test images the theory is measured on, one
-# name for the VAE's gaps (experiments.amortisation) and the DDPM's bound (experiments.bound): runs with the same
+# The random stream (experiments.harness.runs.stream_seed) that picks the test images the theory is measured on, one
+# name for the VAE's gaps (experiments.measurements.amortisation) and the DDPM's bound
+# (experiments.measurements.bound): runs with the same
 # seed, test set and number of images measure the same images.
 MEASURED_IMAGES = "measured-test-images"

@@ -1,6 +1,6 @@
 """A run's numeric precision on its device and the two things it controls: the autocast context of
 every forward pass and the gradient scaler of every optimiser step. Which precision a run uses is
-decided by experiments.execution (the policy lives there, stated once).
+decided by experiments.harness.execution (the policy lives there, stated once).
 
 fp16 has a narrow exponent range, so its gradients are scaled; bf16 keeps fp32's exponent range and
 needs no scaler. CPU autocast runs bf16 and fp16 too, which is how the tests exercise the GPU path.

@@ -17,21 +17,12 @@ import torch
 from tqdm.auto import tqdm
 
 import vae_solution
-from experiments import (
-    amortisation,
-    classifier,
-    data,
-    decoder_variance,
-    discriminator,
-    figures,
-    names,
-    observe,
-    runs,
-    yardstick,
-)
-from experiments.execution import Execution, Timings
-from experiments.runs import Run, checked_overrides, read_json
-from experiments.summaries import VAESummary
+from experiments.harness import data, runs
+from experiments.harness.execution import Execution, Timings
+from experiments.harness.runs import Run, checked_overrides, read_json
+from experiments.measurements import amortisation, classifier, decoder_variance, discriminator, observe, yardstick
+from experiments.presentation import figures, names
+from experiments.presentation.summaries import VAESummary
 
 
 @dataclass
@@ -41,8 +32,8 @@ class VAEConfig(runs.RunConfig):
     batch_size: int = 64
     z_dim: int = 32
     lr: float = 1e-4
-    precision: str = "auto"        # training autocast: auto | fp32 | bf16 | fp16 (experiments.execution)
-    compile: str = "auto"          # auto | none | default | reduce-overhead (experiments.execution)
+    precision: str = "auto"        # training autocast: auto | fp32 | bf16 | fp16 (experiments.harness.execution)
+    compile: str = "auto"          # auto | none | default | reduce-overhead (experiments.harness.execution)
     # How much data (None: the whole split).
     train_size: int | None = None
     test_size: int | None = None
@@ -61,7 +52,8 @@ class VAEConfig(runs.RunConfig):
     eval_batch_size: int = 256
     # The digit classifier that reads the samples (report observations), as in the DDPM run.
     classifier_epochs: int = 6
-    # Q1.3-1.4 measured (experiments.amortisation): each test image's own Gaussian q, by Adam from the encoder's.
+    # Q1.3-1.4 measured (experiments.measurements.amortisation): each test image's own Gaussian q, by Adam from the
+    # encoder's.
     gap_size: int | None = 500     # test images (None: all)
     gap_steps: int = 300           # at most this many Adam steps ...
     gap_lr: float = 1e-2
@@ -71,7 +63,8 @@ class VAEConfig(runs.RunConfig):
     gap_tol: float = 0.01          # stop once the mean best ELBO rose by less than tol nats ...
     gap_patience: int = 4          # ... over this many checks
     gap_test_draws: int = 64       # fresh draws the final ELBOs are estimated on
-    # Question 3 on the samples (experiments.discriminator): samples, and as many test images, split in half
+    # Question 3 on the samples (experiments.measurements.discriminator): samples, and as many test images, split in
+    # half
     # for training and held-out estimates; each of the three discriminators' epochs over its training half.
     discriminator_samples: int = 10000
     discriminator_epochs: int = 5
@@ -171,7 +164,8 @@ def training_step(model: vae_solution.VAE, optimizer: torch.optim.Optimizer,
 
 
 def trial(cfg: VAEConfig) -> Callable[[Execution], Callable[[], torch.Tensor]]:
-    """For the precision measurement (experiments.execution.choose_precision): the run's training step on a fresh
+    """For the precision measurement (experiments.harness.execution.choose_precision): the run's training step on a
+    fresh
     model and optimiser and a batch of cfg.batch_size random images, in a candidate's execution."""
     def build(ex: Execution) -> Callable[[], torch.Tensor]:
         model = build_model(cfg).to(ex.device)

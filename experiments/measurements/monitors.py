@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.data import iterate_batches
-from experiments.execution import Execution
+from experiments.harness.data import iterate_batches
+from experiments.harness.execution import Execution
 
 # --------------------------------------------------------------------------- features
 
@@ -42,8 +42,8 @@ def extract_features(
 
     images_uint8: (N, 3, H, W) uint8, on any device; moved to `device` one batch at a time.
     transform: maps a uint8 batch (B, 3, H, W) on `device` to the network's float input
-    (e.g. `experiments.data.to_float`, or a normalisation with dataset mean and std).
-    execution: how the backbone runs (its precision's autocast and memory layout; experiments.execution);
+    (e.g. `experiments.harness.data.to_float`, or a normalisation with dataset mean and std).
+    execution: how the backbone runs (its precision's autocast and memory layout; experiments.harness.execution);
     None: fp32, the batch as `transform` makes it.
 
     The backbone runs in eval mode (batch norm with its running statistics); afterwards each

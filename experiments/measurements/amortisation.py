@@ -31,10 +31,11 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from experiments import data, names, runs
-from experiments.decoder_variance import bits_per_dim_8bit
-from experiments.diffusion import noise
-from experiments.summaries import AmortisationGaps, Estimate
+from experiments.harness import data, runs
+from experiments.measurements.decoder_variance import bits_per_dim_8bit
+from experiments.presentation import names
+from experiments.presentation.summaries import AmortisationGaps, Estimate
+from experiments.problems.diffusion import noise
 from vae_solution import DiagonalGaussianDistribution
 
 LL_REPEATS = 2   # independent runs of the graded K-sample log-likelihood per image: its Monte Carlo SE needs two

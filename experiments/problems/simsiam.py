@@ -1,7 +1,7 @@
 """Problem 3: SimSiam on CIFAR-10 (or the synthetic stand-in), and the ablations of questions 4 and 5.
 
 One run trains the graded `q3_solution.SimSiam` with the starter's SGD recipe on two views of each
-image, drawn per sample on the device (`experiments.augment`). Per epoch (metrics.jsonl): the
+image, drawn per sample on the device (`experiments.harness.augment`). Per epoch (metrics.jsonl): the
 training loss, the learning rates, timings, and every `knn_every` epochs the two monitors of
 Chen & He (2021): the weighted kNN accuracy (k = 200, T = 0.1) of the backbone's features, train
 set as memory bank and test set as queries, and the collapse indicator, the per-channel std of
@@ -34,10 +34,12 @@ import torchvision
 from torch import nn
 
 import q3_solution
-from experiments import augment, data, figures, memory, monitors, names, runs, spectrum
-from experiments.execution import Execution, Timings
-from experiments.runs import Run, checked_overrides, read_json
-from experiments.summaries import SimSiamSummary, spectra
+from experiments.harness import augment, data, memory, runs
+from experiments.harness.execution import Execution, Timings
+from experiments.harness.runs import Run, checked_overrides, read_json
+from experiments.measurements import monitors, spectrum
+from experiments.presentation import figures, names
+from experiments.presentation.summaries import SimSiamSummary, spectra
 
 # --------------------------------------------------------------------------- backbones
 
@@ -104,10 +106,10 @@ class SimSiamConfig(runs.RunConfig):
     # baseline's, on a random network; it gets 10 epochs, the gradual warm-up of Goyal et al. (2017,
     # Sec. 2.2) that SimSiam's batch-size study (Sec. 4.3) also uses for its large batches.
     warmup_epochs: int = 0
-    precision: str = "auto"        # auto | fp32 | bf16 | fp16 (experiments.execution)
-    compile: str = "auto"          # SimSiam's step is always eager (experiments.execution)
+    precision: str = "auto"        # auto | fp32 | bf16 | fp16 (experiments.harness.execution)
+    compile: str = "auto"          # SimSiam's step is always eager (experiments.harness.execution)
     # Images per forward/backward pass; gradients are accumulated over batch_size / micro_batch of
-    # them. None: planned from the device's free memory (experiments.memory); the whole batch on CPU.
+    # them. None: planned from the device's free memory (experiments.harness.memory); the whole batch on CPU.
     micro_batch: int | None = None
     # How much data (None: the whole split).
     train_size: int | None = None
@@ -118,7 +120,7 @@ class SimSiamConfig(runs.RunConfig):
     knn_temperature: float = 0.1
     probe_epochs: int = 100        # linear probe on frozen features at the end (Adam passes; 0: none)
     eval_batch_size: int = 1024
-    # Question 4 (experiments.spectrum): F = E[z z^T] on a fixed batch of test images and the predictor's
+    # Question 4 (experiments.measurements.spectrum): F = E[z z^T] on a fixed batch of test images and the predictor's
     # alignment with its eigenvectors, every N epochs (and at the last). F has rank <= the batch: at least d.
     spectrum_every: int = 10
     spectrum_size: int = 5000
@@ -263,7 +265,8 @@ def train_step(model: q3_solution.SimSiam, optimizer: torch.optim.Optimizer, x1:
 
 
 def trial(cfg: SimSiamConfig) -> Callable[[Execution], Callable[[], torch.Tensor]]:
-    """For the precision measurement (experiments.execution.choose_precision): the run's training step on a fresh
+    """For the precision measurement (experiments.harness.execution.choose_precision): the run's training step on a
+    fresh
     model and optimiser and two random views of min(batch, 1024) images (a batch that fits any GPU before the
     micro-batch is planned), in a candidate's execution."""
     def build(ex: Execution) -> Callable[[], torch.Tensor]:
@@ -276,7 +279,7 @@ def trial(cfg: SimSiamConfig) -> Callable[[Execution], Callable[[], torch.Tensor
 
 def plan_micro_batch(model: q3_solution.SimSiam, cfg: SimSiamConfig, ex: Execution) -> int:
     """cfg.micro_batch when set; else the largest divisor of the batch whose saved activations fit the
-    device's budget (experiments.memory), measured on this device in this precision; the batch on CPU."""
+    device's budget (experiments.harness.memory), measured on this device in this precision; the batch on CPU."""
     budget = memory.device_budget(ex.device)
     if cfg.micro_batch or budget is None:
         return cfg.micro_batch or cfg.batch_size
@@ -360,7 +363,7 @@ def evaluate(model: q3_solution.SimSiam, train: data.ImageSet, test: data.ImageS
 @runs.locked
 def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
     """Train (or resume) a SimSiam run in folder `out`; write its metrics, summary and figures."""
-    # SimSiam's step is always eager (experiments.execution says why)
+    # SimSiam's step is always eager (experiments.harness.execution says why)
     run_, ex, train, test = runs.start(cfg, out, "cifar10", resume=resume, trial=trial(cfg), compiles=False)
     device = ex.device
     model = ex.place(build_model(cfg))

@@ -1,0 +1,1 @@
+"""The problems: one experiment each (training loop, artifacts), importing its graded file."""
