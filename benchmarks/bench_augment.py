@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import q3_misc
 from benchmarks.common import device_name, keep_freed_memory
 from experiments.harness import augment as A
-from experiments.harness.runs import synchronize
+from experiments.harness.devices import synchronize
 from experiments.harness.synthetic import synthetic_digits
 
 

@@ -49,8 +49,8 @@ import ddpm_solution as ds
 import vae_solution as vs
 from benchmarks.common import device_name
 from experiments.harness import data, execution, synthetic
+from experiments.harness.devices import synchronize
 from experiments.harness.execution import Execution
-from experiments.harness.runs import synchronize
 from experiments.problems import ddpm, vae
 from experiments.problems.diffusion import EMA, Diffusion
 

@@ -19,7 +19,7 @@ import argparse
 import torch
 
 from benchmarks.common import device_name
-from experiments.harness import runs
+from experiments.harness import devices
 from experiments.measurements import yardstick
 from experiments.problems import ddpm, flow, gan
 
@@ -47,10 +47,10 @@ def step_seconds(family: str, batch: int, steps: int, device: torch.device) -> f
         optimizer.step()
 
     step()
-    t0 = runs.clock(device)
+    t0 = devices.clock(device)
     for _ in range(steps):
         step()
-    return (runs.clock(device) - t0) / (steps * batch)
+    return (devices.clock(device) - t0) / (steps * batch)
 
 
 def main() -> None:
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
-    device = runs.pick_device(args.device)
+    device = devices.pick_device(args.device)
     print(f"device: {device_name(device)}; batch {args.batch}, {args.steps} timed steps each, fp32 eager")
     base = None
     print("| full preset | epochs | GFLOP / image (counted) | FLOPs vs DDPM | s / image (measured) | time vs DDPM |")

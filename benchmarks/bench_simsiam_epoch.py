@@ -28,8 +28,9 @@ import q3_misc
 import q3_solution
 from benchmarks.bench_augment import PILImages
 from experiments.harness import augment, execution, synthetic
+from experiments.harness.devices import synchronize
 from experiments.harness.execution import Execution, eager
-from experiments.harness.runs import environment, synchronize
+from experiments.harness.runs import environment
 from experiments.problems import simsiam
 
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
-from experiments.harness import runs
+from experiments.harness import loop
 from experiments.measurements import amortisation, bound
 from experiments.problems import ddpm, simsiam, vae
 
@@ -154,7 +154,7 @@ def ddpm_sampling_costs(cfg: ddpm.DDPMConfig) -> list[Cost]:
     """The U-Net forwards of a DDPM run outside training (image-steps x FLOPs per forward)."""
     unet = build("ddpm", cfg).eval()
     per_forward = forward_flops_per_image(lambda x: unet(x, torch.zeros(len(x), dtype=torch.long, device="meta")))
-    T, snapshots = cfg.timesteps, len(runs.snapshot_epochs(cfg.snapshot_every, cfg.epochs))
+    T, snapshots = cfg.timesteps, len(loop.snapshot_epochs(cfg.snapshot_every, cfg.epochs))
     forwards = {
         f"snapshots: {snapshots} x {cfg.n_samples} images x {T} steps": snapshots * cfg.n_samples * T,
         f"DDIM previews: {cfg.epochs // cfg.preview_every if cfg.preview_every else 0} x {cfg.n_samples} images "

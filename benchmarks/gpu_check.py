@@ -71,8 +71,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import cost  # noqa: E402  (the repository root is not on the path as a script)
 from benchmarks.common import device_name  # noqa: E402
 from experiments.harness import data, execution, synthetic  # noqa: E402
+from experiments.harness.devices import synchronize  # noqa: E402
 from experiments.harness.execution import Execution, eager  # noqa: E402
-from experiments.harness.runs import synchronize  # noqa: E402
 from experiments.problems import simsiam  # noqa: E402
 from experiments.problems.diffusion import Diffusion  # noqa: E402
 

@@ -13,9 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.harness import data, execution, runs
+from experiments.harness import config, data, execution
+from experiments.harness.files import CheckpointError, DiskFullError
 from experiments.harness.lock import RunLockedError
-from experiments.harness.runs import CheckpointError, DiskFullError, NonFiniteLossError
+from experiments.harness.loop import NonFiniteLossError
 from experiments.presentation import names
 from experiments.problems import ddpm, flow, gan, simsiam, vae
 
@@ -69,7 +70,7 @@ class Interrupted(KeyboardInterrupt):
 def run_problem(name: str, args: argparse.Namespace, out: Path | None, **variant) -> Path:
     """One run of problem `name`; `variant` holds problem-specific options (e.g. timesteps)."""
     module = PROBLEMS[name]
-    lr = {runs.lr_field(module.PRESETS[args.preset]): args.lr}
+    lr = {config.lr_field(module.PRESETS[args.preset]): args.lr}
     cfg = module.config_for(args.preset, seed=args.seed, epochs=args.epochs, data=args.data,
                             data_root=args.data_root, device=args.device, precision=args.precision,
                             compile=args.compile, **lr, **variant)
@@ -77,7 +78,7 @@ def run_problem(name: str, args: argparse.Namespace, out: Path | None, **variant
     try:
         run_dir = module.run(cfg, out, resume=args.resume)
     except NonFiniteLossError as e:
-        lower = getattr(cfg, runs.lr_field(cfg)) / 10
+        lower = getattr(cfg, config.lr_field(cfg)) / 10
         raise NonFiniteLossError(f"{e}\nTo resume with a 10x lower learning rate:\n  "
                                  f"{run_command(name, args, out, variant, lr=f'{lower:.3g}')}") from None
     except FileExistsError as e:

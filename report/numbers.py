@@ -219,7 +219,7 @@ def latent_numbers(values: dict[str, str], run_dir: Path) -> list[tuple[int, int
     """1.3(e): active latent dimensions (Burda et al. 2016: Var_x E[z_u|x] > 0.01) and, per class,
     the most class-specific dimensions (experiments.presentation.figures.class_specificity). Returns the rows
     (class, count, [(dim, score), ...]) of the peaks table."""
-    from experiments.harness.runs import load_artifact
+    from experiments.harness.files import load_artifact
     from experiments.presentation import figures
 
     profiles = load_artifact(run_dir, "latent_profiles.pt")

@@ -88,7 +88,7 @@ everything it runs is in `vae_solution.py` and `experiments/problems/vae.py`, an
 import torch
 from experiments.presentation import answers, figures
 from experiments.problems import vae
-from experiments.harness.runs import device_line
+from experiments.harness.devices import device_line
 
 PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
@@ -142,7 +142,7 @@ import json
 import torch
 from experiments.presentation import answers, figures
 from experiments.problems import ddpm
-from experiments.harness.runs import device_line
+from experiments.harness.devices import device_line
 
 PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")
@@ -205,7 +205,7 @@ the figures of questions 4 and 5. It holds no model code.
 import torch
 from experiments.presentation import answers, figures, names
 from experiments.problems import simsiam
-from experiments.harness.runs import device_line
+from experiments.harness.devices import device_line
 
 PRESET = os.environ.get("A3_PRESET", "full")
 DATA = os.environ.get("A3_DATA", "auto")

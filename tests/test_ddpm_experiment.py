@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from experiments import __main__ as cli
-from experiments.harness.runs import read_checkpoint, read_metrics
+from experiments.harness.files import read_checkpoint, read_metrics
 from experiments.presentation import figures
 from experiments.presentation.summaries import DDPMSummary
 from experiments.problems import ddpm

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from experiments import __main__ as cli
-from experiments.harness import execution, runs
+from experiments.harness import config, execution, runs
 from experiments.harness.execution import Compiled, Execution, choose_precision, eager, fastest
-from experiments.harness.runs import read_metrics
+from experiments.harness.files import read_metrics
 from experiments.problems import ddpm, vae
 from experiments.problems.diffusion import EMA, Diffusion
 from tests.test_precision import tiny_vae, without_timings
@@ -89,7 +89,7 @@ def test_the_cli_option_and_old_configs():
     assert (args.compile, args.precision) == ("none", "fp32")
     assert "--compile none" in cli.run_command("ddpm", args, Path("r"), {}, lr="1e-4")
     # a run begun with the boolean `compile` field (False) resumes under the new one
-    assert runs.same_config({"compile": False, "lr": 1e-4}, {"compile": "auto", "lr": 1e-4}) == {}
+    assert config.same_config({"compile": False, "lr": 1e-4}, {"compile": "auto", "lr": 1e-4}) == {}
     assert "eager (--compile auto compiles on CUDA only)" in eager().describe()
 
 

@@ -19,9 +19,9 @@ import torch
 
 import ddpm_solution
 from experiments import __main__ as cli
-from experiments.harness import runs
+from experiments.harness import files, runs
+from experiments.harness.files import DiskFullError, read_checkpoint, read_metrics
 from experiments.harness.precision import Precision
-from experiments.harness.runs import DiskFullError, read_checkpoint, read_metrics
 from experiments.presentation import names
 from experiments.problems import vae
 from experiments.problems.diffusion import Diffusion
@@ -209,7 +209,7 @@ def test_nan_weights_with_a_finite_loss_are_never_checkpointed(tmp_path, monkeyp
                                   str(tmp_path / "run"), "--data", "synthetic", "--data-root", str(tmp_path / "data"),
                                   "--device", "cpu", "--epochs", "3", "--lr", "0.0002", "--resume"])
     checkpoint = read_checkpoint(tmp_path / "run" / "checkpoint.pt")
-    assert checkpoint["epoch"] == 1 and not runs.non_finite(checkpoint["state"])
+    assert checkpoint["epoch"] == 1 and not files.non_finite(checkpoint["state"])
     assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1]
     monkeypatch.setattr(Precision, "step", real)
     assert cli.main(shlex.split(command)[3:]) == 0
@@ -266,7 +266,7 @@ def test_simsiam_epochs_message_does_not_talk_about_warm_up(tmp_path, capsys):
 # --------------------------------------------------------------------------- 6. a full disk
 
 def test_a_full_disk_during_a_checkpoint_keeps_the_last_one(tmp_path, monkeypatch, capsys):
-    real = runs.write_checkpoint
+    real = files.write_checkpoint
 
     def full_at_epoch_2(f, state):
         if state["epoch"] == 2:
@@ -301,7 +301,7 @@ def test_a_full_disk_during_an_artifact_keeps_the_old_one(tmp_path, monkeypatch)
 def test_a_full_disk_during_a_figure_keeps_the_old_figure(tmp_path):
     path = tmp_path / "figures" / "loss.png"
     fig = plt.figure()
-    runs.save_figure(fig, path)
+    files.save_figure(fig, path)
     before = path.read_bytes()
 
     def full(*args, **kwargs):
@@ -309,7 +309,7 @@ def test_a_full_disk_during_a_figure_keeps_the_old_figure(tmp_path):
 
     fig.savefig = full
     with pytest.raises(DiskFullError, match="the disk is full .* while writing .*loss.png"):
-        runs.save_figure(fig, path)
+        files.save_figure(fig, path)
     plt.close(fig)
     assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == ["loss.png"]
 

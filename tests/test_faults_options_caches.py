@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.harness import data, runs, synthetic
+from experiments.harness import data, loop, synthetic
 from experiments.presentation import names
 from experiments.problems import vae
 from report import build
@@ -29,7 +29,7 @@ from tests.test_faults import flip_bytes, refused, smoke_args, tiny
 CAPPED = """
 import resource, sys
 from experiments import __main__ as cli
-from experiments.harness import runs
+from experiments.harness import loop
 size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (size + 2 ** 31, resource.RLIM_INFINITY))
 """
@@ -51,12 +51,12 @@ def test_a_huge_epochs_is_refused_in_one_line_before_any_allocation(tmp_path):
 
 
 def test_snapshot_epochs_are_computed_lazily():
-    done = run_capped("import itertools; s = runs.snapshot_epochs(5, 10 ** 12); "
+    done = run_capped("import itertools; s = loop.snapshot_epochs(5, 10 ** 12); "
                       "print(len(s), 10 ** 12 in s, 10 ** 12 - 1 in s, list(itertools.islice(s, 3)))")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["200000000000", "True", "False", "[5,", "10,", "15]"]
     with pytest.raises(ValueError, match="snapshot_every must be an integer of at least 1"):
-        runs.snapshot_epochs(0, 10)
+        loop.snapshot_epochs(0, 10)
 
 
 # --------------------------------------------------------------------------- a finished run and --lr
@@ -139,7 +139,7 @@ def test_a_read_only_resume_folder_is_to_be_made_writable(tmp_path, capsys, monk
             raise PermissionError(errno.EACCES, "Permission denied")
         return real(*args, dir=dir, **kw)
 
-    monkeypatch.setattr(runs.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)  # the module harness.files writes through
     err = refused(capsys, [*smoke_args(tmp_path), "--resume"])
     assert f"--out {out} is not a writable folder (Permission denied); make it writable (chmod -R u+w {out})" in err
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from experiments.harness.runs import load_artifact, read_metrics
+from experiments.harness.files import load_artifact, read_metrics
 from experiments.presentation import summaries
 from experiments.problems import flow
 

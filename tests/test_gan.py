@@ -77,7 +77,7 @@ def test_the_ema_generator_is_the_one_sampled():
 def test_resumed_optimisers_take_the_new_learning_rate():
     model = gan.GAN(z_dim=8, width=8)
     optimisers = gan.Optimisers(model, 2e-4, 0.5)
-    for group in optimisers.param_groups:                       # what runs.fit does on a resume with --lr
+    for group in optimisers.param_groups:                       # what loop.fit does on a resume with --lr
         group["lr"] = 1e-5
     assert optimisers.d.param_groups[0]["lr"] == optimisers.g.param_groups[0]["lr"] == 1e-5
     restored = gan.Optimisers(model, 2e-4, 0.5)

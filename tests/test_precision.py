@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from experiments import __main__ as cli
+from experiments.harness.files import read_checkpoint, read_metrics
 from experiments.harness.precision import Precision
-from experiments.harness.runs import read_checkpoint, read_metrics
 from experiments.problems import ddpm, simsiam, vae
 
 TIMING_KEYS = {"train_seconds", "epoch_seconds", "wall_seconds", "images_per_s", "sample_seconds"}

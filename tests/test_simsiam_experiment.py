@@ -13,7 +13,8 @@ from torch import nn
 from experiments import __main__ as cli
 from experiments.harness import augment, data
 from experiments.harness.execution import eager
-from experiments.harness.runs import NonFiniteLossError, read_checkpoint, read_metrics
+from experiments.harness.files import read_checkpoint, read_metrics
+from experiments.harness.loop import NonFiniteLossError
 from experiments.measurements import monitors
 from experiments.presentation import figures, names
 from experiments.presentation.summaries import SimSiamSummary, spectra

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from experiments import __main__ as cli
-from experiments.harness.runs import NonFiniteLossError, read_checkpoint, read_metrics
+from experiments.harness.files import read_checkpoint, read_metrics
+from experiments.harness.loop import NonFiniteLossError
 from experiments.presentation import figures
 from experiments.presentation.summaries import VAESummary
 from experiments.problems import vae

@@ -43,7 +43,7 @@ from torchvision.datasets.utils import check_integrity
 from tqdm import tqdm
 
 from experiments.harness import synthetic
-from experiments.harness.runs import atomic_save, writable_folder
+from experiments.harness.files import atomic_save, writable_folder
 from experiments.harness.synthetic import synthetic_digits  # also reachable as data.synthetic_digits
 
 REAL_DATASETS = ("svhn", "cifar10")

@@ -10,7 +10,7 @@ A run folder holds
     figures/          PNGs, redrawn from the folder alone
     summary.json      final numbers (e.g. the test log-likelihood)
 
-`fit` drives the epoch loop. A checkpoint is written only after an epoch, its metrics line and
+`loop.fit` drives the epoch loop. A checkpoint is written only after an epoch, its metrics line and
 its artifacts are all on disk, so an interruption anywhere (Ctrl-C, a Colab disconnect,
 kill -9) loses at most the epoch in progress, and `--resume` redoes exactly that epoch from
 the same RNG state: on CPU with the same seed a resumed run ends with the same numbers as an
@@ -28,334 +28,52 @@ fix, and a refused run removes the --out folders it created.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import functools
-import hashlib
-import io
 import json
-import math
 import os
 import platform
-import random
-import shlex
-import stat
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from experiments.harness.execution import Execution, candidates, check_choices, choose_precision, compile_mode
+from experiments.harness import data
+from experiments.harness.config import RESUMABLE_CHANGES, same_config
+from experiments.harness.devices import pick_device
+from experiments.harness.execution import Execution, choose_precision, compile_mode
+from experiments.harness.files import (
+    CheckpointError,
+    atomic_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    created_folders,
+    disk_full,
+    is_disk_full,
+    read_checkpoint,
+    read_json,
+    read_metrics,
+    remove_if_empty,
+    remove_temp_files,
+    writable_folder,
+    write_checkpoint,
+)
 from experiments.harness.lock import RunLock
+from experiments.harness.rng import seed_everything
 from experiments.presentation import summaries
 
 CHECKPOINT = "checkpoint.pt"
+
+
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the checkpoint before the latest, a fallback when that is damaged
-CHECKPOINT_FORMAT = "experiments.runs/2"    # {"format", "sha256", "payload": torch.save bytes of the state}
-# Config fields a resumed run may change: how long to train, where, and the learning rate (to get past a
-# divergence), not what is trained. The precision, compilation and micro-batch follow the device a run resumes on.
-# Changes are recorded in provenance.json ("resume_changes").
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "data_root", "precision", "compile", "micro_batch", "lr",
-                               "base_lr"})
+
+
 # What a run writes; moved aside into previous-<timestamp>/ when a run starts afresh in a used folder.
 OUTPUTS = ("summary.json", "metrics.jsonl", "artifacts", "figures", "config.json", "provenance.json",
            PREVIOUS_CHECKPOINT)
-MAX_SEED = 2 ** 32 - 1  # numpy's limit
-# --epochs above this is refused: 100x the longest preset (SimSiam's 100; the SimSiam paper's CIFAR-10 runs
-# use 800), and few enough that what a run keeps per epoch (a metrics line, snapshot artifacts) stays small.
-MAX_EPOCHS = 10_000
-
-
-class NonFiniteLossError(RuntimeError):
-    """A training epoch produced a NaN/inf loss or weights; the last good checkpoint is kept."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is damaged: truncated, overwritten, or its checksum does not match."""
-
-
-class DiskFullError(OSError):
-    """The disk filled up during a write; the file keeps its previous content."""
-
-
-# --------------------------------------------------------------------------- atomic files
-
-def atomic_write_bytes(path: Path, write: Callable[[Any], None], *, keep: Path | None = None) -> None:
-    """Call write(file) on a temp file beside `path`, fsync it, then rename it over `path` (first
-    renaming the old `path` to `keep`, when given). A full disk raises DiskFullError naming `path`,
-    which keeps its old content."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep is not None and path.exists():
-            os.replace(path, keep)
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if is_disk_full(e):
-            raise disk_full(e, path) from None
-        raise
-
-
-def is_disk_full(error: BaseException) -> bool:
-    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def disk_full(error: BaseException, path: Path) -> DiskFullError:
-    return DiskFullError(f"the disk is full ({os.strerror(error.errno)}) while writing {path}; the file keeps its "
-                         "previous content and the run its last checkpoint: free some space, then rerun with --resume")
-
-
-def save_figure(fig: Any, path: str | Path, **savefig_kwargs) -> None:
-    """fig.savefig to `path` atomically (temp + rename), its format from the suffix: a kill or a full
-    disk never leaves a half-written PNG."""
-    path = Path(path)
-    atomic_write_bytes(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", **savefig_kwargs))
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    atomic_write_bytes(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_json(obj: Any, path: Path) -> None:
-    atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n"))
-
-
-def write_checkpoint(f: Any, state: dict) -> None:
-    """torch.save `state` as bytes, then those bytes with their sha256 (read_checkpoint verifies it)."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    payload = buffer.getvalue()
-    torch.save({"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, f)
-
-
-def read_checkpoint(path: str | Path, map_location: torch.device | str = "cpu") -> dict:
-    """The state write_checkpoint saved in `path`; CheckpointError (one line, no traceback) when the
-    file is truncated, not a checkpoint, or its checksum does not match."""
-    try:
-        outer = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a damaged zip or pickle raises anything
-        reason = (str(e).splitlines() or [""])[0][:120]
-        raise CheckpointError(f"{path} is damaged: not a readable checkpoint ({type(e).__name__}: {reason})") from None
-    if isinstance(outer, dict) and "epoch" in outer and "state" in outer:
-        return outer  # written before checksums (format 1): loaded unverified
-    if not isinstance(outer, dict) or outer.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a checkpoint of this package (no {CHECKPOINT_FORMAT!r} header)")
-    if hashlib.sha256(outer["payload"]).hexdigest() != outer["sha256"]:
-        raise CheckpointError(f"{path} is damaged: its checksum does not match its content")
-    return torch.load(io.BytesIO(outer["payload"]), map_location=map_location, weights_only=False)
-
-
-def non_finite(state: Any, prefix: str = "") -> list[str]:
-    """Names of the floating-point tensors in a (nested) state dict holding a NaN or inf."""
-    if isinstance(state, torch.Tensor):
-        return [prefix] if state.is_floating_point() and not bool(torch.isfinite(state).all()) else []
-    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, list | tuple) else []
-    return [name for k, v in items for name in non_finite(v, f"{prefix}.{k}" if prefix else str(k))]
-
-
-def writable_folder(folder: str | Path, what: str) -> Path:
-    """`folder`, created if needed, after checking that a file can be written in it (ValueError otherwise,
-    with the fix: a folder that exists but is read-only is to be made writable, which keeps what it holds)."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{what} {folder} is not a folder but a {file_kind(folder)}; give a folder "
-                         "(an existing one, or one to create)")
-    existed = folder.is_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        fix = (f"make it writable (chmod -R u+w {shlex.quote(str(folder))}) or choose another"
-               if existed and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "choose another")
-        raise ValueError(f"{what} {folder} is not a writable folder ({e.strerror or e}); {fix}") from None
-    return folder
-
-
-def file_kind(path: Path) -> str:
-    """What a path that is not a folder is ('file', 'character device', ...), for messages."""
-    mode = path.stat().st_mode
-    return ("character device" if stat.S_ISCHR(mode) else "block device" if stat.S_ISBLK(mode) else
-            "named pipe" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "file")
-
-
-def created_folders(folder: Path) -> list[Path]:
-    """`folder` and those of its parents that do not exist yet, deepest first (what mkdir(parents=True) makes)."""
-    missing = []
-    for p in [folder, *folder.parents]:
-        if p.exists():
-            break
-        missing.append(p)
-    return missing
-
-
-def remove_if_empty(folders: list[Path]) -> None:
-    """Remove each folder of `folders` (deepest first) that is empty: what a refused run created and left unused."""
-    for p in folders:
-        try:
-            p.rmdir()
-        except OSError:  # not empty (or gone): keep it and its parents
-            return
-
-
-def file_mode() -> int:
-    """The permissions a new file gets from the user's umask (0o666 & ~umask), as open() gives them; mkstemp's
-    temp files are 0o600, which would hide a run folder from a partner or TA it is shared with."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-# --------------------------------------------------------------------------- devices and RNG
-
-def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when present, else Apple MPS, else CPU; anything else is passed to torch.device."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} was asked for but CUDA is not available here; use --device cpu or auto")
-    return device
-
-
-def device_line(device: str = "auto") -> str:
-    """What a notebook prints after its configuration: the device a run will use and how it picks its precision."""
-    picked = pick_device(device)
-    if picked.type != "cuda":
-        return f"device: {picked} | precision: fp32 (experiments.harness.execution; override with precision=...)"
-    return (f"device: {torch.cuda.get_device_name(picked)} | precision: the fastest of "
-            f"{', '.join(candidates(picked))}, measured at the start of each run (experiments.harness.execution; "
-            "override with precision=...)")
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued kernels, so wall-clock timings measure the work itself."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def clock(device: torch.device) -> float:
-    """time.perf_counter() once the device's queued work has finished: differences time the work itself."""
-    synchronize(device)
-    return time.perf_counter()
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def stream_seed(seed: int, name: str) -> int:
-    """The seed of the run's random stream `name`: 63 bits of sha256("<seed>/<name>"), stable across
-    processes and versions (Python's hash() is salted per process). Distinct names give unrelated
-    streams, so adding a stream never shifts another (the trouble with seed + k offsets)."""
-    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def stream(seed: int, name: str, device: torch.device | str = "cpu") -> torch.Generator:
-    """A torch.Generator on `device` for one purpose of a run (e.g. "shuffle", "final-samples"),
-    seeded with stream_seed(seed, name): the same name gives the same draws, another name others."""
-    return torch.Generator(device).manual_seed(stream_seed(seed, name))
-
-
-def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    """Every RNG a run draws from: python, numpy, torch CPU and CUDA, and the run's own generators."""
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "generators": {name: g.get_state() for name, g in generators.items()},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    for name, g in generators.items():
-        g.set_state(state["generators"][name])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# --------------------------------------------------------------------------- configs
-
-@dataclasses.dataclass
-class RunConfig:
-    """The fields every experiment's config starts with (VAEConfig, DDPMConfig, SimSiamConfig add theirs)."""
-    preset: str = "full"
-    data: str = "auto"             # auto | the real dataset (svhn, cifar10) | synthetic (see experiments.harness.data)
-    data_root: str = "data"
-    seed: int = 0
-    device: str = "auto"
-
-
-def checked_overrides(presets: dict[str, Any], preset: str, overrides: dict[str, Any], problem: str) -> dict:
-    """The options a user set (None: not set), after checking that `preset` exists and that each
-    option is a field of the problem's config dataclass."""
-    if preset not in presets:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(presets)}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(presets[preset])}
-    if unknown:
-        raise ValueError(f"option(s) {sorted(unknown)} do not apply to the {problem} experiment")
-    return overrides
-
-
-MAX_TIMESTEPS = 10_000
-
-
-def lr_field(cfg: Any) -> str:
-    """The config field --lr sets: base_lr (SimSiam, scaled by the batch size) or lr."""
-    return "base_lr" if hasattr(cfg, "base_lr") else "lr"
-
-
-def check_config(cfg: Any) -> None:
-    """Refuse values no run can use, before any work: the seed first, then epochs, device and learning rate."""
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed <= MAX_SEED:
-        raise ValueError(f"--seed must be an integer in [0, {MAX_SEED}], got {cfg.seed!r}")
-    if isinstance(cfg.epochs, bool) or not isinstance(cfg.epochs, int) or not 1 <= cfg.epochs <= MAX_EPOCHS:
-        raise ValueError(f"--epochs must be an integer in [1, {MAX_EPOCHS:,}] (the presets train 2 to 100 epochs), "
-                         f"got {cfg.epochs!r}")
-    if cfg.device != "auto":
-        try:
-            torch.device(cfg.device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"--device {cfg.device!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
-    check_choices(cfg.precision, cfg.compile)
-    lr = getattr(cfg, lr_field(cfg))
-    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"--lr must be a positive number, got {lr!r}")
-
-
-def same_config(old: dict, new: dict) -> dict:
-    """The fields, outside RESUMABLE_CHANGES, whose values differ: {name: (old, new)}. Only fields both configs
-    have count: one the code gained after the run started (a `git pull` between two sessions, e.g. a new final
-    measurement's settings) takes its current value, and one it dropped no longer means anything."""
-    old, new = json.loads(json.dumps(old)), json.loads(json.dumps(new))  # as in config.json: tuples become lists
-    return {k: (old[k], new[k]) for k in sorted(set(old) & set(new))
-            if k not in RESUMABLE_CHANGES and old[k] != new[k]}
 
 
 def locked(run_function: Callable[..., Path]) -> Callable[..., Path]:
@@ -373,8 +91,6 @@ def locked(run_function: Callable[..., Path]) -> Callable[..., Path]:
             raise
     return run
 
-
-# --------------------------------------------------------------------------- the run folder
 
 class Run:
     """A run folder (see the module docstring), opened by a process that holds its lock (`locked`).
@@ -543,52 +259,6 @@ class Run:
         return summary.epochs == self.config.epochs
 
 
-def remove_temp_files(directory: Path) -> None:
-    """Delete the temp files (.<name>.*.tmp) a kill during an atomic write leaves behind."""
-    if directory.is_dir():
-        for p in directory.rglob(".*.tmp"):
-            p.unlink(missing_ok=True)
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The records of metrics.jsonl; a half-written last line (a crash mid-write) is dropped with a warning,
-    any other line that is not JSON raises ValueError naming the file and line."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if number < len(lines):
-                raise ValueError(f"{path}, line {number}, is not valid JSON ({e}); delete that line or the run "
-                                 "folder") from None
-            print(f"warning: dropped the half-written last line {number} of {path}", file=sys.stderr)
-    return records
-
-
-def read_json(run_dir: str | Path, name: str) -> dict:
-    path = Path(run_dir) / name
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: is {run_dir} a finished run folder?")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); delete it (it is rewritten by a rerun with --resume)"
-                         ) from None
-
-
-def load_artifact(run_dir: str | Path, name: str) -> Any:
-    path = Path(run_dir) / "artifacts" / name
-    if not path.exists():
-        raise FileNotFoundError(f"artifact {path} is missing: rerun the experiment with --resume to produce it")
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 def environment(execution: Execution) -> dict[str, Any]:
     """What ran the experiment, for provenance: the device, how steps ran there (experiments.harness.execution: the
     precision and how it was chosen, TF32, layout, compilation), versions."""
@@ -598,14 +268,12 @@ def environment(execution: Execution) -> dict[str, Any]:
             "python": sys.version.split()[0], "host": platform.node(), "cpu_count": str(os.cpu_count())}
 
 
-# --------------------------------------------------------------------------- the run skeleton
-
 class Setup(NamedTuple):
     """What every experiment starts from: its run folder, how its steps execute, and its data."""
     run: Run
     execution: Execution
-    train: Any                     # experiments.harness.data.ImageSet
-    test: Any
+    train: data.ImageSet
+    test: data.ImageSet
 
 
 def start(cfg: Any, out: str | Path, real_dataset: str, *, resume: bool = False,
@@ -616,7 +284,6 @@ def start(cfg: Any, out: str | Path, real_dataset: str, *, resume: bool = False,
     device, precision, layout, compilation; trial and clock as in execution.choose_precision, compiles as
     in execution.compile_mode), write provenance.json (the data's provenance and the environment) and seed the
     global RNGs with cfg.seed."""
-    from experiments.harness import data  # here: experiments.harness.data imports this module
     train, test, provenance = data.load_train_test(cfg, real_dataset)
     device = pick_device(cfg.device)
     run = Run(out, cfg, resume=resume)
@@ -641,130 +308,3 @@ def _recorded_changes(run: Run) -> list[dict]:
         tqdm.write(f"resuming {run.dir} after epoch {run.epoch} with changes: {listing} (in provenance.json)")
         changes = [*changes, {"after_epoch": run.epoch, "changes": run.changes}]
     return changes
-
-
-@dataclasses.dataclass(frozen=True)
-class SnapshotEpochs:
-    """Every `every`-th epoch of 1..epochs, and the last: a lazy sequence (`in`, len, iteration), so that no
-    value of --epochs makes a run allocate in proportion to it."""
-    every: int
-    epochs: int
-
-    def __contains__(self, epoch: object) -> bool:
-        in_range = isinstance(epoch, int) and 1 <= epoch <= self.epochs
-        return in_range and (epoch % self.every == 0 or epoch == self.epochs)
-
-    def __len__(self) -> int:
-        return self.epochs // self.every + (self.epochs % self.every != 0)
-
-    def __iter__(self) -> Iterator[int]:
-        yield from range(self.every, self.epochs + 1, self.every)
-        if self.epochs % self.every:
-            yield self.epochs
-
-
-def snapshot_epochs(every: int, epochs: int) -> SnapshotEpochs:
-    """Every `every`-th epoch (every >= 1), and the last, in increasing order, computed lazily."""
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"snapshot_every must be an integer of at least 1, got {every!r}")
-    return SnapshotEpochs(every, epochs)
-
-
-def progress(batches: Iterable[torch.Tensor], total: int, epoch: int) -> tqdm:
-    """The bar of one training epoch over `total` batches; `show_rate` updates its postfix."""
-    return tqdm(batches, total=total, desc=f"epoch {epoch}", leave=False, unit="batch")
-
-
-def show_rate(bar: tqdm, step: int, loss_sum: torch.Tensor, batch_size: int, t0: float, every: int = 50) -> None:
-    """After `step` steps (1-based) of an epoch begun at t0: every `every` steps only (a host sync),
-    the running mean loss (loss_sum / step) and the images per second in the bar's postfix."""
-    if step % every == 0:
-        rate = step * batch_size / (time.perf_counter() - t0)
-        bar.set_postfix(loss=f"{loss_sum.item() / step:.4g}", img_s=f"{rate:.0f}")
-
-
-# --------------------------------------------------------------------------- the epoch loop
-
-def projection(epoch_seconds: float, epochs: int, done: int, device: torch.device) -> str:
-    """The projected training time of the whole run, and what is left of it, from one epoch's time
-    (its training and per-epoch evaluation) on `device`; `done` epochs are finished."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-    return (f"projected: {epochs} epochs x {epoch_seconds:.0f} s = {duration(epochs * epoch_seconds)} of training "
-            f"on {name}, {duration((epochs - done) * epoch_seconds)} of it still to go, then the final evaluation")
-
-
-def duration(seconds: float) -> str:
-    """'1 h 05 min', '12 min 30 s' or '42 s'."""
-    seconds = round(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
-
-
-def fit(run: Run, *, epochs: int, device: torch.device, state: dict[str, Any],
-        generators: dict[str, torch.Generator], train_epoch: Callable[[int], dict],
-        after_epoch: Callable[[int], dict], desc: str, lr: float | None = None) -> list[dict]:
-    """Train epochs (last checkpointed epoch + 1) .. `epochs`, checkpointing after each.
-
-    state: named objects with state_dict/load_state_dict (model, optimizer, EMA, ...), saved whole.
-    train_epoch(epoch) -> {"loss": ..., "images": n, other means}; after_epoch(epoch) -> extra
-    metrics (evaluation, snapshots). lr: the optimizer's learning rate, set after loading a checkpoint
-    (a resume may change it). Returns all metrics records of the run.
-    """
-    start = resume_state(run, state, generators, lr)
-    wall = run.history[-1]["wall_seconds"] if run.history else 0.0
-    bar = tqdm(range(start + 1, epochs + 1), desc=desc, initial=start, total=epochs, unit="epoch")
-    for epoch in bar:
-        synchronize(device)
-        t0 = time.perf_counter()
-        stats = train_epoch(epoch)
-        synchronize(device)
-        train_seconds = time.perf_counter() - t0
-        check_finite(run, epoch, stats["loss"], state)
-        extra = after_epoch(epoch)
-        synchronize(device)
-        epoch_seconds = time.perf_counter() - t0
-        wall += epoch_seconds
-        images = stats.pop("images")
-        record = {"epoch": epoch, **stats, **extra, "train_seconds": train_seconds,
-                  "epoch_seconds": epoch_seconds, "wall_seconds": wall,
-                  "images_per_s": images / train_seconds}
-        run.log(record)
-        if epoch == start + 1:
-            tqdm.write(projection(epoch_seconds, epochs, epoch, device))
-        bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_s']:.0f}")
-        run.save_checkpoint({"epoch": epoch, "state": {n: o.state_dict() for n, o in state.items()},
-                             "rng": rng_state(generators), "config": dataclasses.asdict(run.config),
-                             "metrics": list(run.history), "artifacts": run.artifact_names()})
-    return run.metrics()
-
-
-def resume_state(run: Run, state: dict[str, Any], generators: dict[str, torch.Generator],
-                 lr: float | None) -> int:
-    """Load the run's checkpoint into `state` and the RNGs, make metrics.jsonl match it; the epoch it ended."""
-    checkpoint = run.load_checkpoint()
-    if checkpoint is not None:
-        for name, obj in state.items():
-            obj.load_state_dict(checkpoint["state"][name])
-        set_rng_state(checkpoint["rng"], generators)
-        if lr is not None and "optimizer" in state:
-            for group in state["optimizer"].param_groups:
-                group["lr"] = lr
-        tqdm.write(f"resuming {run.dir} after epoch {run.epoch}")
-    run.restore_metrics()  # drops lines of an epoch that never reached its checkpoint
-    return run.epoch
-
-
-def check_finite(run: Run, epoch: int, loss: float, state: dict[str, Any]) -> None:
-    """Raise NonFiniteLossError when the epoch's loss, or any weight or optimizer state, is NaN or inf:
-    such a state is never checkpointed, the last good checkpoint is kept."""
-    bad = [] if math.isfinite(loss) else [f"the training loss is {loss}"]
-    names = non_finite({n: o.state_dict() for n, o in state.items()})
-    if names:
-        bad.append(f"{len(names)} tensors are not finite ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")
-    if bad:
-        kept = f"{run.checkpoint_path} (epoch {run.epoch}) is kept" if run.epoch else "no checkpoint exists yet"
-        field = lr_field(run.config)
-        raise NonFiniteLossError(f"epoch {epoch}: {' and '.join(bad)}; stopped, {kept}. Resume with a lower "
-                                 f"learning rate (--lr, now {field} = {getattr(run.config, field)}), "
-                                 "or inspect the data.")

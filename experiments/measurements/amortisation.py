@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from experiments.harness import data, runs
+from experiments.harness import data, devices, rng, runs
 from experiments.measurements.decoder_variance import bits_per_dim_8bit
 from experiments.presentation import names
 from experiments.presentation.summaries import AmortisationGaps, Estimate
@@ -96,7 +96,7 @@ def optimise_per_point(model, x: torch.Tensor, *, generator: torch.Generator, st
     less than `tol` nats over the last `patience` evaluations. The model's weights get no gradient.
     """
     _check_eval(model)
-    start = runs.clock(x.device)
+    start = devices.clock(x.device)
     with torch.no_grad():
         q = model.encode(x)
     mu = q.mean.detach().clone().requires_grad_()                    # (N, z_dim)
@@ -127,7 +127,7 @@ def optimise_per_point(model, x: torch.Tensor, *, generator: torch.Generator, st
         if converged:
             break
     bar.close()
-    return PerPoint(amortised, best, best_mu, best_logvar, step, runs.clock(x.device) - start, converged)
+    return PerPoint(amortised, best, best_mu, best_logvar, step, devices.clock(x.device) - start, converged)
 
 
 def log_likelihood(model, x: torch.Tensor, K: int, generator: torch.Generator) -> torch.Tensor:
@@ -196,10 +196,10 @@ def gaps(model, x: torch.Tensor, *, generator: torch.Generator, K: int = 100, ll
     against the per-point optimisation (Q1.4b). `per_point` goes to `optimise_per_point`.
     """
     _check_eval(model)
-    start = runs.clock(x.device)
+    start = devices.clock(x.device)
     with torch.no_grad():
         q = model.encode(x)                                          # the amortised approach: one pass
-    seconds_amortised = runs.clock(x.device) - start
+    seconds_amortised = devices.clock(x.device) - start
     fit = optimise_per_point(model, x, generator=generator, **per_point)
     per_image = evaluate(model, x, q, fit, generator=generator, K=K, ll_repeats=ll_repeats, test_S=test_S)
     N = x.shape[0]
@@ -268,15 +268,15 @@ def measure(run_: runs.Run, cfg, model, test: data.ImageSet, device: torch.devic
     cfg.gap_size test images (drawn by the stream names.MEASURED_IMAGES, as the DDPM's bound), the per-image
     values saved as artifacts/amortisation.pt (figures.amortisation_gaps), the batch means returned for the
     summary. Callable under torch.no_grad(): the per-point optimisation enables its own gradients."""
-    images = test.subset(cfg.gap_size, runs.stream_seed(cfg.seed, names.MEASURED_IMAGES)).images
+    images = test.subset(cfg.gap_size, rng.stream_seed(cfg.seed, names.MEASURED_IMAGES)).images
     x = data.to_float(images).to(device)                             # (N, 3, 32, 32) in [-1, 1]
-    start = runs.clock(device)
+    start = devices.clock(device)
     with torch.enable_grad():
-        result = gaps(model, x, generator=runs.stream(cfg.seed, "amortisation", device), K=cfg.ll_K,
+        result = gaps(model, x, generator=rng.stream(cfg.seed, "amortisation", device), K=cfg.ll_K,
                       test_S=cfg.gap_test_draws, steps=cfg.gap_steps, lr=cfg.gap_lr, S=cfg.gap_draws,
                       eval_S=cfg.gap_eval_draws, eval_every=cfg.gap_eval_every, tol=cfg.gap_tol,
                       patience=cfg.gap_patience)
-    seconds = runs.clock(device) - start
+    seconds = devices.clock(device) - start
     per_image, s = result["per_image"], result["summary"]
     run_.save_artifact("amortisation.pt", per_image)
     dims = x[0].numel()

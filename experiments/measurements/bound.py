@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from experiments.harness import data, runs
+from experiments.harness import data, devices, rng, runs
 from experiments.presentation import names
 from experiments.presentation.summaries import Estimate, VariationalBound
 from experiments.problems.diffusion import Diffusion, noise
@@ -226,15 +226,15 @@ def measure(run_: runs.Run, cfg, diffusion: Diffusion, eps_model, test: data.Ima
     `variational_bound` on cfg.bound_size test images (drawn by the stream names.MEASURED_IMAGES, as the VAE's
     gaps), with the discretised decoder and sigma_t^2 = beta~_t (as the run samples); the per-step terms saved
     as artifacts/bound.pt (figures.bound_terms), the batch means returned for the summary."""
-    images = test.subset(cfg.bound_size, runs.stream_seed(cfg.seed, names.MEASURED_IMAGES)).images
+    images = test.subset(cfg.bound_size, rng.stream_seed(cfg.seed, names.MEASURED_IMAGES)).images
     x0 = data.to_float(images).to(device)                               # (N, 3, 32, 32) in [-1, 1]
     was_training = eps_model.training
     eps_model.eval()
-    start = runs.clock(device)
-    bound = variational_bound(diffusion, eps_model, x0, generator=runs.stream(cfg.seed, "bound", device),
+    start = devices.clock(device)
+    bound = variational_bound(diffusion, eps_model, x0, generator=rng.stream(cfg.seed, "bound", device),
                               n_strata=cfg.bound_strata, draws_per_stratum=cfg.bound_draws,
                               exact_steps=cfg.bound_exact_steps)
-    seconds = runs.clock(device) - start
+    seconds = devices.clock(device) - start
     eps_model.train(was_training)
     s = bound.summary()
     run_.save_artifact("bound.pt", {"t": bound.t, "L_t": bound.L_t, "weight": bound.weight})  # (M,) each

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.harness import runs
+from experiments.harness import rng
 from experiments.harness.data import to_float
 from experiments.measurements import classifier
 from experiments.measurements.classifier import DigitClassifier, frechet_distance
@@ -290,9 +290,9 @@ def for_run(run_, test, fake_uint8: torch.Tensor, digits_classifier: DigitClassi
     (N, 3, 32, 32) and p1 as many test images (the ImageSet `test`, a subset drawn from the stream
     "discriminator-images" of the run's `seed`); saves the figure's data as the artifact ARTIFACT.
     Trains with gradients on even when called under torch.no_grad() (a run's final evaluation)."""
-    real = test.subset(len(fake_uint8), runs.stream_seed(seed, "discriminator-images")).images
+    real = test.subset(len(fake_uint8), rng.stream_seed(seed, "discriminator-images")).images
     with torch.enable_grad():
         result, data = measure(real, fake_uint8, digits_classifier, device=device, epochs=epochs,
-                               seed=runs.stream_seed(seed, "discriminator"))
+                               seed=rng.stream_seed(seed, "discriminator"))
     run_.save_artifact(ARTIFACT, data)
     return result

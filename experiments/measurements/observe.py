@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from experiments.harness import data, runs
+from experiments.harness import data, files, rng, runs
 from experiments.measurements import classifier as digit_classifier
 from experiments.presentation.summaries import (
     DigitPatterns,
@@ -137,7 +137,7 @@ def observations(classifier: torch.nn.Module, samples: torch.Tensor, reference: 
 
 def reference_images(test: data.ImageSet, n: int, seed: int) -> torch.Tensor:
     """n test images (all when fewer), the same for a VAE and a DDPM run of the same seed and test set."""
-    return test.subset(n, runs.stream_seed(seed, "observe-reference")).images
+    return test.subset(n, rng.stream_seed(seed, "observe-reference")).images
 
 
 @torch.no_grad()
@@ -145,14 +145,14 @@ def vae(run_: runs.Run, cfg, model: torch.nn.Module, classifier: torch.nn.Module
         device: torch.device) -> Observations:
     """A VAE run's observations: its final samples and interpolation strips (read back from its artifacts),
     and the reconstructions mu_theta(mu_phi(x)) of the reference test images, as the snapshots draw them."""
-    samples = runs.load_artifact(run_.dir, "final_samples.pt")
+    samples = files.load_artifact(run_.dir, "final_samples.pt")
     reference = reference_images(test, len(samples), cfg.seed)
     model.eval()
     recon = torch.cat([data.to_uint8(model.decode(model.encode(x).mode()).mode().cpu())
                        for x in (data.to_float(reference[i:i + cfg.eval_batch_size]).to(device)
                                  for i in range(0, len(reference), cfg.eval_batch_size))])
     return observations(classifier, samples, reference, device, reconstructions=(reference, recon),
-                        strips=runs.load_artifact(run_.dir, "interpolations.pt"))
+                        strips=files.load_artifact(run_.dir, "interpolations.pt"))
 
 
 @torch.no_grad()
@@ -160,8 +160,8 @@ def ddpm(run_: runs.Run, cfg, classifier: torch.nn.Module, test: data.ImageSet,
          device: torch.device) -> Observations:
     """A DDPM run's observations: its final samples, and the reconstructions of the study of 2.2(c) from its
     smallest noise step t' (read back from reconstructions.pt) against their originals."""
-    samples = runs.load_artifact(run_.dir, "final_samples.pt")
-    study = runs.load_artifact(run_.dir, "reconstructions.pt")
+    samples = files.load_artifact(run_.dir, "final_samples.pt")
+    study = files.load_artifact(run_.dir, "reconstructions.pt")
     return observations(classifier, samples, reference_images(test, len(samples), cfg.seed), device,
                         reconstructions=(study["original"], study["reconstructions"][0]),
                         reconstruction_t=study["levels"][0])

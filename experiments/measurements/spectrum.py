@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.func import jacrev
 
-from experiments.harness import runs
+from experiments.harness import files
 from experiments.presentation.summaries import SPECTRUM_FOLDER, Alignment, SpectrumResult
 
 # --------------------------------------------------------------------------- spectrum of F
@@ -225,4 +225,4 @@ def for_run(run_, model: nn.Module, images: torch.Tensor, *, epoch: int, every: 
     if epoch % every and epoch != epochs:
         return
     result = measure(model, images, epoch=epoch)
-    runs.atomic_write_json(result.to_dict(), run_.artifacts / SPECTRUM_FOLDER / f"epoch_{epoch:03d}.json")
+    files.atomic_write_json(result.to_dict(), run_.artifacts / SPECTRUM_FOLDER / f"epoch_{epoch:03d}.json")

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from experiments.harness import runs
+from experiments.harness import devices, files
 from experiments.harness.data import to_float
 from experiments.measurements.classifier import DigitClassifier, frechet_distance
 from experiments.measurements.monitors import extract_features
@@ -125,9 +125,9 @@ def measure(samples_uint8: torch.Tensor, reference_uint8: torch.Tensor, digits: 
     precision, recall = precision_recall(real, fake, k)
     if warmup:
         sample64()
-    t0 = runs.clock(torch.device(device))
+    t0 = devices.clock(torch.device(device))
     sample64()
-    seconds = runs.clock(torch.device(device)) - t0
+    seconds = devices.clock(torch.device(device)) - t0
     return {"fid": frechet_distance(fake, real), "precision": precision, "recall": recall, "yardstick_k": k,
             "yardstick_size": n, "sample_seconds_64": seconds, "parameters": parameters(models),
             "train_flops_per_image": flops_per_image}
@@ -141,7 +141,7 @@ def sample_grids(run_dirs: dict[str, Path | None], out: str | Path) -> Path:
     under its panel, nothing written inside the images. A family without a run gets an empty panel."""
     from experiments.presentation import figures  # matplotlib: only when drawing
 
-    images = {f: runs.load_artifact(d, "final_samples.pt") for f, d in run_dirs.items() if d is not None}
+    images = {f: files.load_artifact(d, "final_samples.pt") for f, d in run_dirs.items() if d is not None}
     if not images:
         raise FileNotFoundError("no run folder with final samples to draw")
     side = min(8, math.isqrt(min(len(x) for x in images.values())))
@@ -189,11 +189,11 @@ def fid_against_bits(points: dict[str, tuple[float | None, float | None]], out: 
 
 
 def _save(fig, path: Path) -> Path:
-    """Write a figure atomically (runs.save_figure), at experiments.presentation.figures' resolution, and close it."""
+    """Write a figure atomically (files.save_figure), at experiments.presentation.figures' resolution, and close it."""
     from experiments.presentation import figures
 
     try:
-        runs.save_figure(fig, path, dpi=110, bbox_inches="tight")
+        files.save_figure(fig, path, dpi=110, bbox_inches="tight")
     finally:
         figures.plt.close(fig)
     return path

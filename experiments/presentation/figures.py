@@ -17,7 +17,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
-from experiments.harness.runs import load_artifact, read_json, read_metrics, save_figure
+from experiments.harness.files import load_artifact, read_json, read_metrics, save_figure
 from experiments.measurements import amortisation
 from experiments.measurements.discriminator import ARTIFACT as DRS_ARTIFACT
 from experiments.measurements.discriminator import jsd_estimate

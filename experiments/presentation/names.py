@@ -205,7 +205,7 @@ def command(problem: str, preset: str | None, *, timesteps: int | None = None, a
 
 # --------------------------------------------------------------------------- Part III: the theory measured
 
-# The random stream (experiments.harness.runs.stream_seed) that picks the test images the theory is measured on, one
+# The random stream (experiments.harness.rng.stream_seed) that picks the test images the theory is measured on, one
 # name for the VAE's gaps (experiments.measurements.amortisation) and the DDPM's bound
 # (experiments.measurements.bound): runs with the same
 # seed, test set and number of images measure the same images.

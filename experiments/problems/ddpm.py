@@ -20,9 +20,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import ddpm_solution
-from experiments.harness import data, runs
+from experiments.harness import config, data, devices, loop, rng, runs
+from experiments.harness.config import checked_overrides
 from experiments.harness.execution import Execution, Timings
-from experiments.harness.runs import Run, checked_overrides, read_json
+from experiments.harness.files import read_json
+from experiments.harness.runs import Run
 from experiments.measurements import bound, classifier, discriminator, monitors, observe, yardstick
 from experiments.presentation import figures, names
 from experiments.presentation.summaries import DDPMSummary, LevelAccuracy, ProbeResult
@@ -30,7 +32,7 @@ from experiments.problems.diffusion import EMA, Diffusion, noise
 
 
 @dataclass
-class DDPMConfig(runs.RunConfig):
+class DDPMConfig(config.RunConfig):
     # Assignment hyperparameters.
     epochs: int = 20               # 20 x 1144 Adam steps; see README "Problem 2"
     batch_size: int = 64
@@ -73,12 +75,12 @@ class DDPMConfig(runs.RunConfig):
     bound_draws: int = 4           # ... with this many draws of t (and of x_t) in each
 
     def __post_init__(self) -> None:
-        runs.check_config(self)
+        config.check_config(self)
         # The schedule is 8 float32 tensors of length T (cheap); sampling is T U-Net passes, about 10x the
         # assignment's T = 1000 at the bound.
         if isinstance(self.timesteps, bool) or not isinstance(self.timesteps, int) \
-                or not 1 <= self.timesteps <= runs.MAX_TIMESTEPS:
-            raise ValueError(f"--timesteps must be an integer T in [1, {runs.MAX_TIMESTEPS:,}] (sampling takes T "
+                or not 1 <= self.timesteps <= config.MAX_TIMESTEPS:
+            raise ValueError(f"--timesteps must be an integer T in [1, {config.MAX_TIMESTEPS:,}] (sampling takes T "
                              f"U-Net passes; the assignment uses 1000), got {self.timesteps!r}")
 
 
@@ -131,7 +133,7 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ema = EMA(model, cfg.ema_decay)
     step = ex.compiled(training_step(model, optimizer, ema, diffusion, ex), "DDPM training step")
-    shuffle = runs.stream(cfg.seed, "shuffle")
+    shuffle = rng.stream(cfg.seed, "shuffle")
     train_images = train.images.to(device)
     eval_set = fixed_eval_set(test, diffusion, cfg, device)
 
@@ -140,12 +142,12 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
         total = torch.zeros((), device=device)
         # drop_last: every step has the same shapes, so a compiled step never recompiles
         batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
-        bar, t0 = runs.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
+        bar, t0 = loop.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
         for i, idx in enumerate(bar, 1):
             x = ex.layout(data.to_float(train_images[idx.to(device)]))  # (B, 3, 32, 32)
             t, eps = diffusion.draw(x)
             total += step(x, t, eps, ema.next_weight())
-            runs.show_rate(bar, i, total, cfg.batch_size, t0)
+            loop.show_rate(bar, i, total, cfg.batch_size, t0)
         return {"loss": total.item() / i, "images": i * cfg.batch_size}
 
     def after_epoch(epoch: int) -> dict:
@@ -153,7 +155,7 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
                 "test_loss_ema": eval_loss(ema.model, eval_set, ex),
                 **snapshots(run_, cfg, epoch, diffusion, ema.model, ex)}
 
-    runs.fit(run_, epochs=cfg.epochs, device=device, generators={"shuffle": shuffle}, train_epoch=train_epoch,
+    loop.fit(run_, epochs=cfg.epochs, device=device, generators={"shuffle": shuffle}, train_epoch=train_epoch,
              state={"model": model, "optimizer": optimizer, "ema": ema, "precision": ex},
              after_epoch=after_epoch, desc=f"DDPM T={cfg.timesteps}", lr=cfg.lr)
     if not run_.finished():
@@ -203,15 +205,15 @@ def snapshots(run_: Run, cfg: DDPMConfig, epoch: int, diffusion: Diffusion, ema_
     every `preview_every` epochs, ancestral samples (2.2b) and their sampling time at the snapshot epochs."""
     shape, record = (cfg.n_samples, 3, 32, 32), {}
     if cfg.preview_every and epoch % cfg.preview_every == 0:
-        x_T = noise(shape, runs.stream(cfg.seed, "snapshot-noise", ex.device))
+        x_T = noise(shape, rng.stream(cfg.seed, "snapshot-noise", ex.device))
         preview = diffusion.ddim_sample(ema_net, x_T, n_steps=cfg.preview_steps, execution=ex, progress=False)
         run_.save_artifact(f"previews/epoch_{epoch:03d}.pt", data.to_uint8(preview.cpu()))
-    if epoch in runs.snapshot_epochs(cfg.snapshot_every, cfg.epochs):
-        g = runs.stream(cfg.seed, "snapshot-noise", ex.device)  # the same x_T and the same later draws
+    if epoch in loop.snapshot_epochs(cfg.snapshot_every, cfg.epochs):
+        g = rng.stream(cfg.seed, "snapshot-noise", ex.device)  # the same x_T and the same later draws
         x_T = noise(shape, g)
-        t0 = runs.clock(ex.device)
+        t0 = devices.clock(ex.device)
         samples = diffusion.sample(ema_net, x_T, generator=g, execution=ex)
-        record["sample_seconds"] = runs.clock(ex.device) - t0
+        record["sample_seconds"] = devices.clock(ex.device) - t0
         run_.save_artifact(f"samples/epoch_{epoch:03d}.pt", data.to_uint8(samples.cpu()))
     return record
 
@@ -220,8 +222,8 @@ def snapshots(run_: Run, cfg: DDPMConfig, epoch: int, diffusion: Diffusion, ema_
 
 def fixed_eval_set(test: data.ImageSet, diffusion: Diffusion, cfg: DDPMConfig, device: torch.device) -> list:
     """Batches of (x_0, t, eps) drawn once from a fixed seed, so test losses compare across epochs."""
-    g = runs.stream(cfg.seed, "eval-set")
-    images = test.subset(cfg.eval_size, runs.stream_seed(cfg.seed, "eval-set-images")).images
+    g = rng.stream(cfg.seed, "eval-set")
+    images = test.subset(cfg.eval_size, rng.stream_seed(cfg.seed, "eval-set-images")).images
     t = torch.randint(0, diffusion.T, (len(images),), generator=g)
     eps = torch.randn(len(images), 3, 32, 32, generator=g)
     x0 = data.to_float(images)
@@ -283,7 +285,7 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_model:
         samples, sample_seconds = final_samples(run_, cfg, diffusion, ema_model, ex)
     with timed("classifier"):
         digits, classifier_accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=device,
-                                                         seed=runs.stream_seed(cfg.seed, "classifier"))
+                                                         seed=rng.stream_seed(cfg.seed, "classifier"))
     with timed("t-study"):
         recon = reconstruction_study(run_, cfg, diffusion, ema_model, digits, test, ex)
     with timed("quality proxy"):
@@ -301,7 +303,7 @@ def final_artifacts(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_model:
         common = yardstick.measure(
             samples[:cfg.n_final_samples], observe.reference_images(test, cfg.n_final_samples, cfg.seed), digits,
             sample64=lambda: sample_batches(diffusion, ema_model, 64, 64,
-                                            runs.stream(cfg.seed, "timed-samples", device), ex),
+                                            rng.stream(cfg.seed, "timed-samples", device), ex),
             models=[ema_model], device=device, flops_per_image=yardstick.training_flops_per_image("ddpm", cfg),
             warmup=False)  # the sampler has just run (final samples, reconstruction study): T passes saved
     metrics = run_.metrics()
@@ -345,11 +347,11 @@ def final_samples(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_net: tor
     """Ancestral samples of the EMA weights, in one timed pass: max(n_final_samples, quality_size) of them, the
     first `n_final_samples` saved as the final samples (2.2d), the first `quality_size` read by the quality
     proxy (2.3a). Returns (samples uint8 on the host, seconds the pass took)."""
-    g = runs.stream(cfg.seed, "final-samples", ex.device)
-    t0 = runs.clock(ex.device)
+    g = rng.stream(cfg.seed, "final-samples", ex.device)
+    t0 = devices.clock(ex.device)
     samples = sample_batches(diffusion, ema_net, max(cfg.n_final_samples, cfg.quality_size), cfg.eval_batch_size,
                              g, ex)
-    seconds = runs.clock(ex.device) - t0
+    seconds = devices.clock(ex.device) - t0
     run_.save_artifact("final_samples.pt", samples[:cfg.n_final_samples])
     return samples, seconds
 
@@ -359,9 +361,9 @@ def reconstruction_study(run_: Run, cfg: DDPMConfig, diffusion: Diffusion, ema_n
     """2.2(c): noise fixed test images to t' and denoise them back; the MSE and the label-preservation
     rate (by the digit classifier) against t', and t*; returns what it saves in reconstructions.pt."""
     device, batch = ex.device, cfg.eval_batch_size
-    recon_set = test.subset(cfg.recon_size, runs.stream_seed(cfg.seed, "reconstruction-images"))
+    recon_set = test.subset(cfg.recon_size, rng.stream_seed(cfg.seed, "reconstruction-images"))
     levels = scaled_levels(cfg.recon_levels, cfg.timesteps)
-    g = runs.stream(cfg.seed, "reconstruction", device)
+    g = rng.stream(cfg.seed, "reconstruction", device)
     x0 = data.to_float(recon_set.images).to(device)
     clean = classifier.accuracy(digits, recon_set.images, recon_set.labels, device=device)
     mse, preserved, shown = [], [], []
@@ -384,7 +386,7 @@ def quality_proxy(cfg: DDPMConfig, samples: torch.Tensor, digits: torch.nn.Modul
                   ex: Execution) -> tuple[float, float]:
     """2.3(a): a sample-quality proxy, the Frechet distance in the digit classifier's feature space between
     the samples (uint8) and as many test images, and the samples' mean top-class probability: (fid, confidence)."""
-    reference = test.subset(len(samples), runs.stream_seed(cfg.seed, "quality-reference")).images
+    reference = test.subset(len(samples), rng.stream_seed(cfg.seed, "quality-reference")).images
     fid = classifier.classifier_fid(digits, samples, reference, device=ex.device)
     logits = monitors.extract_features(digits, samples, cfg.eval_batch_size, ex.device, data.to_float)
     confident = logits.softmax(1).max(1).values.mean().item()
@@ -397,8 +399,8 @@ def bottleneck_probe(model: torch.nn.Module, diffusion: Diffusion, train: data.I
     spatially averaged) for inputs noised to step t, against a probe on raw pixels."""
     device, feats = ex.device, {}
     hook = model.mid_block2.register_forward_hook(lambda m, i, o: feats.__setitem__("z", o.float().mean((2, 3))))
-    g = runs.stream(cfg.seed, "probe-noise")
-    images_seed = runs.stream_seed(cfg.seed, "probe-images")
+    g = rng.stream(cfg.seed, "probe-noise")
+    images_seed = rng.stream_seed(cfg.seed, "probe-images")
     train_set, test_set = train.subset(cfg.probe_train, images_seed), test.subset(cfg.probe_test, images_seed)
 
     @torch.no_grad()
@@ -419,11 +421,11 @@ def bottleneck_probe(model: torch.nn.Module, diffusion: Diffusion, train: data.I
             levels.append(LevelAccuracy(t=level, accuracy=monitors.linear_probe(
                 features(train_set.images, level), train_set.labels.to(device),
                 features(test_set.images, level), test_set.labels.to(device),
-                generator=runs.stream(cfg.seed, "probe-order")).test))
+                generator=rng.stream(cfg.seed, "probe-order")).test))
     finally:
         hook.remove()
     pixels = lambda s: data.to_float(s.images).flatten(1).to(device)  # noqa: E731
     raw = monitors.linear_probe(pixels(train_set), train_set.labels.to(device), pixels(test_set),
-                                test_set.labels.to(device), generator=runs.stream(cfg.seed, "probe-order")).test
+                                test_set.labels.to(device), generator=rng.stream(cfg.seed, "probe-order")).test
     return ProbeResult(raw_pixels=raw, levels=levels, feature_dim=int(model.mid_block2.block2.proj.out_channels),
                        n_train=len(train_set), n_test=len(test_set))

@@ -30,8 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.harness import data, runs
-from experiments.harness.runs import Run, checked_overrides, read_json
+from experiments.harness import config, data, files, loop, rng, runs
+from experiments.harness.config import checked_overrides
+from experiments.harness.files import read_json
+from experiments.harness.runs import Run
 from experiments.measurements import classifier, discriminator, observe, yardstick
 from experiments.presentation import figures, names
 from experiments.presentation.summaries import FlowSummary
@@ -260,7 +262,7 @@ def sample(flow: RealNVP, n: int, temperature: float, generator: torch.Generator
 # --------------------------------------------------------------------------- the experiment
 
 @dataclass
-class FlowConfig(runs.RunConfig):
+class FlowConfig(config.RunConfig):
     epochs: int = 14
     batch_size: int = 64
     lr: float = 1e-3
@@ -282,7 +284,7 @@ class FlowConfig(runs.RunConfig):
     discriminator_epochs: int = 5
 
     def __post_init__(self) -> None:
-        runs.check_config(self)
+        config.check_config(self)
 
 
 PRESETS = {
@@ -337,15 +339,15 @@ def run(cfg: FlowConfig, out: str | Path, *, resume: bool = False) -> Path:
     device = ex.device
     model = build_model(cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    shuffle, dequant = runs.stream(cfg.seed, "shuffle"), runs.stream(cfg.seed, "dequantisation", device)
+    shuffle, dequant = rng.stream(cfg.seed, "shuffle"), rng.stream(cfg.seed, "dequantisation", device)
     train_images = train.images.to(device)
-    eval_images = test.subset(cfg.eval_size, runs.stream_seed(cfg.seed, "eval-images")).images
+    eval_images = test.subset(cfg.eval_size, rng.stream_seed(cfg.seed, "eval-images")).images
 
     def train_epoch(epoch: int) -> dict:
         model.train()
         total = torch.zeros((), device=device)
         batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
-        bar, t0 = runs.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
+        bar, t0 = loop.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
         for step, idx in enumerate(bar, 1):
             with ex.autocast():
                 loss = training_loss(model, train_images[idx.to(device)], dequant)
@@ -354,17 +356,17 @@ def run(cfg: FlowConfig, out: str | Path, *, resume: bool = False) -> Path:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             ex.step(optimizer)
             total += loss.detach()
-            runs.show_rate(bar, step, total, cfg.batch_size, t0)
+            loop.show_rate(bar, step, total, cfg.batch_size, t0)
         return {"loss": total.item() / step, "images": step * cfg.batch_size}
 
     def after_epoch(epoch: int) -> dict:
-        bpd = test_bits_per_dim(model, eval_images, cfg.eval_batch_size, runs.stream(cfg.seed, "eval-noise"), device)
-        if epoch in runs.snapshot_epochs(cfg.snapshot_every, cfg.epochs):   # temperature 1, the same z every epoch
-            g = runs.stream(cfg.seed, "snapshot-noise", device)
+        bpd = test_bits_per_dim(model, eval_images, cfg.eval_batch_size, rng.stream(cfg.seed, "eval-noise"), device)
+        if epoch in loop.snapshot_epochs(cfg.snapshot_every, cfg.epochs):   # temperature 1, the same z every epoch
+            g = rng.stream(cfg.seed, "snapshot-noise", device)
             run_.save_artifact(f"samples/epoch_{epoch:03d}.pt", sample(model, cfg.n_samples, 1.0, g, device))
         return {"test_bits_per_dim": bpd}
 
-    runs.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": ex},
+    loop.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": ex},
              generators={"shuffle": shuffle, "dequantisation": dequant}, train_epoch=train_epoch,
              after_epoch=after_epoch, desc="flow", lr=cfg.lr)
     if not run_.finished():
@@ -384,21 +386,21 @@ def final_artifacts(run_: Run, cfg: FlowConfig, model: RealNVP, train: data.Imag
     """Final samples at both temperatures, the exact test bits/dim, the yardstick; summary.json last."""
     model.eval()
     for tau in TEMPERATURES:
-        g = runs.stream(cfg.seed, f"final-samples-{temperature_name(tau)}", device)
+        g = rng.stream(cfg.seed, f"final-samples-{temperature_name(tau)}", device)
         run_.save_artifact(f"final_samples_{temperature_name(tau)}.pt", sample(model, cfg.n_final_samples, tau, g,
                                                                                device))
-    samples = runs.load_artifact(run_.dir, f"final_samples_{temperature_name(1.0)}.pt")
+    samples = files.load_artifact(run_.dir, f"final_samples_{temperature_name(1.0)}.pt")
     run_.save_artifact("final_samples.pt", samples)   # temperature 1: the model's own distribution
-    bpd = test_bits_per_dim(model, eval_images, cfg.eval_batch_size, runs.stream(cfg.seed, "final-eval-noise"),
+    bpd = test_bits_per_dim(model, eval_images, cfg.eval_batch_size, rng.stream(cfg.seed, "final-eval-noise"),
                             device)
     digits, accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=device,
-                                          seed=runs.stream_seed(cfg.seed, "classifier"))
+                                          seed=rng.stream_seed(cfg.seed, "classifier"))
     many = torch.cat([sample(model, min(cfg.eval_batch_size, cfg.discriminator_samples - i), 1.0,
-                             runs.stream(cfg.seed, f"discriminator-samples-{i}", device), device)
+                             rng.stream(cfg.seed, f"discriminator-samples-{i}", device), device)
                       for i in range(0, cfg.discriminator_samples, cfg.eval_batch_size)])
     drs = discriminator.for_run(run_, test, many, digits, epochs=cfg.discriminator_epochs, device=device,
                                 seed=cfg.seed)
-    g64 = runs.stream(cfg.seed, "timed-samples", device)
+    g64 = rng.stream(cfg.seed, "timed-samples", device)
     measures = yardstick.measure(samples, observe.reference_images(test, len(samples), cfg.seed), digits,
                                  sample64=lambda: sample(model, 64, 1.0, g64, device), models=[model],
                                  flops_per_image=yardstick.training_flops_per_image("flow", cfg), device=device)

@@ -27,8 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as sn
 
-from experiments.harness import data, runs
-from experiments.harness.runs import Run, checked_overrides, read_json
+from experiments.harness import config, data, loop, rng, runs
+from experiments.harness.config import checked_overrides
+from experiments.harness.files import read_json
+from experiments.harness.runs import Run
 from experiments.measurements import classifier, discriminator, observe, yardstick
 from experiments.presentation import figures, names
 from experiments.presentation.summaries import GANSummary
@@ -148,7 +150,7 @@ def sample(ema: EMA, n: int, generator: torch.Generator, device: torch.device, b
 # --------------------------------------------------------------------------- the experiment
 
 @dataclass
-class GANConfig(runs.RunConfig):
+class GANConfig(config.RunConfig):
     epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-4               # both networks (Radford et al.)
@@ -170,7 +172,7 @@ class GANConfig(runs.RunConfig):
     discriminator_epochs: int = 5
 
     def __post_init__(self) -> None:
-        runs.check_config(self)
+        config.check_config(self)
 
 
 PRESETS = {
@@ -203,7 +205,7 @@ class Optimisers:
     def __init__(self, gan: GAN, lr: float, beta1: float):
         self.d = torch.optim.Adam(gan.D.parameters(), lr=lr, betas=(beta1, 0.999))
         self.g = torch.optim.Adam(gan.G.parameters(), lr=lr, betas=(beta1, 0.999))
-        self.param_groups = [*self.d.param_groups, *self.g.param_groups]   # runs.fit sets a resumed lr here
+        self.param_groups = [*self.d.param_groups, *self.g.param_groups]   # loop.fit sets a resumed lr here
 
     def state_dict(self) -> dict:
         return {"d": self.d.state_dict(), "g": self.g.state_dict()}
@@ -221,14 +223,14 @@ def run(cfg: GANConfig, out: str | Path, *, resume: bool = False) -> Path:
     gan = build_model(cfg).to(device)
     optimiser = Optimisers(gan, cfg.lr, cfg.beta1)
     ema = EMA(gan.G, cfg.ema_decay)
-    shuffle, noise = runs.stream(cfg.seed, "shuffle"), runs.stream(cfg.seed, "latents", device)
+    shuffle, noise = rng.stream(cfg.seed, "shuffle"), rng.stream(cfg.seed, "latents", device)
     train_images = train.images.to(device)
 
     def train_epoch(epoch: int) -> dict:
         gan.train()
         sums = torch.zeros(2, device=device)     # L_D, L_G summed over steps (no per-step sync)
         batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
-        bar, t0 = runs.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
+        bar, t0 = loop.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
         for step, idx in enumerate(bar, 1):
             x = data.to_float(train_images[idx.to(device)])
             with ex.autocast():
@@ -243,18 +245,18 @@ def run(cfg: GANConfig, out: str | Path, *, resume: bool = False) -> Path:
             ex.step(optimiser.g)
             ema.update()
             sums += torch.stack([ld.detach().float(), lg.detach().float()])
-            runs.show_rate(bar, step, sums[0], cfg.batch_size, t0)
+            loop.show_rate(bar, step, sums[0], cfg.batch_size, t0)
         mean_d, mean_g = (sums / step).tolist()
         # "loss" (checked finite, shown in the bar) is D's: 2 log 2 - 2 JSD at D's optimum.
         return {"loss": mean_d, "loss_g": mean_g, "jsd_train": train_jsd(mean_d), "images": step * cfg.batch_size}
 
     def after_epoch(epoch: int) -> dict:
-        if epoch in runs.snapshot_epochs(cfg.snapshot_every, cfg.epochs):   # the same z every epoch
+        if epoch in loop.snapshot_epochs(cfg.snapshot_every, cfg.epochs):   # the same z every epoch
             run_.save_artifact(f"samples/epoch_{epoch:03d}.pt",
-                               sample(ema, cfg.n_samples, runs.stream(cfg.seed, "snapshot-noise", device), device))
+                               sample(ema, cfg.n_samples, rng.stream(cfg.seed, "snapshot-noise", device), device))
         return {}
 
-    runs.fit(run_, epochs=cfg.epochs, device=device, generators={"shuffle": shuffle, "latents": noise},
+    loop.fit(run_, epochs=cfg.epochs, device=device, generators={"shuffle": shuffle, "latents": noise},
              state={"model": gan, "optimizer": optimiser, "ema": ema, "precision": ex},
              train_epoch=train_epoch, after_epoch=after_epoch, desc="GAN", lr=cfg.lr)
     if not run_.finished():
@@ -267,16 +269,16 @@ def run(cfg: GANConfig, out: str | Path, *, resume: bool = False) -> Path:
 def final_artifacts(run_: Run, cfg: GANConfig, gan: GAN, ema: EMA, train: data.ImageSet, test: data.ImageSet,
                     device: torch.device) -> None:
     """Final samples of the EMA generator, Part III's discriminator, the yardstick; summary.json last."""
-    samples = sample(ema, cfg.n_final_samples, runs.stream(cfg.seed, "final-samples", device), device)
+    samples = sample(ema, cfg.n_final_samples, rng.stream(cfg.seed, "final-samples", device), device)
     run_.save_artifact("final_samples.pt", samples)
     digits, accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=device,
-                                          seed=runs.stream_seed(cfg.seed, "classifier"))
-    many = sample(ema, cfg.discriminator_samples, runs.stream(cfg.seed, "discriminator-samples", device), device,
+                                          seed=rng.stream_seed(cfg.seed, "classifier"))
+    many = sample(ema, cfg.discriminator_samples, rng.stream(cfg.seed, "discriminator-samples", device), device,
                   cfg.eval_batch_size)
     drs = discriminator.for_run(run_, test, many, digits, epochs=cfg.discriminator_epochs, device=device,
                                 seed=cfg.seed)
     reference = observe.reference_images(test, len(samples), cfg.seed)
-    g64 = runs.stream(cfg.seed, "timed-samples", device)
+    g64 = rng.stream(cfg.seed, "timed-samples", device)
     measures = yardstick.measure(samples, reference, digits, sample64=lambda: sample(ema, 64, g64, device),
                                  models=[gan], flops_per_image=yardstick.training_flops_per_image("gan", cfg),
                                  device=device)

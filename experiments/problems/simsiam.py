@@ -34,9 +34,11 @@ import torchvision
 from torch import nn
 
 import q3_solution
-from experiments.harness import augment, data, memory, runs
+from experiments.harness import augment, config, data, loop, memory, rng, runs
+from experiments.harness.config import checked_overrides
 from experiments.harness.execution import Execution, Timings
-from experiments.harness.runs import Run, checked_overrides, read_json
+from experiments.harness.files import read_json
+from experiments.harness.runs import Run
 from experiments.measurements import monitors, spectrum
 from experiments.presentation import figures, names
 from experiments.presentation.summaries import SimSiamSummary, spectra
@@ -83,7 +85,7 @@ DEFAULT_BACKBONE, CLI_BACKBONES = names.DEFAULT_BACKBONE, names.CLI_BACKBONES
 # --------------------------------------------------------------------------- configuration
 
 @dataclass
-class SimSiamConfig(runs.RunConfig):
+class SimSiamConfig(config.RunConfig):
     seed: int = 2022               # the starter's
     ablation: str = names.BASELINE  # a name in ABLATIONS; config_for sets the fields it changes
     backbone: str = DEFAULT_BACKBONE   # a name in BACKBONES
@@ -126,7 +128,7 @@ class SimSiamConfig(runs.RunConfig):
     spectrum_size: int = 5000
 
     def __post_init__(self) -> None:
-        runs.check_config(self)  # seed and epochs first: the messages below assume them sound
+        config.check_config(self)  # seed and epochs first: the messages below assume them sound
         if self.ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {list(ABLATIONS)}, got {self.ablation!r}")
         if self.backbone not in BACKBONES:
@@ -368,8 +370,8 @@ def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
     device = ex.device
     model = ex.place(build_model(cfg))
     optimizer = build_optimizer(model, cfg)
-    shuffle = runs.stream(cfg.seed, "shuffle")
-    views = runs.stream(cfg.seed, "views", device)  # the augmentations, drawn on the device
+    shuffle = rng.stream(cfg.seed, "shuffle")
+    views = rng.stream(cfg.seed, "views", device)  # the augmentations, drawn on the device
     augmentation = augment.SimSiamAugment(channels_last=ex.channels_last)
     # uint8 on the device: CIFAR-10's 50,000 training images are 150 MB.
     train_d = replace(train, images=train.images.to(device), labels=train.labels.to(device))
@@ -379,7 +381,7 @@ def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
     run_.write_json("provenance.json", {**read_json(run_.dir, "provenance.json"), "micro_batch": micro_batch,
                                         "accumulation_steps": cfg.batch_size // micro_batch})
     steps = len(train) // cfg.batch_size
-    spectrum_batch = normalize(test.subset(cfg.spectrum_size, runs.stream_seed(cfg.seed, "spectrum-images")).images
+    spectrum_batch = normalize(test.subset(cfg.spectrum_size, rng.stream_seed(cfg.seed, "spectrum-images")).images
                                .to(device))  # the fixed batch of Question 4's F
     spectrum_batch = ex.layout(spectrum_batch)
 
@@ -387,12 +389,12 @@ def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
         model.train()
         total = torch.zeros((), device=device)
         batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
-        bar, t0 = runs.progress(batches, steps, epoch), time.perf_counter()
+        bar, t0 = loop.progress(batches, steps, epoch), time.perf_counter()
         for i, idx in enumerate(bar, 1):
             lrs = set_learning_rates(optimizer, cfg, epoch - 1 + (i - 1) / steps)
             x1, x2 = augment.two_views(train_d.images[idx.to(device)], augmentation, views)  # (B, 3, 32, 32) each
             total += train_step(model, optimizer, x1, x2, ex, micro_batch)
-            runs.show_rate(bar, i, total, cfg.batch_size, t0, every=20)
+            loop.show_rate(bar, i, total, cfg.batch_size, t0, every=20)
         return {"loss": total.item() / steps, "lr": lrs[0], "predictor_lr": lrs[1], "images": steps * cfg.batch_size}
 
     timed = Timings(device)  # the final evaluation: the last epoch's spectrum and kNN, then the probe
@@ -406,7 +408,7 @@ def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
         with timed("kNN") if last else nullcontext():
             return evaluate(model, train_d, test_d, cfg, ex)
 
-    runs.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": ex},
+    loop.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": ex},
              generators={"shuffle": shuffle, "views": views}, train_epoch=train_epoch, after_epoch=after_epoch,
              desc=f"SimSiam {cfg.ablation}")
     if not run_.finished():
@@ -427,7 +429,7 @@ def write_summary(run_: Run, cfg: SimSiamConfig, model: q3_solution.SimSiam, tra
             bank = features(model.encoder, train.images, cfg.eval_batch_size, ex)
             queries = features(model.encoder, test.images, cfg.eval_batch_size, ex)
             probe = monitors.linear_probe(bank, train.labels, queries, test.labels, epochs=cfg.probe_epochs,
-                                          generator=runs.stream(cfg.seed, "probe-order"))
+                                          generator=rng.stream(cfg.seed, "probe-order"))
     SimSiamSummary(
         ablation=cfg.ablation,
         backbone=cfg.backbone,

@@ -17,16 +17,18 @@ import torch
 from tqdm.auto import tqdm
 
 import vae_solution
-from experiments.harness import data, runs
+from experiments.harness import config, data, files, loop, rng, runs
+from experiments.harness.config import checked_overrides
 from experiments.harness.execution import Execution, Timings
-from experiments.harness.runs import Run, checked_overrides, read_json
+from experiments.harness.files import read_json
+from experiments.harness.runs import Run
 from experiments.measurements import amortisation, classifier, decoder_variance, discriminator, observe, yardstick
 from experiments.presentation import figures, names
 from experiments.presentation.summaries import VAESummary
 
 
 @dataclass
-class VAEConfig(runs.RunConfig):
+class VAEConfig(config.RunConfig):
     # Assignment hyperparameters.
     epochs: int = 30               # 30 x 1144 Adam steps; see README "Problem 1" for why 30
     batch_size: int = 64
@@ -70,7 +72,7 @@ class VAEConfig(runs.RunConfig):
     discriminator_epochs: int = 5
 
     def __post_init__(self) -> None:
-        runs.check_config(self)
+        config.check_config(self)
 
 
 PRESETS = {
@@ -111,24 +113,24 @@ def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
     model = build_model(cfg).to(device)  # the default layout: the graded decoder reshapes with view
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = ex.compiled(training_step(model, optimizer, ex), "VAE training step")
-    shuffle = runs.stream(cfg.seed, "shuffle")
+    shuffle = rng.stream(cfg.seed, "shuffle")
     # Fixed latent noise and test images for the snapshots, the same every epoch.
-    z_fixed = torch.randn(cfg.n_samples, cfg.z_dim, generator=runs.stream(cfg.seed, "snapshot-noise")).to(device)
-    recon_idx = torch.randperm(len(test), generator=runs.stream(cfg.seed, "snapshot-images"))
+    z_fixed = torch.randn(cfg.n_samples, cfg.z_dim, generator=rng.stream(cfg.seed, "snapshot-noise")).to(device)
+    recon_idx = torch.randperm(len(test), generator=rng.stream(cfg.seed, "snapshot-images"))
     x_recon = data.to_float(test.images[recon_idx[:cfg.n_reconstructions]]).to(device)
     train_images = train.images.to(device)   # uint8 on the device: 73257 SVHN images are 225 MB
     test_images = test.images.to(device)
-    snapshots = runs.snapshot_epochs(cfg.snapshot_every, cfg.epochs)
+    snapshots = loop.snapshot_epochs(cfg.snapshot_every, cfg.epochs)
 
     def train_epoch(epoch: int) -> dict:
         model.train()
         sums = torch.zeros(3, device=device)  # loss, nll, kl summed over batches (no per-step sync)
         # drop_last: every step has the same shapes, so a compiled step never recompiles
         batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
-        bar, t0 = runs.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
+        bar, t0 = loop.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
         for i, idx in enumerate(bar, 1):
             sums += step(data.to_float(train_images[idx.to(device)]))
-            runs.show_rate(bar, i, sums[0], cfg.batch_size, t0)
+            loop.show_rate(bar, i, sums[0], cfg.batch_size, t0)
         loss, nll, kl = (sums / i).tolist()
         return {"loss": loss, "nll": nll, "kl": kl, "images": i * cfg.batch_size}
 
@@ -139,7 +141,7 @@ def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
             save_snapshot(run_, epoch, model, z_fixed, x_recon)
         return metrics
 
-    runs.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": ex},
+    loop.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": ex},
              generators={"shuffle": shuffle}, train_epoch=train_epoch, after_epoch=after_epoch, desc="VAE", lr=cfg.lr)
     if not run_.finished():
         final_artifacts(run_, cfg, model, train, test, device)  # written last: its presence means done
@@ -206,25 +208,25 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
     each timed (printed, and in the summary's evaluation_seconds)."""
     model.eval()
     timed = Timings(device)
-    ll_images = test.subset(cfg.ll_size, runs.stream_seed(cfg.seed, "ll-images"))
+    ll_images = test.subset(cfg.ll_size, rng.stream_seed(cfg.seed, "ll-images"))
     # The graded sampler and log-likelihood draw from the global RNG: seeded from their streams, then restored.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         with timed("samples, profiles and interpolations"):
-            torch.manual_seed(runs.stream_seed(cfg.seed, "final-samples"))
+            torch.manual_seed(rng.stream_seed(cfg.seed, "final-samples"))
             run_.save_artifact("final_samples.pt", data.to_uint8(model.sample(cfg.n_final_samples).cpu()))
-            profile_set = train.subset(cfg.profile_size, runs.stream_seed(cfg.seed, "profile-images"))
+            profile_set = train.subset(cfg.profile_size, rng.stream_seed(cfg.seed, "profile-images"))
             run_.save_artifact("latent_profiles.pt", latent_profiles(model, profile_set, cfg.eval_batch_size, device))
             run_.save_artifact("interpolations.pt", interpolations(model, test, cfg, device))
         with timed("log-likelihood"):
-            torch.manual_seed(runs.stream_seed(cfg.seed, "log-likelihood"))
+            torch.manual_seed(rng.stream_seed(cfg.seed, "log-likelihood"))
             ll = test_log_likelihood(model, ll_images, cfg, device)
     with timed("decoder variance"):
         fitted_bpd = decoder_variance.fitted_variance_bits(  # the cost of the decoder's unit variance (1.3)
-            model, train.subset(cfg.ll_size, runs.stream_seed(cfg.seed, "variance-images")).images,
-            ll_images.images, cfg.eval_batch_size, runs.stream(cfg.seed, "variance-draws", device))
+            model, train.subset(cfg.ll_size, rng.stream_seed(cfg.seed, "variance-images")).images,
+            ll_images.images, cfg.eval_batch_size, rng.stream(cfg.seed, "variance-draws", device))
     with timed("classifier"):
         digits, classifier_accuracy = classifier.for_run(train, test, epochs=cfg.classifier_epochs, device=device,
-                                                         seed=runs.stream_seed(cfg.seed, "classifier"))
+                                                         seed=rng.stream_seed(cfg.seed, "classifier"))
     with timed("discriminator"):
         drs = discriminator.for_run(run_, test, discriminator_samples(model, cfg, device), digits,
                                     epochs=cfg.discriminator_epochs, device=device, seed=cfg.seed)
@@ -234,7 +236,7 @@ def final_artifacts(run_: Run, cfg: VAEConfig, model: vae_solution.VAE, train: d
         gaps = amortisation.measure(run_, cfg, model, test, device)
     with timed("yardstick"):  # the four families' common measures (last: it shifts no other measurement's draws)
         common = yardstick.measure(
-            runs.load_artifact(run_.dir, "final_samples.pt"),
+            files.load_artifact(run_.dir, "final_samples.pt"),
             observe.reference_images(test, cfg.n_final_samples, cfg.seed), digits,
             sample64=lambda: model.sample(64), models=[model], device=device,
             flops_per_image=yardstick.training_flops_per_image("vae", cfg))
@@ -277,7 +279,7 @@ def interpolations(model: vae_solution.VAE, test: data.ImageSet, cfg: VAEConfig,
 
     "test": (P, n, 3, 32, 32), frame 0 decoding the posterior mean of test_endpoints[:, 0], frame n - 1
     that of test_endpoints[:, 1]; "prior" likewise from the first draw of each pair to the second."""
-    g = runs.stream(cfg.seed, "interpolations")
+    g = rng.stream(cfg.seed, "interpolations")
     P, n = cfg.n_interpolation_pairs, cfg.n_interpolation_steps
     idx = torch.randperm(len(test), generator=g)[:2 * P].view(P, 2)
     ends = data.to_float(test.images[idx.flatten()]).to(device)
@@ -308,5 +310,5 @@ def discriminator_samples(model: vae_solution.VAE, cfg: VAEConfig, device: torch
     on the host, eval_batch_size at a time; the global RNG seeded from the stream "discriminator-samples", restored."""
     n, batch = cfg.discriminator_samples, cfg.eval_batch_size
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(runs.stream_seed(cfg.seed, "discriminator-samples"))
+        torch.manual_seed(rng.stream_seed(cfg.seed, "discriminator-samples"))
         return torch.cat([data.to_uint8(model.sample(min(batch, n - i)).cpu()) for i in range(0, n, batch)])
