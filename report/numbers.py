@@ -712,7 +712,8 @@ def bound_numbers(values: dict[str, str], b: VariationalBound, train_seconds: fl
     for key, v in (("n", b.n_images), ("exact-steps", b.exact_steps), ("strata", b.strata),
                    ("draws", b.draws_per_stratum), ("evaluations", b.network_evaluations)):
         put(key, v, str)
-    values["ddpm-bound-last-exact"] = str(b.exact_steps + 1)
+    values["ddpm-bound-strata-phrase"] = wording.strata_phrase(b.exact_steps, b.strata, b.draws_per_stratum,
+                                                               b.network_evaluations)
     parts = {"reconstruction": b.reconstruction, "denoising": b.denoising, "prior": b.prior}
     for key, v in parts.items():
         put(key, v, lambda v: number(v, ".1f"))
@@ -776,10 +777,14 @@ def measured_q3_q4_numbers(values: dict[str, str], runs: dict[str, RunFolder | N
     values.update({"fid-same-within": percent(FID_SAME_WITHIN, 0), "aligned-excess": str(ALIGNED_EXCESS),
                    "partly-aligned-excess": str(PARTLY_ALIGNED_EXCESS), "aligned-spreads": str(ALIGNED_SPREADS),
                    "spectrum-collapsed-below": str(SPECTRUM_COLLAPSED_BELOW)})
+    found = {}
     for slot in ("vae", "ddpm"):
         run = runs.get(slot)
         if run is not None and run.summary is not None and run.summary.discriminator is not None:
-            discriminator_numbers(values, slot, run.summary.discriminator)
+            found[slot] = run.summary.discriminator
+            discriminator_numbers(values, slot, found[slot])
+    if found:
+        discriminator_closing(values, found)
     spectra = {slot: _spectra(run) for slot, run in runs.items() if run is not None and problem_of(slot) == "simsiam"}
     for slot, results in spectra.items():
         if results:
@@ -826,6 +831,17 @@ def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.Discri
     values[f"{slot}-drs-jsd-word"] = ("below" if a.high < s.low else "above" if a.low > s.high
                                       else "within the bootstrap intervals of")
     values[f"{slot}-drs-verdict"] = drs_verdict(closer_fid, a.high < s.low)
+
+
+MODEL_NAMES = {"vae": "the VAE's", "ddpm": "the DDPM's"}
+
+
+def discriminator_closing(values: dict[str, str], results: dict[str, summaries.DiscriminatorResult]) -> None:
+    """Question 3's closing paragraph, from the measured counts: what the discriminators trained on, and what DRS
+    kept of each model's held-out samples."""
+    values["drs-trained-phrase"] = wording.trained_phrase({MODEL_NAMES[s]: r.n_fake_train for s, r in results.items()})
+    values["drs-accepted-sentence"] = "DRS kept " + wording.listing(
+        [wording.accepted_phrase(r.accepted_fraction, MODEL_NAMES[s]) for s, r in results.items()]) + "."
 
 
 def jsd_word(jsd: summaries.Interval) -> str:

@@ -58,6 +58,58 @@ def over_first(n: int, unit: str) -> str:
     return "no warm-up" if n <= 0 else f"a linear warm-up over the first {unit if n == 1 else f'{n} {unit}s'}"
 
 
+def step_range(first: int, last: int, var: str = "t") -> str:
+    """The steps first..last in running text (LaTeX): "step $t=2$", "steps $t=2$ and $3$", "steps $t=2,\\dots,9$";
+    "no step" when last < first."""
+    if last < first:
+        return "no step"
+    if last == first:
+        return f"step ${var}={first}$"
+    if last == first + 1:
+        return f"steps ${var}={first}$ and ${last}$"
+    return f"steps ${var}={first},\\dots,{last}$"
+
+
+def strata_phrase(exact_steps: int, strata: int, draws: int, evaluations: int) -> str:
+    """How the DDPM bound's sum over t = 2..T was stratified (experiments.bound): steps t = 2, ..., exact_steps + 1
+    one by one, the rest in `strata` near-equal strata, `draws` draws of t in each, `evaluations` network passes."""
+    exact = step_range(2, exact_steps + 1)
+    own = "a stratum of its own" if exact_steps == 1 else "each a stratum of its own"
+    rest = gates.counted(strata, "near-equal stratum", "near-equal strata")
+    split = (f"every step in {rest}" if exact_steps <= 0 else f"{exact} {own}" if strata <= 0 else
+             f"{exact} {own} and the rest in {rest}")
+    return (f"{split}, with {gates.counted(draws, 'draw')} of $t$ in each stratum "
+            f"({gates.counted(evaluations, 'evaluation')} of the noise model per image)")
+
+
+NEARLY_ALL = 0.9    # DRS keeping at least 90% of the samples "kept nearly all": it changed the set little
+SMALL_PART = 0.1    # DRS keeping at most 10% "kept a small fraction": e^h is dominated by a few samples
+
+
+def accepted_phrase(fraction: float, who: str) -> str:
+    """What discriminator rejection sampling kept of `who`'s held-out samples, by the fraction: "all", "nearly all"
+    (>= NEARLY_ALL), "a small fraction" (<= SMALL_PART), "none", else the percentage, with what that means."""
+    pct = percent(fraction)
+    if fraction >= 1:
+        return f"all of {who} held-out samples ({pct}), so it left that set as it was"
+    if fraction >= NEARLY_ALL:
+        return f"nearly all of {who} held-out samples ({pct}): their weights $e^{{h}}$ were nearly equal"
+    if fraction <= 0:
+        return f"none of {who} held-out samples"
+    if fraction <= SMALL_PART:
+        return f"a small fraction of {who} held-out samples ({pct}): a few samples dominated the weights $e^{{h}}$"
+    return f"{pct} of {who} held-out samples"
+
+
+def trained_phrase(counts: dict[str, int]) -> str:
+    """What the discriminators trained on, from {"the VAE's": n, ...}: "32 samples and as many test images", or with
+    different counts "32 samples (the VAE's) or 16 (the DDPM's), and as many test images"."""
+    if len(set(counts.values())) == 1:
+        return f"{gates.counted(next(iter(counts.values())), 'sample')} and as many test images"
+    parts = [f"{gates.counted(n, 'sample') if k == 0 else n} ({who})" for k, (who, n) in enumerate(counts.items())]
+    return " or ".join(parts) + ", and as many test images"
+
+
 def listing(items: list[str]) -> str:
     """a; a and b; a, b and c."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

@@ -3,13 +3,14 @@ tells, the one that tells the other way, and the one that cannot tell; and every
 reads "cannot tell", never a direction. Generator-level: no run folder, no LaTeX."""
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 
 from experiments.summaries import DDPMSummary, Interpolations, StripObservations, VAESummary
 from report import gates, numbers, sheet, wording
-from tests.test_report import digits, observations
+from tests.test_report import digits, drs_result, observations
 
 # --------------------------------------------------------------------------- the three kinds of gate
 
@@ -242,7 +243,8 @@ def test_answer_sheet_values_come_from_the_body_values():
 
 ARTEFACTS = [r"\(s\)", r"\b1 (?:epoch|image|sample|step|point|strip|draw|run)s\b",
              r"\b(?:0|[2-9]|\d\d+) (?:epoch|image|sample|optimiser step|test image)\b(?!s)",
-             r"every 1 ", r"few hundred", r"t = 2, \\dots, 3", r"\bnan\b", r"\binf\b", r"None"]
+             r"every 1 ", r"few hundred", r"t ?= ?2, ?\\dots, ?[23]\$", r"small accepted fraction", r"\bnan\b",
+             r"\binf\b", r"None", r"\b1 (?:near-equal )?strata\b", r"\b(?:0|[2-9]|\d\d+) (?:near-equal )?stratum\b"]
 
 
 def renderings() -> list[str]:
@@ -278,6 +280,11 @@ def renderings() -> list[str]:
         values["simsiam-baseline-epochs"] = "1"
         wording.collapse_summary(values)
         out += list(values.values())
+    for n in (0, 1, 2, 1000):
+        out += [wording.step_range(2, n + 1), wording.strata_phrase(n, n, n, n),
+                wording.trained_phrase({"the VAE's": n}), wording.trained_phrase({"the VAE's": 1, "the DDPM's": n})]
+    for fraction in (0.0, 0.01, 0.5, 0.94, 1.0):
+        out.append(wording.accepted_phrase(fraction, "the VAE's"))
     for t_star, T in ((0.0, 1), (1.0, 2), (None, 1000)):
         values = {}
         numbers.tstar_numbers(values, "ddpm", t_star, T)
@@ -289,6 +296,46 @@ def test_every_generator_renders_edge_values_without_template_artefacts():
     for text in renderings():
         for artefact in ARTEFACTS:
             assert not re.search(artefact, text), f"{artefact!r} in {text!r}"
+
+
+@pytest.mark.parametrize("last, text", [(1, "no step"), (2, "step $t=2$"), (3, "steps $t=2$ and $3$"),
+                                        (4, r"steps $t=2,\dots,4$"), (21, r"steps $t=2,\dots,21$")])
+def test_step_ranges_follow_the_numbers(last, text):
+    assert wording.step_range(2, last) == text
+
+
+@pytest.mark.parametrize("exact, strata, draws, start", [
+    (2, 4, 2, "steps $t=2$ and $3$ each a stratum of its own and the rest in 4 near-equal strata, with 2 draws"),
+    (1, 1, 1, "step $t=2$ a stratum of its own and the rest in 1 near-equal stratum, with 1 draw of $t$"),
+    (0, 40, 4, "every step in 40 near-equal strata"),
+    (20, 40, 4, r"steps $t=2,\dots,21$ each a stratum of its own and the rest in 40"),
+    (49, 0, 1, r"steps $t=2,\dots,50$ each a stratum of its own, with 1 draw"),
+])
+def test_the_bound_stratification_clause_follows_the_counts(exact, strata, draws, start):
+    assert wording.strata_phrase(exact, strata, draws, 13).startswith(start)
+
+
+@pytest.mark.parametrize("fraction, start", [
+    (1.0, r"all of the VAE's held-out samples (100.0\%), so it left that set as it was"),
+    (0.938, r"nearly all of the VAE's held-out samples (93.8\%): their weights"),    # the smoke DDPM
+    (0.5, r"50.0\% of the VAE's"), (0.05, r"a small fraction of the VAE's held-out samples (5.0\%)"),
+    (0.0, "none of the VAE's held-out samples"),
+])
+def test_the_accepted_fraction_is_described_by_its_value(fraction, start):
+    assert wording.accepted_phrase(fraction, "the VAE's").startswith(start)
+
+
+def test_what_the_discriminators_trained_on_follows_the_counts():
+    assert wording.trained_phrase({"the VAE's": 1}) == "1 sample and as many test images"
+    assert wording.trained_phrase({"the VAE's": 16, "the DDPM's": 16}) == "16 samples and as many test images"
+    assert wording.trained_phrase({"the VAE's": 32, "the DDPM's": 16}) == \
+        "32 samples (the VAE's) or 16 (the DDPM's), and as many test images"
+    values = {}
+    numbers.discriminator_closing(values, {"vae": drs_result(), "ddpm": dataclasses.replace(
+        drs_result(), accepted_fraction=1.0, n_fake_train=16)})
+    assert values["drs-trained-phrase"].startswith("5000 samples (the VAE's) or 16 (the DDPM's)")
+    assert values["drs-accepted-sentence"].startswith(r"DRS kept 12.5\% of the VAE's held-out samples and all of "
+                                                      "the DDPM's")
 
 
 def test_plurals_follow_the_count():
