@@ -664,9 +664,8 @@ def gap_outcomes(values: dict[str, str], g: AmortisationGaps) -> None:
         f"negative beyond Monte Carlo error: the estimate $\\log p_K(\\mathbf{{x}})\\le\\log p(\\mathbf{{x}})$ "
         f"with $K={g.ll_K}$ draws from the encoder's $q$ falls below the per-point ELBO, so the importance sampling "
         "is too loose to see this gap")
-    values["vae-gap-larger"] = gap_comparison(gap, approx, math.hypot(g.amortisation_gap.mc_se,
-                                                                      g.approximation_gap.mc_se), per_point,
-                                              g.per_point_converged is not False)
+    values["vae-gap-comparison"] = gap_comparison(g.amortisation_gap, g.approximation_gap, g.n_images, per_point,
+                                                  g.per_point_converged is not False)
 
 
 LL_PROPOSALS = {
@@ -676,23 +675,44 @@ LL_PROPOSALS = {
                "grows with the amortisation gap, so the approximation gap below is biased low"}
 
 
-def gap_comparison(amortisation: float, approximation: float, se: float, per_point_proposal: bool,
+MIN_GAP_IMAGES = 30   # a normal 95% interval of a mean over images (Student's t quantile at 4 images: 3.18, not 1.96)
+
+
+def gap_interval(amortisation: Estimate, approximation: Estimate) -> tuple[float, float]:
+    """95% interval of (amortisation gap - approximation gap), nats. Its standard error joins the Monte Carlo errors
+    (independent draws) and the spread over the images; the summary keeps each gap's standard error over the images
+    but not their correlation, so the difference's is bounded by their sum (the worst case, perfectly
+    anti-correlated gaps), which keeps the interval conservative."""
+    over_images = (amortisation.image_se or 0.0) + (approximation.image_se or 0.0)
+    se = math.hypot(math.hypot(amortisation.mc_se, approximation.mc_se), over_images)
+    d = amortisation.nats - approximation.nats
+    return d - gates.Z95 * se, d + gates.Z95 * se
+
+
+def gap_comparison(amortisation: Estimate, approximation: Estimate, n_images: int, per_point_proposal: bool,
                    converged: bool) -> str:
-    """Completes "The amortisation gap is ... the approximation gap", within WITHIN_SE standard errors `se` of their
-    difference. Their sum, log p(x) - ELBO(q_phi), does not depend on q*_x, and each bias moves one way: with the
-    encoder's q_phi as the proposal (older summaries) the approximation gap is biased low, so only "smaller than"
-    can be read; a per-point optimisation stopped at its step limit (not `converged`) moves part of the amortisation
-    gap into the approximation gap, so only "larger than" can."""
-    tolerance = WITHIN_SE * se
-    if abs(amortisation - approximation) <= tolerance:
-        return f"not distinguishable (within {WITHIN_SE} standard errors) from"
-    larger = amortisation > approximation
+    """Q1's sentence comparing the two gaps: a direction only when at least MIN_GAP_IMAGES images were measured and
+    the 95% interval of their difference (gap_interval) excludes 0 (report.gates). Their sum, log p(x) -
+    ELBO(q_phi), does not depend on q*_x, and each bias moves one way: with the encoder's q_phi as the proposal (older
+    summaries) the approximation gap is biased low, so only "smaller than" can be read; a per-point optimisation
+    stopped at its step limit (not `converged`) moves part of the amortisation gap into the approximation gap, so
+    only "larger than" can."""
+    low, high = gap_interval(amortisation, approximation)
+    failing = [g for g in (gates.enough(n_images, MIN_GAP_IMAGES, "image", "a 95\\% interval over images"),
+                           gates.interval_excludes_tie(low, high, "the difference of the two gaps", unit="~nats"))
+               if not g.tells]
+    if failing:  # every reason, as both usually fail together on a short run
+        why = gates.Gate(False, "; ".join(g.why for g in failing))
+        return "This run " + gates.cannot("which gap is larger", why).removeprefix("this run ") + "."
+    larger = low > 0
     if larger and not per_point_proposal:
-        return "of undetermined size (the approximation gap's estimate is biased low) relative to"
+        return ("The amortisation gap is of undetermined size relative to the approximation gap: the approximation "
+                "gap's estimate is biased low.")
     if not larger and not converged:
-        return ("of undetermined size (the per-point optimisation stopped at its step limit, which leaves part of the "
-                "amortisation gap in the approximation gap) relative to")
-    return "larger than" if larger else "smaller than"
+        return ("The amortisation gap is of undetermined size relative to the approximation gap: the per-point "
+                "optimisation stopped at its step limit, which leaves part of the amortisation gap in the "
+                "approximation gap.")
+    return f"The amortisation gap is {'larger' if larger else 'smaller'} than the approximation gap."
 
 
 BOUND_TERMS = {"reconstruction": "the decoder term $L_0$", "denoising": "the denoising terms $\\sum_{t=2}^T L_{t-1}$",

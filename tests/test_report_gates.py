@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from experiments.summaries import DDPMSummary, Interpolations, StripObservations, VAESummary
+from experiments.summaries import DDPMSummary, Estimate, Interpolations, StripObservations, VAESummary
 from report import gates, numbers, sheet, wording
 from tests.test_report import digits, drs_result, observations
 
@@ -362,3 +362,27 @@ def test_build_warns_while_name_or_id_is_a_placeholder(tmp_path):
     assert latex.student_warnings({}, tmp_path) == []
     (tmp_path / "student.tex").write_text("\\studentname{Ada Lovelace}\n")
     assert [w.split(" is ")[0] for w in latex.student_warnings({}, tmp_path)] == ["the title page's studentid"]
+
+
+# --------------------------------------------------------------------------- Part III, Q1: which gap is larger
+
+def gap(nats: float, mc_se: float, image_se: float | None) -> Estimate:
+    return Estimate(nats=nats, mc_se=mc_se, image_se=image_se)
+
+
+@pytest.mark.parametrize("amortisation, approximation, n, start, words", [
+    # The smoke VAE: 4 images, intervals far wider than the 14-nat difference: both reasons.
+    (gap(31.29, 0.87, 21.11), gap(44.98, 8.05, 32.99), 4, "This run cannot tell which gap is larger: 4 images, "
+     "fewer than the 30 a 95\\% interval over images needs; the 95\\% interval of the difference", "includes no"),
+    (gap(31.29, 0.87, 0.5), gap(44.98, 0.5, 0.5), 4, "This run cannot tell which gap is larger: 4 images", "30"),
+    (gap(5.0, 0.5, 2.0), gap(6.0, 0.5, 2.0), 500, "This run cannot tell which gap is larger: the 95\\% interval",
+     "includes no difference"),
+    (gap(5.0, 0.5, 0.4), gap(20.0, 1.0, 0.5), 30, "The amortisation gap is smaller than the approximation gap.", ""),
+    (gap(20.0, 0.5, 0.4), gap(5.0, 1.0, 0.5), 500, "The amortisation gap is larger than the approximation gap.", ""),
+    (gap(20.0, 0.5, None), gap(5.0, 1.0, None), 1, "This run cannot tell which gap is larger: 1 image, fewer", ""),
+])
+def test_the_gap_comparison_needs_enough_images_and_an_interval_that_excludes_the_tie(
+        amortisation, approximation, n, start, words):
+    text = numbers.gap_comparison(amortisation, approximation, n, per_point_proposal=True, converged=True)
+    assert text.startswith(start) and words in text
+    assert ("larger than" in text or "smaller than" in text) == (not text.startswith("This run cannot tell"))
