@@ -115,10 +115,18 @@ def listing(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def sharpness_phrase(ratio: float, against: str) -> str:
-    """Completes "The samples are ...": nearly flat / blurrier than / about as sharp as / sharper than / noise,
-    against `against` (what the figure shows comes first: flat patches and pixel noise are named as such)."""
+def sharpness_phrase(ratio: float, against: str, blobs: bool | None = None, contrast: float | None = None,
+                     rule: str | None = None) -> str:
+    """Completes "The samples are ...": blobs / nearly flat / blurrier than / about as sharp as / sharper than /
+    noise, against `against` (what the figure shows comes first: blobs, flat patches and pixel noise are named as
+    such). `blobs`, `contrast` and `rule`: the blob rule's verdict, the pixel-contrast ratio and the rule in words
+    (experiments.observe), None in summaries written before them."""
     energy = f"Laplacian energy {share(ratio)} theirs"
+    if contrast is not None:
+        energy += f", pixel contrast {share(contrast)} theirs"
+    if blobs:
+        by = escape(rule) if rule else "of experiments.observe"
+        return f"blobs: smooth colour fields without edges or strokes ({energy}; blobs by the rule {by})"
     if ratio < FLAT_BELOW:
         return (f"nearly flat, far blurrier than {against}: {energy}, so they show almost no edges or strokes, "
                 "close to patches of uniform colour")
@@ -133,26 +141,30 @@ def sharpness_phrase(ratio: float, against: str) -> str:
             "than in real ones points to residual noise or speckle rather than to crisper strokes")
 
 
-def sharpness_short(ratio: float, against: str) -> str:
+def sharpness_short(ratio: float, against: str, blobs: bool | None = None) -> str:
     """The answer sheet's form of sharpness_phrase: one word and the ratio."""
     energy = f"Laplacian energy {share(ratio)} {against}'"
-    word = ("nearly flat" if ratio < FLAT_BELOW else "blurry" if ratio < 1 / SHARPNESS_BAND else
-            "about as sharp as real" if ratio <= SHARPNESS_BAND else "noise" if ratio > NOISE_ABOVE else
+    word = ("blobs" if blobs else "nearly flat" if ratio < FLAT_BELOW else "blurry" if ratio < 1 / SHARPNESS_BAND
+            else "about as sharp as real" if ratio <= SHARPNESS_BAND else "noise" if ratio > NOISE_ABOVE else
             "sharper than real (speckle)")
     return f"{word} ({energy})"
 
 
-def sharpness_gate(ratio: float, who: str) -> Gate:
-    """Whether a Laplacian-energy ratio describes images whose sharpness compares: not pixel noise, not flat."""
+def sharpness_gate(ratio: float, who: str, blobs: bool | None = None) -> Gate:
+    """Whether a Laplacian-energy ratio describes images whose sharpness compares: not pixel noise, not flat, not
+    blobs with almost no edges (below FLAT_BELOW)."""
     if ratio > NOISE_ABOVE:
         return Gate(False, f"{who} are noise (Laplacian energy {share(ratio)} the test images')")
     if ratio < FLAT_BELOW:
-        return Gate(False, f"{who} are nearly flat (Laplacian energy {share(ratio)} the test images')")
+        what = "blobs without edges" if blobs else "nearly flat"
+        return Gate(False, f"{who} are {what} (Laplacian energy {share(ratio)} the test images')")
     return gates.TELLS
 
 
-def blur_heading(ratio: float) -> str:
+def blur_heading(ratio: float, blobs: bool | None = None) -> str:
     """The heading of 1.3(d)'s explanation, agreeing with what the samples show."""
+    if blobs:
+        return "Why the samples are smooth blobs."
     if ratio < FLAT_BELOW:
         return "Why the samples are flat rather than merely blurry."
     if ratio < 1 / SHARPNESS_BAND:
@@ -251,15 +263,16 @@ def run_observations(values: dict[str, str], p: str, obs: Observations, classifi
         f"{p}-obs-n": str(s.digits.n_images), f"{p}-obs-ref-n": str(ref.n_images),
         f"{p}-obs-threshold": f"{s.digits.threshold:g}",
         f"{p}-obs-sharpness": significant(s.sharpness_ratio),
-        f"{p}-obs-sharpness-phrase": sharpness_phrase(s.sharpness_ratio, "the test images"),
-        f"{p}-obs-blur-heading": blur_heading(s.sharpness_ratio),
+        f"{p}-obs-sharpness-phrase": sharpness_phrase(s.sharpness_ratio, "the test images", s.blobs,
+                                                      s.contrast_ratio, s.blob_rule),
+        f"{p}-obs-blur-heading": blur_heading(s.sharpness_ratio, s.blobs),
         f"{p}-obs-confident": percent(s.digits.confident_fraction, 0),
         f"{p}-obs-ref-confident": percent(ref.confident_fraction, 0),
         f"{p}-obs-digits-phrase": digits_phrase(s.digits, ref, classifier),
         f"{p}-obs-classes-phrase": classes_phrase(s.digits, ref, classifier),
         f"{p}-obs-class-tv": number(class_tv(s.digits.class_histogram, ref.class_histogram), ".2f"),
         f"{p}-obs-fid": significant(s.classifier_fid, 3), f"{p}-obs-fid-n": str(s.fid_size),
-        f"{p}-obs-sharpness-short": sharpness_short(s.sharpness_ratio, "the test images"),
+        f"{p}-obs-sharpness-short": sharpness_short(s.sharpness_ratio, "the test images", s.blobs),
         f"{p}-obs-digits-short": digits_short(s.digits, ref, classifier)})
     if obs.reconstructions is not None:
         r = obs.reconstructions
@@ -339,7 +352,8 @@ def ddpm_against_vae(values: dict[str, str], d: Observations, v: Observations, d
     rd, rv = max(d.samples.sharpness_ratio, 1e-12), max(v.samples.sharpness_ratio, 1e-12)
     cd, cv = d.samples.digits.confident_fraction, v.samples.digits.confident_fraction
     fd, fv = d.samples.classifier_fid, v.samples.classifier_fid
-    sharp = gates.first_failing(sharpness_gate(rd, "the DDPM's samples"), sharpness_gate(rv, "the VAE's samples"))
+    sharp = gates.first_failing(sharpness_gate(rd, "the DDPM's samples", d.samples.blobs),
+                                sharpness_gate(rv, "the VAE's samples", v.samples.blobs))
     digits = gates.first_failing(classifier, reference_gate(d.reference), reference_gate(v.reference))
     comparable = fid_comparability(values, d.samples.fid_size, v.samples.fid_size,
                                    ds.classifier_test_accuracy, vs.classifier_test_accuracy)

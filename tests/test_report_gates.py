@@ -85,6 +85,36 @@ def test_sharpness_says_what_the_figure_shows(ratio, start):
     assert wording.sharpness_phrase(max(ratio, 1e-9), "X").startswith(start)
 
 
+RULE = "Laplacian energy below 25% of the test images' with a pixel contrast at least 25% of theirs"
+
+
+@pytest.mark.parametrize("ratio, blobs, contrast, start, short", [
+    (0.0085, True, 0.6, "blobs: smooth colour fields without edges or strokes (Laplacian energy 0.85\\% of theirs, "
+                        "pixel contrast 60\\% of theirs; blobs by the rule Laplacian energy below 25\\%", "blobs"),
+    (0.2, True, 1.0, "blobs: smooth colour fields", "blobs"),
+    (0.007, False, 0.105, "nearly flat", "nearly flat"),   # the smoke VAE: 10% of the test images' contrast: flat
+    (0.5, False, 0.8, "blurrier than X", "blurry"),
+    (53.0, False, 3.7, "noise rather than sharp images", "noise"),
+    (0.0085, None, None, "nearly flat", "nearly flat"),    # a summary written before the rule: as before
+])
+def test_blobs_are_named_first_when_the_rule_fires(ratio, blobs, contrast, start, short):
+    assert wording.sharpness_phrase(ratio, "X", blobs, contrast, RULE).startswith(start)
+    assert wording.sharpness_short(ratio, "X", blobs).startswith(short + " (")
+    assert (wording.blur_heading(ratio, blobs) == "Why the samples are smooth blobs.") == bool(blobs)
+
+
+def test_blob_samples_reach_the_text_and_stop_a_sharpness_comparison():
+    obs = observations(sharpness=0.0085, confident=0.5, fid=1.0)
+    obs.samples = dataclasses.replace(obs.samples, contrast_ratio=0.6, blobs=True, blob_rule=RULE)
+    values = {}
+    wording.run_observations(values, "vae", obs)
+    assert values["vae-obs-sharpness-phrase"].startswith("blobs") and "25\\%" in values["vae-obs-sharpness-phrase"]
+    assert values["vae-obs-sharpness-short"].startswith("blobs (")
+    gate = wording.sharpness_gate(0.0085, "the VAE's samples", blobs=True)
+    assert not gate.tells and gate.why.startswith("the VAE's samples are blobs without edges")
+    assert wording.sharpness_gate(0.2, "the VAE's samples", blobs=True).tells   # blurry blobs still compare
+
+
 def test_digits_and_classes_refuse_a_classifier_at_chance():
     assert wording.digits_phrase(digits(0.9), digits(0.9), AT_CHANCE).startswith(
         "this run cannot tell whether the samples show digit patterns: the digit classifier is at chance")
@@ -260,6 +290,9 @@ def renderings() -> list[str]:
             out.append(gates.points_differ(accuracy, n, 1 - accuracy, n, "the difference").why)
     for ratio in (1e-12, 1.0, 1000.0):
         out += [wording.sharpness_phrase(ratio, "the test images"), wording.sharpness_short(ratio, "the test images")]
+        for contrast in (0.0, 1.0, 1000.0):
+            out += [wording.sharpness_phrase(ratio, "the test images", contrast >= 0.25, contrast, RULE),
+                    wording.sharpness_short(ratio, "the test images", contrast >= 0.25)]
     for confident in (0.0, 1.0):
         for n in (1, 2, 1000):
             one_class = [n] + [0] * 9
