@@ -754,13 +754,19 @@ def bound_against_vae(values: dict[str, str], b: VariationalBound, g: Amortisati
     8-bit scale, equal within WITHIN_SE standard errors (Monte Carlo and across images, both models)."""
     ddpm, vae = b.nll_bound.bits_per_dim, g.log_likelihood.bits_per_dim
     se = math.hypot(_bits_se(_total_se(b.nll_bound), b.dims), _bits_se(_total_se(g.log_likelihood), g.dims))
-    values["ddpm-bound-vs-vae"] = compare(
-        ddpm, vae, tolerance=WITHIN_SE * se,
-        lower="below the VAE's importance-sampled estimate: since the bound lies above the DDPM's negative "
-              "log-likelihood, the DDPM's is lower than that estimate by at least the difference",
-        higher="above the VAE's importance-sampled estimate: being an upper bound, it cannot rank the two models, "
-               "as the DDPM's own negative log-likelihood lies somewhere below it",
-        same=f"within {WITHIN_SE} standard errors of the VAE's importance-sampled estimate")
+    images = gates.enough(min(b.n_images, g.n_images), MIN_GAP_IMAGES, "image", "a standard error over images")
+    if not images.tells and ddpm <= vae + WITHIN_SE * se:  # "above" needs no precision: a bound above cannot rank
+        values["ddpm-bound-vs-vae"] = (
+            f"{'below' if ddpm < vae else 'above'} the VAE's importance-sampled estimate, {number(vae, '.3f')}, but "
+            + gates.cannot("whether the two differ", images))
+    else:
+        values["ddpm-bound-vs-vae"] = compare(
+            ddpm, vae, tolerance=WITHIN_SE * se,
+            lower="below the VAE's importance-sampled estimate: since the bound lies above the DDPM's negative "
+                  "log-likelihood, the DDPM's is lower than that estimate by at least the difference",
+            higher="above the VAE's importance-sampled estimate: being an upper bound, it cannot rank the two models, "
+                   "as the DDPM's own negative log-likelihood lies somewhere below it",
+            same=f"within {WITHIN_SE} standard errors of the VAE's importance-sampled estimate")
     values["ddpm-bound-images-phrase"] = (
         "the same test images as the VAE's (same data, seed, test set and number of images)" if same_images else
         "other test images than the VAE's (the runs differ in data, seed, test set or number of images)")
@@ -802,7 +808,7 @@ def measured_q3_q4_numbers(values: dict[str, str], runs: dict[str, RunFolder | N
         run = runs.get(slot)
         if run is not None and run.summary is not None and run.summary.discriminator is not None:
             found[slot] = run.summary.discriminator
-            discriminator_numbers(values, slot, found[slot])
+            discriminator_numbers(values, slot, found[slot], wording.classifier_gate(run))
     if found:
         discriminator_closing(values, found)
     spectra = {slot: _spectra(run) for slot, run in runs.items() if run is not None and problem_of(slot) == "simsiam"}
@@ -824,7 +830,11 @@ def _spectra(run: RunFolder) -> list[summaries.SpectrumResult]:
         return []
 
 
-def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.DiscriminatorResult) -> None:
+MIN_HELD_OUT = 30   # held-out images per set for a bootstrap interval of a mean over them (as MIN_GAP_IMAGES)
+
+
+def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.DiscriminatorResult,
+                          classifier: gates.Gate = gates.TELLS) -> None:
     """Question 3 on one run's samples: the JSD estimate, DRS's accepted fraction, and whether the accepted samples
     are closer to the test images than a random subset of the same size, by the classifier FID and by the JSD."""
     put = _putter(values, f"{slot}-drs")
@@ -832,7 +842,9 @@ def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.Discri
         put(key, interval.estimate, lambda v: number(v, ".3f"))
         put(f"{key}-interval", interval, lambda i: f"[{number(i.low, '.3f')}, {number(i.high, '.3f')}]")
     put("level", r.jsd.level, lambda v: percent(v, 0))
-    values[f"{slot}-drs-jsd-bound-word"] = jsd_word(r.jsd)
+    held_out = gates.enough(min(r.n_fake_test, r.n_real_test), MIN_HELD_OUT, "held-out image per set",
+                            "a bootstrap interval over held-out images", "held-out images per set")
+    values[f"{slot}-drs-jsd-bound-word"] = jsd_word(r.jsd, held_out, r.n_fake_train, r.epochs)
     values[f"{slot}-drs-rule"] = drs_rule(r.gamma_quantile)
     put("accepted", r.accepted_fraction, percent)
     for key, count in (("n-accepted", r.n_accepted), ("n-test", r.n_fake_test), ("n-train", r.n_fake_train),
@@ -850,7 +862,12 @@ def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.Discri
     a, s = r.jsd_accepted, r.jsd_subset
     values[f"{slot}-drs-jsd-word"] = ("below" if a.high < s.low else "above" if a.low > s.high
                                       else "within the bootstrap intervals of")
-    values[f"{slot}-drs-verdict"] = drs_verdict(closer_fid, a.high < s.low)
+    everything = gates.Gate(r.n_accepted < r.n_fake_test, "DRS kept every held-out sample, so the accepted set is "
+                                                          "the whole set and there is nothing to compare")
+    fid_gate = gates.first_failing(everything, classifier, gates.enough(
+        r.n_accepted, wording.MIN_FID_IMAGES, "accepted sample", "a classifier-FID"))
+    values[f"{slot}-drs-verdict"] = drs_verdict(closer_fid, a.high < s.low, fid_gate,
+                                                gates.first_failing(everything, held_out))
 
 
 MODEL_NAMES = {"vae": "the VAE's", "ddpm": "the DDPM's"}
@@ -864,16 +881,26 @@ def discriminator_closing(values: dict[str, str], results: dict[str, summaries.D
         [wording.accepted_phrase(r.accepted_fraction, MODEL_NAMES[s]) for s, r in results.items()]) + "."
 
 
-def jsd_word(jsd: summaries.Interval) -> str:
-    """What the held-out JSD estimate says: clearly above 0, negative (reported as measured, not clipped), or
-    not clearly above 0."""
+def jsd_word(jsd: summaries.Interval, held_out: gates.Gate = gates.TELLS, n_train: int | None = None,
+             epochs: int | None = None) -> str:
+    """What the held-out JSD estimate says: clearly above 0 (a difference found), negative (reported as measured, not
+    clipped), or not clearly above 0; a discriminator that finds no difference does not show that there is none, and
+    an interval over fewer than MIN_HELD_OUT held-out images shows nothing either way."""
+    if not held_out.tells:
+        return gates.cannot("whether the samples differ from the test images", held_out)
+    trained = (f"; a discriminator trained on {gates.counted(n_train, 'sample')} for {gates.counted(epochs, 'epoch')} "
+               "may miss a difference" if n_train is not None and epochs is not None else "")
     if jsd.low > 0:
         return "clearly above 0: the discriminator found a difference"
     if jsd.estimate < 0:
         return ("negative: on the held-out images the discriminator did worse than the constant $D=1/2$ (it fitted "
-                "its training half too closely), so it found no difference; the JSD itself is not negative, and the "
-                "estimate is reported as measured, not clipped at 0")
-    return "not clearly above 0: the discriminator found no reliable difference"
+                "its training half too closely); the JSD itself is not negative, and the estimate is reported as "
+                "measured, not clipped at 0. So this discriminator found no difference, and "
+                + gates.cannot("whether the samples differ from the test images",
+                               gates.Gate(False, "its interval includes 0" + trained)))
+    return ("not clearly above 0: the discriminator found no reliable difference, and "
+            + gates.cannot("whether the samples differ from the test images",
+                           gates.Gate(False, "its interval includes 0" + trained)))
 
 
 def drs_rule(gamma_quantile: float | None) -> str:
@@ -884,11 +911,24 @@ def drs_rule(gamma_quantile: float | None) -> str:
             "over the samples (no longer exact when $D=D^*$)")
 
 
-def drs_verdict(closer_fid: bool | None, closer_jsd: bool) -> str:
-    """The clause on whether discriminator rejection sampling brought the samples closer to the test images."""
-    if closer_fid is None:
-        return ("too few samples were accepted for a classifier-FID; by the JSD estimate resampling brought them "
+def drs_verdict(closer_fid: bool | None, closer_jsd: bool, fid: gates.Gate = gates.TELLS,
+                jsd: gates.Gate = gates.TELLS) -> str:
+    """The clause on whether discriminator rejection sampling brought the samples closer to the test images; each
+    measure speaks only when its gate tells (`fid`: enough accepted samples, a classifier above chance; `jsd`:
+    enough held-out images), and neither when DRS kept every sample."""
+    if not fid.tells and not jsd.tells:
+        reasons = gates.Gate(False, "; ".join(dict.fromkeys(g.why for g in (fid, jsd))))
+        return gates.cannot("whether resampling brought the samples closer to the test images", reasons)
+    if closer_fid is None or not fid.tells:
+        why = "too few samples were accepted for a classifier-FID" if closer_fid is None else \
+            f"the classifier-FID cannot tell ({fid.why})"
+        if not jsd.tells:
+            return f"{why}, and the JSD estimate cannot tell ({jsd.why})"
+        return (f"{why}; by the JSD estimate resampling brought them "
                 + ("closer to the test images" if closer_jsd else "not clearly closer to the test images"))
+    if not jsd.tells:
+        return ("by the classifier-FID proxy resampling brought the samples " + ("closer to" if closer_fid else
+                "not closer to") + f" the test images; the JSD estimate cannot tell ({jsd.why})")
     if closer_fid and closer_jsd:
         return "resampling brought the samples closer to the test images by both measures"
     if closer_fid or closer_jsd:
@@ -926,7 +966,7 @@ def spectrum_numbers(values: dict[str, str], slot: str, results: list[summaries.
         put("align-cos-chance-se", al.cos_chance_se, scientific)
         put("align-cos-excess", al.cos_excess, lambda v: number(v, ".2f"))
         put("align-rotations", al.rotations, str)
-    values[f"{slot}-align-verdict"] = ALIGNMENT_WORDS[alignment_verdict(al)]
+    values[f"{slot}-align-verdict"] = alignment_words(alignment_verdict(al), wording.steps_gate(values, slot))
 
 
 ALIGNMENT_WORDS = {
@@ -939,6 +979,15 @@ ALIGNMENT_WORDS = {
     "unknown": "of unknown alignment: this measurement compared its diagonal fraction with 1/r, which is the chance "
                "level only of a map with independent entries; rerun the run to measure it against the chance level "
                "of its own map"}
+
+
+def alignment_words(verdict: str, steps: gates.Gate) -> str:
+    """ALIGNMENT_WORDS[verdict]; for a run too short to have trained its predictor (report.wording.steps_gate), what
+    was measured without the comparison with DirectPred, which observed the alignment after long training."""
+    if steps.tells or verdict in ("undefined", "unknown"):
+        return ALIGNMENT_WORDS[verdict]
+    return (f"{verdict} with F's eigenvectors, but "
+            + gates.cannot("whether training aligns it, as DirectPred observed", steps))
 
 
 def alignment_verdict(al: summaries.Alignment) -> str:
@@ -965,6 +1014,9 @@ def collapse_numbers(values: dict[str, str], slot: str, r: summaries.SpectrumRes
     values[f"{slot}-erank-ratio"] = scientific(rank)
     values[f"{slot}-trace-ratio"] = scientific(scale)
     removed, theory = COLLAPSE_PREDICTED[slot.removeprefix("simsiam-")]
+    steps = wording.steps_gate(values, slot)
     values[f"{slot}-spectrum-verdict"] = (
         f"collapsed without {removed}, as {theory} predicts" if min(rank, scale) < SPECTRUM_COLLAPSED_BELOW
-        else f"did not collapse without {removed} in this run, although {theory} predicts that it does")
+        else f"did not collapse without {removed} in this run, although {theory} predicts that it does" if steps.tells
+        else f"did not collapse without {removed} in this run, but "
+             + gates.cannot(f"whether it would, as {theory} predicts", steps))

@@ -8,9 +8,17 @@ import re
 
 import pytest
 
-from experiments.summaries import DDPMSummary, Estimate, Interpolations, StripObservations, VAESummary
+from experiments.summaries import (
+    DDPMSummary,
+    DiscriminatorResult,
+    Estimate,
+    Interpolations,
+    Interval,
+    StripObservations,
+    VAESummary,
+)
 from report import gates, numbers, sheet, wording
-from tests.test_report import digits, drs_result, observations
+from tests.test_report import digits, drs_result, fake_bound, fake_gaps, observations, spectrum_result
 
 # --------------------------------------------------------------------------- the three kinds of gate
 
@@ -419,3 +427,86 @@ def test_the_gap_comparison_needs_enough_images_and_an_interval_that_excludes_th
     text = numbers.gap_comparison(amortisation, approximation, n, per_point_proposal=True, converged=True)
     assert text.startswith(start) and words in text
     assert ("larger than" in text or "smaller than" in text) == (not text.startswith("This run cannot tell"))
+
+
+# --------------------------------------------------------------------------- Part III: the other verdicts
+
+def smoke_drs(accepted: int, n: int, jsd_low: float = 0.012) -> DiscriminatorResult:
+    """Question 3 as on the smoke runs: n held-out images per set, `accepted` of the samples kept."""
+    interval = Interval(estimate=jsd_low + 0.003, low=jsd_low, high=jsd_low + 0.006, level=0.95)
+    subset = Interval(estimate=0.015, low=0.0127, high=0.0176, level=0.95)
+    return dataclasses.replace(drs_result(), jsd=interval, jsd_accepted=interval, jsd_subset=subset,
+                               accepted_fraction=accepted / n, n_accepted=accepted, n_fake_train=n, n_real_train=n,
+                               n_fake_test=n, n_real_test=n, epochs=2, fid_accepted=0.726, fid_subset=0.725)
+
+
+@pytest.mark.parametrize("result, classifier, bound_word, verdict", [
+    # the smoke VAE: 32 held-out images, DRS kept all of them
+    (smoke_drs(32, 32), AT_CHANCE, "clearly above 0", "this run cannot tell whether resampling brought the samples "
+     "closer to the test images: DRS kept every held-out sample, so the accepted set is the whole set"),
+    # the smoke DDPM: 16 held-out images, 15 kept
+    (smoke_drs(15, 16), AT_CHANCE, "this run cannot tell whether the samples differ from the test images: 16 held-out "
+     "images per set, fewer than the 30", "this run cannot tell whether resampling brought the samples closer to the "
+     "test images: the digit classifier is at chance"),
+    (smoke_drs(15, 16, jsd_low=-0.01), gates.TELLS, "this run cannot tell whether the samples differ",
+     "this run cannot tell whether resampling"),
+    (smoke_drs(40, 64, jsd_low=-0.002), gates.TELLS, "not clearly above 0: the discriminator found no reliable "
+     "difference, and this run cannot tell whether the samples differ from the test images: its interval includes 0; "
+     "a discriminator trained on 64 samples for 2 epochs may miss a difference",
+     "the classifier-FID cannot tell (40 accepted samples, fewer than the 100"),
+    (smoke_drs(400, 1000), AT_CHANCE, "clearly above 0", "the classifier-FID cannot tell (the digit classifier is at "
+     "chance"),
+    (smoke_drs(400, 1000), gates.TELLS, "clearly above 0", "resampling did not bring the samples closer to the test "
+     "images by either measure"),
+])
+def test_the_discriminator_verdicts_follow_their_gates(result, classifier, bound_word, verdict):
+    values = {}
+    numbers.discriminator_numbers(values, "vae", result, classifier)
+    assert values["vae-drs-jsd-bound-word"].startswith(bound_word)
+    assert values["vae-drs-verdict"].startswith(verdict)
+
+
+def test_a_negative_jsd_estimate_is_reported_and_cannot_tell():
+    r = dataclasses.replace(smoke_drs(400, 1000), jsd=Interval(estimate=-0.02, low=-0.05, high=0.01, level=0.95))
+    word = numbers.jsd_word(r.jsd, gates.TELLS, 1000, 5)
+    assert word.startswith("negative: on the held-out images") and "not clipped at 0" in word
+    assert "this run cannot tell whether the samples differ from the test images" in word
+
+
+@pytest.mark.parametrize("steps_per_epoch, start", [
+    (4, "not aligned with F's eigenvectors, but this run cannot tell whether training aligns it, as DirectPred "
+        "observed: after 8 optimiser steps at learning rate 0.004"),
+    (400, "not aligned with F's eigenvectors: its diagonal fraction is what a random eigenbasis gives"),
+])
+def test_the_alignment_verdict_needs_a_trained_predictor(steps_per_epoch, start):
+    values = simsiam_values(steps_per_epoch, {})
+    assert numbers.alignment_words("not aligned", wording.steps_gate(values, "simsiam-baseline")).startswith(start)
+    assert numbers.alignment_words("unknown", wording.steps_gate(values, "simsiam-baseline")).startswith("of unknown")
+
+
+@pytest.mark.parametrize("steps_per_epoch, erank, start", [
+    (4, 90.0, "did not collapse without the stop-gradient in this run, but this run cannot tell whether it would, "
+              "as 4.3 predicts: after 8 optimiser steps"),
+    (400, 90.0, "did not collapse without the stop-gradient in this run, although 4.3 predicts that it does"),
+    (4, 1.0, "collapsed without the stop-gradient, as 4.3 predicts"),
+])
+def test_the_collapse_verdict_of_question_4_needs_enough_steps(steps_per_epoch, erank, start):
+    values = simsiam_values(steps_per_epoch, {})
+    values["simsiam-no-stop-grad-epochs"], values["simsiam-no-stop-grad-steps-per-epoch"] = "2", str(steps_per_epoch)
+    values["simsiam-no-stop-grad-peak-lr"] = "0.004"
+    numbers.collapse_numbers(values, "simsiam-no-stop-grad", spectrum_result(2, erank), spectrum_result(2, 100.0))
+    assert values["simsiam-no-stop-grad-spectrum-verdict"].startswith(start)
+
+
+@pytest.mark.parametrize("bits, n, start", [
+    (8.40, 4, "below the VAE's importance-sampled estimate, 8.453, but this run cannot tell whether the two differ: "
+              "4 images, fewer than the 30"),
+    (12.77, 4, "above the VAE's importance-sampled estimate: being an upper bound, it cannot rank"),   # the smoke run
+    (3.3, 500, "below the VAE's importance-sampled estimate: since the bound lies above"),
+])
+def test_the_bound_against_the_vae_needs_enough_images_to_rank(bits, n, start):
+    b = dataclasses.replace(fake_bound(bits), n_images=n)
+    g = dataclasses.replace(fake_gaps(ll_nats=-3105.0), n_images=n)
+    values = {}
+    numbers.bound_against_vae(values, b, g, same_images=True)
+    assert values["ddpm-bound-vs-vae"].startswith(start)
