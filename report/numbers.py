@@ -877,8 +877,8 @@ def discriminator_closing(values: dict[str, str], results: dict[str, summaries.D
     """Question 3's closing paragraph, from the measured counts: what the discriminators trained on, and what DRS
     kept of each model's held-out samples."""
     values["drs-trained-phrase"] = wording.trained_phrase({MODEL_NAMES[s]: r.n_fake_train for s, r in results.items()})
-    values["drs-accepted-sentence"] = "DRS kept " + wording.listing(
-        [wording.accepted_phrase(r.accepted_fraction, MODEL_NAMES[s]) for s, r in results.items()]) + "."
+    values["drs-accepted-sentence"] = "DRS kept " + "; it kept ".join(
+        wording.accepted_phrase(r.accepted_fraction, MODEL_NAMES[s]) for s, r in results.items()) + "."
 
 
 def jsd_word(jsd: summaries.Interval, held_out: gates.Gate = gates.TELLS, n_train: int | None = None,
@@ -887,7 +887,7 @@ def jsd_word(jsd: summaries.Interval, held_out: gates.Gate = gates.TELLS, n_trai
     clipped), or not clearly above 0; a discriminator that finds no difference does not show that there is none, and
     an interval over fewer than MIN_HELD_OUT held-out images shows nothing either way."""
     if not held_out.tells:
-        return gates.cannot("whether the samples differ from the test images", held_out)
+        return "but " + gates.cannot("whether the samples differ from the test images", held_out)
     trained = (f"; a discriminator trained on {gates.counted(n_train, 'sample')} for {gates.counted(epochs, 'epoch')} "
                "may miss a difference" if n_train is not None and epochs is not None else "")
     if jsd.low > 0:

@@ -103,11 +103,11 @@ def accepted_phrase(fraction: float, who: str) -> str:
 
 def trained_phrase(counts: dict[str, int]) -> str:
     """What the discriminators trained on, from {"the VAE's": n, ...}: "32 samples and as many test images", or with
-    different counts "32 samples (the VAE's) or 16 (the DDPM's), and as many test images"."""
+    different counts "32 samples (the VAE's) or 16 (the DDPM's) and as many test images"."""
     if len(set(counts.values())) == 1:
         return f"{gates.counted(next(iter(counts.values())), 'sample')} and as many test images"
     parts = [f"{gates.counted(n, 'sample') if k == 0 else n} ({who})" for k, (who, n) in enumerate(counts.items())]
-    return " or ".join(parts) + ", and as many test images"
+    return " or ".join(parts) + " and as many test images"
 
 
 def listing(items: list[str]) -> str:
