@@ -654,6 +654,9 @@ def gap_outcomes(values: dict[str, str], g: AmortisationGaps) -> None:
     approx, se = g.approximation_gap.nats, WITHIN_SE * g.approximation_gap.mc_se
     per_point = g.ll_proposal == "per-point"
     values["vae-gap-approximation-phrase"] = (
+        "positive, but the per-point optimisation stopped at its step limit, so part of it may be amortisation gap "
+        "that the optimisation had not yet removed rather than the cost of the family"
+        if approx > se and g.per_point_converged is False else
         "positive: even the best diagonal Gaussian misses the true posterior, the cost of the family itself"
         if approx > se else
         "zero within Monte Carlo error: as far as the importance-sampled estimate can tell, the best diagonal "

@@ -905,6 +905,9 @@ def test_q1_comparison_hedges_a_per_point_optimisation_stopped_at_its_limit(appr
     g = fake_gaps(gap=5.0, approx=approx, converged=converged)
     numbers.gap_outcomes(values, g)
     assert values["vae-gap-comparison"].startswith(larger)
+    assert values["vae-gap-approximation-phrase"].startswith(
+        "positive, but the per-point optimisation stopped at its step limit" if converged is False and approx > 5
+        else "positive: even the best" if approx > 5 else "zero within Monte Carlo error")
     numbers.gap_numbers(values, g, 90.0)
     assert values.get("vae-gap-stopped") == {True: "when its tolerance was met", None: None,
                                              False: "at its step limit, before its tolerance was met"}[converged]
