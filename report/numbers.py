@@ -654,6 +654,9 @@ def gap_outcomes(values: dict[str, str], g: AmortisationGaps) -> None:
     approx, se = g.approximation_gap.nats, WITHIN_SE * g.approximation_gap.mc_se
     per_point = g.ll_proposal == "per-point"
     values["vae-gap-approximation-phrase"] = (
+        "positive, but the per-point optimisation stopped at its step limit, so part of it may be amortisation gap "
+        "that the optimisation had not yet removed rather than the cost of the family"
+        if approx > se and g.per_point_converged is False else
         "positive: even the best diagonal Gaussian misses the true posterior, the cost of the family itself"
         if approx > se else
         "zero within Monte Carlo error: as far as the importance-sampled estimate can tell, the best diagonal "
@@ -664,9 +667,8 @@ def gap_outcomes(values: dict[str, str], g: AmortisationGaps) -> None:
         f"negative beyond Monte Carlo error: the estimate $\\log p_K(\\mathbf{{x}})\\le\\log p(\\mathbf{{x}})$ "
         f"with $K={g.ll_K}$ draws from the encoder's $q$ falls below the per-point ELBO, so the importance sampling "
         "is too loose to see this gap")
-    values["vae-gap-larger"] = gap_comparison(gap, approx, math.hypot(g.amortisation_gap.mc_se,
-                                                                      g.approximation_gap.mc_se), per_point,
-                                              g.per_point_converged is not False)
+    values["vae-gap-comparison"] = gap_comparison(g.amortisation_gap, g.approximation_gap, g.n_images, per_point,
+                                                  g.per_point_converged is not False)
 
 
 LL_PROPOSALS = {
@@ -676,23 +678,44 @@ LL_PROPOSALS = {
                "grows with the amortisation gap, so the approximation gap below is biased low"}
 
 
-def gap_comparison(amortisation: float, approximation: float, se: float, per_point_proposal: bool,
+MIN_GAP_IMAGES = 30   # a normal 95% interval of a mean over images (Student's t quantile at 4 images: 3.18, not 1.96)
+
+
+def gap_interval(amortisation: Estimate, approximation: Estimate) -> tuple[float, float]:
+    """95% interval of (amortisation gap - approximation gap), nats. Its standard error joins the Monte Carlo errors
+    (independent draws) and the spread over the images; the summary keeps each gap's standard error over the images
+    but not their correlation, so the difference's is bounded by their sum (the worst case, perfectly
+    anti-correlated gaps), which keeps the interval conservative."""
+    over_images = (amortisation.image_se or 0.0) + (approximation.image_se or 0.0)
+    se = math.hypot(math.hypot(amortisation.mc_se, approximation.mc_se), over_images)
+    d = amortisation.nats - approximation.nats
+    return d - gates.Z95 * se, d + gates.Z95 * se
+
+
+def gap_comparison(amortisation: Estimate, approximation: Estimate, n_images: int, per_point_proposal: bool,
                    converged: bool) -> str:
-    """Completes "The amortisation gap is ... the approximation gap", within WITHIN_SE standard errors `se` of their
-    difference. Their sum, log p(x) - ELBO(q_phi), does not depend on q*_x, and each bias moves one way: with the
-    encoder's q_phi as the proposal (older summaries) the approximation gap is biased low, so only "smaller than"
-    can be read; a per-point optimisation stopped at its step limit (not `converged`) moves part of the amortisation
-    gap into the approximation gap, so only "larger than" can."""
-    tolerance = WITHIN_SE * se
-    if abs(amortisation - approximation) <= tolerance:
-        return f"not distinguishable (within {WITHIN_SE} standard errors) from"
-    larger = amortisation > approximation
+    """Q1's sentence comparing the two gaps: a direction only when at least MIN_GAP_IMAGES images were measured and
+    the 95% interval of their difference (gap_interval) excludes 0 (report.gates). Their sum, log p(x) -
+    ELBO(q_phi), does not depend on q*_x, and each bias moves one way: with the encoder's q_phi as the proposal (older
+    summaries) the approximation gap is biased low, so only "smaller than" can be read; a per-point optimisation
+    stopped at its step limit (not `converged`) moves part of the amortisation gap into the approximation gap, so
+    only "larger than" can."""
+    low, high = gap_interval(amortisation, approximation)
+    failing = [g for g in (gates.enough(n_images, MIN_GAP_IMAGES, "image", "a 95\\% interval over images"),
+                           gates.interval_excludes_tie(low, high, "the difference of the two gaps", unit="~nats"))
+               if not g.tells]
+    if failing:  # every reason, as both usually fail together on a short run
+        why = gates.Gate(False, "; ".join(g.why for g in failing))
+        return "This run " + gates.cannot("which gap is larger", why).removeprefix("this run ") + "."
+    larger = low > 0
     if larger and not per_point_proposal:
-        return "of undetermined size (the approximation gap's estimate is biased low) relative to"
+        return ("The amortisation gap is of undetermined size relative to the approximation gap: the approximation "
+                "gap's estimate is biased low.")
     if not larger and not converged:
-        return ("of undetermined size (the per-point optimisation stopped at its step limit, which leaves part of the "
-                "amortisation gap in the approximation gap) relative to")
-    return "larger than" if larger else "smaller than"
+        return ("The amortisation gap is of undetermined size relative to the approximation gap: the per-point "
+                "optimisation stopped at its step limit, which leaves part of the amortisation gap in the "
+                "approximation gap.")
+    return f"The amortisation gap is {'larger' if larger else 'smaller'} than the approximation gap."
 
 
 BOUND_TERMS = {"reconstruction": "the decoder term $L_0$", "denoising": "the denoising terms $\\sum_{t=2}^T L_{t-1}$",
@@ -712,7 +735,8 @@ def bound_numbers(values: dict[str, str], b: VariationalBound, train_seconds: fl
     for key, v in (("n", b.n_images), ("exact-steps", b.exact_steps), ("strata", b.strata),
                    ("draws", b.draws_per_stratum), ("evaluations", b.network_evaluations)):
         put(key, v, str)
-    values["ddpm-bound-last-exact"] = str(b.exact_steps + 1)
+    values["ddpm-bound-strata-phrase"] = wording.strata_phrase(b.exact_steps, b.strata, b.draws_per_stratum,
+                                                               b.network_evaluations)
     parts = {"reconstruction": b.reconstruction, "denoising": b.denoising, "prior": b.prior}
     for key, v in parts.items():
         put(key, v, lambda v: number(v, ".1f"))
@@ -733,13 +757,19 @@ def bound_against_vae(values: dict[str, str], b: VariationalBound, g: Amortisati
     8-bit scale, equal within WITHIN_SE standard errors (Monte Carlo and across images, both models)."""
     ddpm, vae = b.nll_bound.bits_per_dim, g.log_likelihood.bits_per_dim
     se = math.hypot(_bits_se(_total_se(b.nll_bound), b.dims), _bits_se(_total_se(g.log_likelihood), g.dims))
-    values["ddpm-bound-vs-vae"] = compare(
-        ddpm, vae, tolerance=WITHIN_SE * se,
-        lower="below the VAE's importance-sampled estimate: since the bound lies above the DDPM's negative "
-              "log-likelihood, the DDPM's is lower than that estimate by at least the difference",
-        higher="above the VAE's importance-sampled estimate: being an upper bound, it cannot rank the two models, "
-               "as the DDPM's own negative log-likelihood lies somewhere below it",
-        same=f"within {WITHIN_SE} standard errors of the VAE's importance-sampled estimate")
+    images = gates.enough(min(b.n_images, g.n_images), MIN_GAP_IMAGES, "image", "a standard error over images")
+    if not images.tells and ddpm <= vae + WITHIN_SE * se:  # "above" needs no precision: a bound above cannot rank
+        values["ddpm-bound-vs-vae"] = (
+            f"{'below' if ddpm < vae else 'above'} the VAE's importance-sampled estimate, {number(vae, '.3f')}, but "
+            + gates.cannot("whether the two differ", images))
+    else:
+        values["ddpm-bound-vs-vae"] = compare(
+            ddpm, vae, tolerance=WITHIN_SE * se,
+            lower="below the VAE's importance-sampled estimate: since the bound lies above the DDPM's negative "
+                  "log-likelihood, the DDPM's is lower than that estimate by at least the difference",
+            higher="above the VAE's importance-sampled estimate: being an upper bound, it cannot rank the two models, "
+                   "as the DDPM's own negative log-likelihood lies somewhere below it",
+            same=f"within {WITHIN_SE} standard errors of the VAE's importance-sampled estimate")
     values["ddpm-bound-images-phrase"] = (
         "the same test images as the VAE's (same data, seed, test set and number of images)" if same_images else
         "other test images than the VAE's (the runs differ in data, seed, test set or number of images)")
@@ -777,10 +807,14 @@ def measured_q3_q4_numbers(values: dict[str, str], runs: dict[str, RunFolder | N
     values.update({"fid-same-within": percent(FID_SAME_WITHIN, 0), "aligned-excess": str(ALIGNED_EXCESS),
                    "partly-aligned-excess": str(PARTLY_ALIGNED_EXCESS), "aligned-spreads": str(ALIGNED_SPREADS),
                    "spectrum-collapsed-below": str(SPECTRUM_COLLAPSED_BELOW)})
+    found = {}
     for slot in ("vae", "ddpm"):
         run = runs.get(slot)
         if run is not None and run.summary is not None and run.summary.discriminator is not None:
-            discriminator_numbers(values, slot, run.summary.discriminator)
+            found[slot] = run.summary.discriminator
+            discriminator_numbers(values, slot, found[slot], wording.classifier_gate(run))
+    if found:
+        discriminator_closing(values, found)
     spectra = {slot: _spectra(run) for slot, run in runs.items() if run is not None and problem_of(slot) == "simsiam"}
     for slot, results in spectra.items():
         if results:
@@ -800,7 +834,11 @@ def _spectra(run: RunFolder) -> list[summaries.SpectrumResult]:
         return []
 
 
-def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.DiscriminatorResult) -> None:
+MIN_HELD_OUT = 30   # held-out images per set for a bootstrap interval of a mean over them (as MIN_GAP_IMAGES)
+
+
+def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.DiscriminatorResult,
+                          classifier: gates.Gate = gates.TELLS) -> None:
     """Question 3 on one run's samples: the JSD estimate, DRS's accepted fraction, and whether the accepted samples
     are closer to the test images than a random subset of the same size, by the classifier FID and by the JSD."""
     put = _putter(values, f"{slot}-drs")
@@ -808,7 +846,9 @@ def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.Discri
         put(key, interval.estimate, lambda v: number(v, ".3f"))
         put(f"{key}-interval", interval, lambda i: f"[{number(i.low, '.3f')}, {number(i.high, '.3f')}]")
     put("level", r.jsd.level, lambda v: percent(v, 0))
-    values[f"{slot}-drs-jsd-bound-word"] = jsd_word(r.jsd)
+    held_out = gates.enough(min(r.n_fake_test, r.n_real_test), MIN_HELD_OUT, "held-out image per set",
+                            "a bootstrap interval over held-out images", "held-out images per set")
+    values[f"{slot}-drs-jsd-bound-word"] = jsd_word(r.jsd, held_out, r.n_fake_train, r.epochs)
     values[f"{slot}-drs-rule"] = drs_rule(r.gamma_quantile)
     put("accepted", r.accepted_fraction, percent)
     for key, count in (("n-accepted", r.n_accepted), ("n-test", r.n_fake_test), ("n-train", r.n_fake_train),
@@ -826,19 +866,45 @@ def discriminator_numbers(values: dict[str, str], slot: str, r: summaries.Discri
     a, s = r.jsd_accepted, r.jsd_subset
     values[f"{slot}-drs-jsd-word"] = ("below" if a.high < s.low else "above" if a.low > s.high
                                       else "within the bootstrap intervals of")
-    values[f"{slot}-drs-verdict"] = drs_verdict(closer_fid, a.high < s.low)
+    everything = gates.Gate(r.n_accepted < r.n_fake_test, "DRS kept every held-out sample, so the accepted set is "
+                                                          "the whole set and there is nothing to compare")
+    fid_gate = gates.first_failing(everything, classifier, gates.enough(
+        r.n_accepted, wording.MIN_FID_IMAGES, "accepted sample", "a classifier-FID"))
+    values[f"{slot}-drs-verdict"] = drs_verdict(closer_fid, a.high < s.low, fid_gate,
+                                                gates.first_failing(everything, held_out))
 
 
-def jsd_word(jsd: summaries.Interval) -> str:
-    """What the held-out JSD estimate says: clearly above 0, negative (reported as measured, not clipped), or
-    not clearly above 0."""
+MODEL_NAMES = {"vae": "the VAE's", "ddpm": "the DDPM's"}
+
+
+def discriminator_closing(values: dict[str, str], results: dict[str, summaries.DiscriminatorResult]) -> None:
+    """Question 3's closing paragraph, from the measured counts: what the discriminators trained on, and what DRS
+    kept of each model's held-out samples."""
+    values["drs-trained-phrase"] = wording.trained_phrase({MODEL_NAMES[s]: r.n_fake_train for s, r in results.items()})
+    values["drs-accepted-sentence"] = "DRS kept " + "; it kept ".join(
+        wording.accepted_phrase(r.accepted_fraction, MODEL_NAMES[s]) for s, r in results.items()) + "."
+
+
+def jsd_word(jsd: summaries.Interval, held_out: gates.Gate = gates.TELLS, n_train: int | None = None,
+             epochs: int | None = None) -> str:
+    """What the held-out JSD estimate says: clearly above 0 (a difference found), negative (reported as measured, not
+    clipped), or not clearly above 0; a discriminator that finds no difference does not show that there is none, and
+    an interval over fewer than MIN_HELD_OUT held-out images shows nothing either way."""
+    if not held_out.tells:
+        return "but " + gates.cannot("whether the samples differ from the test images", held_out)
+    trained = (f"; a discriminator trained on {gates.counted(n_train, 'sample')} for {gates.counted(epochs, 'epoch')} "
+               "may miss a difference" if n_train is not None and epochs is not None else "")
     if jsd.low > 0:
         return "clearly above 0: the discriminator found a difference"
     if jsd.estimate < 0:
         return ("negative: on the held-out images the discriminator did worse than the constant $D=1/2$ (it fitted "
-                "its training half too closely), so it found no difference; the JSD itself is not negative, and the "
-                "estimate is reported as measured, not clipped at 0")
-    return "not clearly above 0: the discriminator found no reliable difference"
+                "its training half too closely); the JSD itself is not negative, and the estimate is reported as "
+                "measured, not clipped at 0. So this discriminator found no difference, and "
+                + gates.cannot("whether the samples differ from the test images",
+                               gates.Gate(False, "its interval includes 0" + trained)))
+    return ("not clearly above 0: the discriminator found no reliable difference, and "
+            + gates.cannot("whether the samples differ from the test images",
+                           gates.Gate(False, "its interval includes 0" + trained)))
 
 
 def drs_rule(gamma_quantile: float | None) -> str:
@@ -849,11 +915,24 @@ def drs_rule(gamma_quantile: float | None) -> str:
             "over the samples (no longer exact when $D=D^*$)")
 
 
-def drs_verdict(closer_fid: bool | None, closer_jsd: bool) -> str:
-    """The clause on whether discriminator rejection sampling brought the samples closer to the test images."""
-    if closer_fid is None:
-        return ("too few samples were accepted for a classifier-FID; by the JSD estimate resampling brought them "
+def drs_verdict(closer_fid: bool | None, closer_jsd: bool, fid: gates.Gate = gates.TELLS,
+                jsd: gates.Gate = gates.TELLS) -> str:
+    """The clause on whether discriminator rejection sampling brought the samples closer to the test images; each
+    measure speaks only when its gate tells (`fid`: enough accepted samples, a classifier above chance; `jsd`:
+    enough held-out images), and neither when DRS kept every sample."""
+    if not fid.tells and not jsd.tells:
+        reasons = gates.Gate(False, "; ".join(dict.fromkeys(g.why for g in (fid, jsd))))
+        return gates.cannot("whether resampling brought the samples closer to the test images", reasons)
+    if closer_fid is None or not fid.tells:
+        why = "too few samples were accepted for a classifier-FID" if closer_fid is None else \
+            f"the classifier-FID cannot tell ({fid.why})"
+        if not jsd.tells:
+            return f"{why}, and the JSD estimate cannot tell ({jsd.why})"
+        return (f"{why}; by the JSD estimate resampling brought them "
                 + ("closer to the test images" if closer_jsd else "not clearly closer to the test images"))
+    if not jsd.tells:
+        return ("by the classifier-FID proxy resampling brought the samples " + ("closer to" if closer_fid else
+                "not closer to") + f" the test images; the JSD estimate cannot tell ({jsd.why})")
     if closer_fid and closer_jsd:
         return "resampling brought the samples closer to the test images by both measures"
     if closer_fid or closer_jsd:
@@ -891,7 +970,7 @@ def spectrum_numbers(values: dict[str, str], slot: str, results: list[summaries.
         put("align-cos-chance-se", al.cos_chance_se, scientific)
         put("align-cos-excess", al.cos_excess, lambda v: number(v, ".2f"))
         put("align-rotations", al.rotations, str)
-    values[f"{slot}-align-verdict"] = ALIGNMENT_WORDS[alignment_verdict(al)]
+    values[f"{slot}-align-verdict"] = alignment_words(alignment_verdict(al), wording.steps_gate(values, slot))
 
 
 ALIGNMENT_WORDS = {
@@ -904,6 +983,15 @@ ALIGNMENT_WORDS = {
     "unknown": "of unknown alignment: this measurement compared its diagonal fraction with 1/r, which is the chance "
                "level only of a map with independent entries; rerun the run to measure it against the chance level "
                "of its own map"}
+
+
+def alignment_words(verdict: str, steps: gates.Gate) -> str:
+    """ALIGNMENT_WORDS[verdict]; for a run too short to have trained its predictor (report.wording.steps_gate), what
+    was measured without the comparison with DirectPred, which observed the alignment after long training."""
+    if steps.tells or verdict in ("undefined", "unknown"):
+        return ALIGNMENT_WORDS[verdict]
+    return (f"{verdict} with F's eigenvectors, but "
+            + gates.cannot("whether training aligns it, as DirectPred observed", steps))
 
 
 def alignment_verdict(al: summaries.Alignment) -> str:
@@ -930,6 +1018,9 @@ def collapse_numbers(values: dict[str, str], slot: str, r: summaries.SpectrumRes
     values[f"{slot}-erank-ratio"] = scientific(rank)
     values[f"{slot}-trace-ratio"] = scientific(scale)
     removed, theory = COLLAPSE_PREDICTED[slot.removeprefix("simsiam-")]
+    steps = wording.steps_gate(values, slot)
     values[f"{slot}-spectrum-verdict"] = (
         f"collapsed without {removed}, as {theory} predicts" if min(rank, scale) < SPECTRUM_COLLAPSED_BELOW
-        else f"did not collapse without {removed} in this run, although {theory} predicts that it does")
+        else f"did not collapse without {removed} in this run, although {theory} predicts that it does" if steps.tells
+        else f"did not collapse without {removed} in this run, but "
+             + gates.cannot(f"whether it would, as {theory} predicts", steps))

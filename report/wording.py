@@ -58,15 +58,75 @@ def over_first(n: int, unit: str) -> str:
     return "no warm-up" if n <= 0 else f"a linear warm-up over the first {unit if n == 1 else f'{n} {unit}s'}"
 
 
+def step_range(first: int, last: int, var: str = "t") -> str:
+    """The steps first..last in running text (LaTeX): "step $t=2$", "steps $t=2$ and $3$", "steps $t=2,\\dots,9$";
+    "no step" when last < first."""
+    if last < first:
+        return "no step"
+    if last == first:
+        return f"step ${var}={first}$"
+    if last == first + 1:
+        return f"steps ${var}={first}$ and ${last}$"
+    return f"steps ${var}={first},\\dots,{last}$"
+
+
+def strata_phrase(exact_steps: int, strata: int, draws: int, evaluations: int) -> str:
+    """How the DDPM bound's sum over t = 2..T was stratified (measurements.bound): steps t = 2, ..., exact_steps + 1
+    one by one, the rest in `strata` near-equal strata, `draws` draws of t in each, `evaluations` network passes."""
+    exact = step_range(2, exact_steps + 1)
+    own = "a stratum of its own" if exact_steps == 1 else "each a stratum of its own"
+    rest = gates.counted(strata, "near-equal stratum", "near-equal strata")
+    split = (f"every step in {rest}" if exact_steps <= 0 else f"{exact} {own}" if strata <= 0 else
+             f"{exact} {own} and the rest in {rest}")
+    return (f"{split}, with {gates.counted(draws, 'draw')} of $t$ in each stratum "
+            f"({gates.counted(evaluations, 'evaluation')} of the noise model per image)")
+
+
+NEARLY_ALL = 0.9    # DRS keeping at least 90% of the samples "kept nearly all": it changed the set little
+SMALL_PART = 0.1    # DRS keeping at most 10% "kept a small fraction": e^h is dominated by a few samples
+
+
+def accepted_phrase(fraction: float, who: str) -> str:
+    """What discriminator rejection sampling kept of `who`'s held-out samples, by the fraction: "all", "nearly all"
+    (>= NEARLY_ALL), "a small fraction" (<= SMALL_PART), "none", else the percentage, with what that means."""
+    pct = percent(fraction)
+    if fraction >= 1:
+        return f"all of {who} held-out samples ({pct}), so it left that set as it was"
+    if fraction >= NEARLY_ALL:
+        return f"nearly all of {who} held-out samples ({pct}): their weights $e^{{h}}$ were nearly equal"
+    if fraction <= 0:
+        return f"none of {who} held-out samples"
+    if fraction <= SMALL_PART:
+        return f"a small fraction of {who} held-out samples ({pct}): a few samples dominated the weights $e^{{h}}$"
+    return f"{pct} of {who} held-out samples"
+
+
+def trained_phrase(counts: dict[str, int]) -> str:
+    """What the discriminators trained on, from {"the VAE's": n, ...}: "32 samples and as many test images", or with
+    different counts "32 samples (the VAE's) or 16 (the DDPM's) and as many test images"."""
+    if len(set(counts.values())) == 1:
+        return f"{gates.counted(next(iter(counts.values())), 'sample')} and as many test images"
+    parts = [f"{gates.counted(n, 'sample') if k == 0 else n} ({who})" for k, (who, n) in enumerate(counts.items())]
+    return " or ".join(parts) + " and as many test images"
+
+
 def listing(items: list[str]) -> str:
     """a; a and b; a, b and c."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def sharpness_phrase(ratio: float, against: str) -> str:
-    """Completes "The samples are ...": nearly flat / blurrier than / about as sharp as / sharper than / noise,
-    against `against` (what the figure shows comes first: flat patches and pixel noise are named as such)."""
+def sharpness_phrase(ratio: float, against: str, blobs: bool | None = None, contrast: float | None = None,
+                     rule: str | None = None) -> str:
+    """Completes "The samples are ...": blobs / nearly flat / blurrier than / about as sharp as / sharper than /
+    noise, against `against` (what the figure shows comes first: blobs, flat patches and pixel noise are named as
+    such). `blobs`, `contrast` and `rule`: the blob rule's verdict, the pixel-contrast ratio and the rule in words
+    (experiments.measurements.observe), None in summaries written before them."""
     energy = f"Laplacian energy {share(ratio)} theirs"
+    if contrast is not None:
+        energy += f", pixel contrast {share(contrast)} theirs"
+    if blobs:
+        by = escape(rule) if rule else "of experiments.measurements.observe"
+        return f"blobs: smooth colour fields without edges or strokes ({energy}; blobs by the rule {by})"
     if ratio < FLAT_BELOW:
         return (f"nearly flat, far blurrier than {against}: {energy}, so they show almost no edges or strokes, "
                 "close to patches of uniform colour")
@@ -81,26 +141,30 @@ def sharpness_phrase(ratio: float, against: str) -> str:
             "than in real ones points to residual noise or speckle rather than to crisper strokes")
 
 
-def sharpness_short(ratio: float, against: str) -> str:
+def sharpness_short(ratio: float, against: str, blobs: bool | None = None) -> str:
     """The answer sheet's form of sharpness_phrase: one word and the ratio."""
     energy = f"Laplacian energy {share(ratio)} {against}'"
-    word = ("nearly flat" if ratio < FLAT_BELOW else "blurry" if ratio < 1 / SHARPNESS_BAND else
-            "about as sharp as real" if ratio <= SHARPNESS_BAND else "noise" if ratio > NOISE_ABOVE else
+    word = ("blobs" if blobs else "nearly flat" if ratio < FLAT_BELOW else "blurry" if ratio < 1 / SHARPNESS_BAND
+            else "about as sharp as real" if ratio <= SHARPNESS_BAND else "noise" if ratio > NOISE_ABOVE else
             "sharper than real (speckle)")
     return f"{word} ({energy})"
 
 
-def sharpness_gate(ratio: float, who: str) -> Gate:
-    """Whether a Laplacian-energy ratio describes images whose sharpness compares: not pixel noise, not flat."""
+def sharpness_gate(ratio: float, who: str, blobs: bool | None = None) -> Gate:
+    """Whether a Laplacian-energy ratio describes images whose sharpness compares: not pixel noise, not flat, not
+    blobs with almost no edges (below FLAT_BELOW)."""
     if ratio > NOISE_ABOVE:
         return Gate(False, f"{who} are noise (Laplacian energy {share(ratio)} the test images')")
     if ratio < FLAT_BELOW:
-        return Gate(False, f"{who} are nearly flat (Laplacian energy {share(ratio)} the test images')")
+        what = "blobs without edges" if blobs else "nearly flat"
+        return Gate(False, f"{who} are {what} (Laplacian energy {share(ratio)} the test images')")
     return gates.TELLS
 
 
-def blur_heading(ratio: float) -> str:
+def blur_heading(ratio: float, blobs: bool | None = None) -> str:
     """The heading of 1.3(d)'s explanation, agreeing with what the samples show."""
+    if blobs:
+        return "Why the samples are smooth blobs."
     if ratio < FLAT_BELOW:
         return "Why the samples are flat rather than merely blurry."
     if ratio < 1 / SHARPNESS_BAND:
@@ -199,15 +263,16 @@ def run_observations(values: dict[str, str], p: str, obs: Observations, classifi
         f"{p}-obs-n": str(s.digits.n_images), f"{p}-obs-ref-n": str(ref.n_images),
         f"{p}-obs-threshold": f"{s.digits.threshold:g}",
         f"{p}-obs-sharpness": significant(s.sharpness_ratio),
-        f"{p}-obs-sharpness-phrase": sharpness_phrase(s.sharpness_ratio, "the test images"),
-        f"{p}-obs-blur-heading": blur_heading(s.sharpness_ratio),
+        f"{p}-obs-sharpness-phrase": sharpness_phrase(s.sharpness_ratio, "the test images", s.blobs,
+                                                      s.contrast_ratio, s.blob_rule),
+        f"{p}-obs-blur-heading": blur_heading(s.sharpness_ratio, s.blobs),
         f"{p}-obs-confident": percent(s.digits.confident_fraction, 0),
         f"{p}-obs-ref-confident": percent(ref.confident_fraction, 0),
         f"{p}-obs-digits-phrase": digits_phrase(s.digits, ref, classifier),
         f"{p}-obs-classes-phrase": classes_phrase(s.digits, ref, classifier),
         f"{p}-obs-class-tv": number(class_tv(s.digits.class_histogram, ref.class_histogram), ".2f"),
         f"{p}-obs-fid": significant(s.classifier_fid, 3), f"{p}-obs-fid-n": str(s.fid_size),
-        f"{p}-obs-sharpness-short": sharpness_short(s.sharpness_ratio, "the test images"),
+        f"{p}-obs-sharpness-short": sharpness_short(s.sharpness_ratio, "the test images", s.blobs),
         f"{p}-obs-digits-short": digits_short(s.digits, ref, classifier)})
     if obs.reconstructions is not None:
         r = obs.reconstructions
@@ -287,7 +352,8 @@ def ddpm_against_vae(values: dict[str, str], d: Observations, v: Observations, d
     rd, rv = max(d.samples.sharpness_ratio, 1e-12), max(v.samples.sharpness_ratio, 1e-12)
     cd, cv = d.samples.digits.confident_fraction, v.samples.digits.confident_fraction
     fd, fv = d.samples.classifier_fid, v.samples.classifier_fid
-    sharp = gates.first_failing(sharpness_gate(rd, "the DDPM's samples"), sharpness_gate(rv, "the VAE's samples"))
+    sharp = gates.first_failing(sharpness_gate(rd, "the DDPM's samples", d.samples.blobs),
+                                sharpness_gate(rv, "the VAE's samples", v.samples.blobs))
     digits = gates.first_failing(classifier, reference_gate(d.reference), reference_gate(v.reference))
     comparable = fid_comparability(values, d.samples.fid_size, v.samples.fid_size,
                                    ds.classifier_test_accuracy, vs.classifier_test_accuracy)

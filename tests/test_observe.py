@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from experiments.measurements import observe
-from experiments.presentation.summaries import VAESummary
+from experiments.presentation.summaries import SampleObservations, VAESummary
 
 
 def textured(n: int = 16, seed: int = 0) -> torch.Tensor:
@@ -88,3 +88,68 @@ def test_the_classifier_fid_compares_as_many_samples_as_reference_images():
     same = observe.sample_observations(FixedClassifier(), images[:6], images[:6], "cpu")
     assert same.classifier_fid == pytest.approx(0, abs=1e-4) and same.sharpness_ratio == pytest.approx(1)
     assert observe.sample_observations(FixedClassifier(), images, images[:5], "cpu").fid_size == 5
+
+
+# --------------------------------------------------------------------------- the blob rule
+
+def strokes(n: int = 16, seed: int = 0) -> torch.Tensor:
+    """Digit-like images: a dark background and a bright '7' of 3-pixel strokes at a random place."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 1, 1, generator=g).expand(n, 3, 32, 32) * 0.4
+    x = x.clone()
+    for i in range(n):
+        r, c = torch.randint(4, 10, (2,), generator=g).tolist()
+        x[i, :, r:r + 3, c:c + 16] = 0.9
+        x[i, :, r:r + 20, c + 13:c + 16] = 0.9
+    return (x * 255).round().to(torch.uint8)
+
+
+def smooth_fields(n: int = 16, seed: int = 1) -> torch.Tensor:
+    """Blobs: one broad Gaussian bump of a random colour per image, no edge anywhere."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    cy, cx = torch.rand(2, n, 1, 1, generator=g) * 32
+    bump = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 8.0 ** 2))
+    x = 0.1 + torch.rand(n, 3, 1, 1, generator=g) * bump[:, None]
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def box_blur(images: torch.Tensor, k: int, times: int) -> torch.Tensor:
+    x = images.float()
+    for _ in range(times):
+        x = F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+@pytest.mark.parametrize("make, blobs", [
+    (lambda: strokes(seed=5), False),                      # other sharp digits: as sharp, as contrasted
+    (smooth_fields, True),                                 # colour fields: contrast without edges
+    (lambda: box_blur(strokes(), 5, 1), True),             # blurred digits: soft blobs where the strokes were
+    (lambda: box_blur(strokes(), 9, 3), False),            # blurred until almost nothing is left: flat, not blobs
+    (lambda: textured(16, 3), False),                      # pixel noise: far more Laplacian energy
+    (lambda: torch.full((16, 3, 32, 32), 90, dtype=torch.uint8), False),   # flat: no contrast at all
+])
+def test_the_blob_rule_tells_blobs_from_digits_noise_and_flat_images(make, blobs):
+    reference, images = strokes(), make()
+    sharpness, contrast = observe.sharpness_ratio(images, reference), observe.contrast_ratio(images, reference)
+    assert observe.blobs(sharpness, contrast) is blobs
+    if blobs:
+        assert sharpness < observe.BLOB_SHARPNESS_BELOW and contrast >= observe.BLOB_CONTRAST_AT_LEAST
+
+
+def test_the_blob_rule_at_its_thresholds_and_without_a_contrast():
+    assert observe.blobs(0.2499, 0.25) is True
+    assert observe.blobs(0.25, 1.0) is False and observe.blobs(0.01, 0.2499) is False
+    assert observe.blobs(0.01, None) is None
+    flat = torch.full((2, 3, 32, 32), 7, dtype=torch.uint8)
+    assert observe.contrast(flat) == 0 and observe.contrast_ratio(strokes(2), flat) is None
+
+
+def test_sample_observations_record_the_blob_rule_and_old_summaries_still_read(tmp_path):
+    out = observe.sample_observations(FixedClassifier(), smooth_fields(8), strokes(8), "cpu")
+    assert out.blobs is True and out.contrast_ratio > 0.25 and "25%" in out.blob_rule
+    old = out.to_dict()
+    for key in ("contrast_ratio", "blobs", "blob_rule"):   # a summary written before the rule existed
+        del old[key]
+    read = SampleObservations.from_dict(old)
+    assert read.blobs is None and read.contrast_ratio is None and read.sharpness_ratio == out.sharpness_ratio

@@ -3,13 +3,22 @@ tells, the one that tells the other way, and the one that cannot tell; and every
 reads "cannot tell", never a direction. Generator-level: no run folder, no LaTeX."""
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 
-from experiments.presentation.summaries import DDPMSummary, Interpolations, StripObservations, VAESummary
+from experiments.presentation.summaries import (
+    DDPMSummary,
+    DiscriminatorResult,
+    Estimate,
+    Interpolations,
+    Interval,
+    StripObservations,
+    VAESummary,
+)
 from report import gates, numbers, sheet, wording
-from tests.test_report import digits, observations
+from tests.test_report import digits, drs_result, fake_bound, fake_gaps, observations, spectrum_result
 
 # --------------------------------------------------------------------------- the three kinds of gate
 
@@ -82,6 +91,36 @@ AT_CHANCE = gates.above_chance(0.078, 64, "the digit classifier")
                                           (80.0, "noise rather than sharp images")])
 def test_sharpness_says_what_the_figure_shows(ratio, start):
     assert wording.sharpness_phrase(max(ratio, 1e-9), "X").startswith(start)
+
+
+RULE = "Laplacian energy below 25% of the test images' with a pixel contrast at least 25% of theirs"
+
+
+@pytest.mark.parametrize("ratio, blobs, contrast, start, short", [
+    (0.0085, True, 0.6, "blobs: smooth colour fields without edges or strokes (Laplacian energy 0.85\\% of theirs, "
+                        "pixel contrast 60\\% of theirs; blobs by the rule Laplacian energy below 25\\%", "blobs"),
+    (0.2, True, 1.0, "blobs: smooth colour fields", "blobs"),
+    (0.007, False, 0.105, "nearly flat", "nearly flat"),   # the smoke VAE: 10% of the test images' contrast: flat
+    (0.5, False, 0.8, "blurrier than X", "blurry"),
+    (53.0, False, 3.7, "noise rather than sharp images", "noise"),
+    (0.0085, None, None, "nearly flat", "nearly flat"),    # a summary written before the rule: as before
+])
+def test_blobs_are_named_first_when_the_rule_fires(ratio, blobs, contrast, start, short):
+    assert wording.sharpness_phrase(ratio, "X", blobs, contrast, RULE).startswith(start)
+    assert wording.sharpness_short(ratio, "X", blobs).startswith(short + " (")
+    assert (wording.blur_heading(ratio, blobs) == "Why the samples are smooth blobs.") == bool(blobs)
+
+
+def test_blob_samples_reach_the_text_and_stop_a_sharpness_comparison():
+    obs = observations(sharpness=0.0085, confident=0.5, fid=1.0)
+    obs.samples = dataclasses.replace(obs.samples, contrast_ratio=0.6, blobs=True, blob_rule=RULE)
+    values = {}
+    wording.run_observations(values, "vae", obs)
+    assert values["vae-obs-sharpness-phrase"].startswith("blobs") and "25\\%" in values["vae-obs-sharpness-phrase"]
+    assert values["vae-obs-sharpness-short"].startswith("blobs (")
+    gate = wording.sharpness_gate(0.0085, "the VAE's samples", blobs=True)
+    assert not gate.tells and gate.why.startswith("the VAE's samples are blobs without edges")
+    assert wording.sharpness_gate(0.2, "the VAE's samples", blobs=True).tells   # blurry blobs still compare
 
 
 def test_digits_and_classes_refuse_a_classifier_at_chance():
@@ -242,7 +281,8 @@ def test_answer_sheet_values_come_from_the_body_values():
 
 ARTEFACTS = [r"\(s\)", r"\b1 (?:epoch|image|sample|step|point|strip|draw|run)s\b",
              r"\b(?:0|[2-9]|\d\d+) (?:epoch|image|sample|optimiser step|test image)\b(?!s)",
-             r"every 1 ", r"few hundred", r"t = 2, \\dots, 3", r"\bnan\b", r"\binf\b", r"None"]
+             r"every 1 ", r"few hundred", r"t ?= ?2, ?\\dots, ?[23]\$", r"small accepted fraction", r"\bnan\b",
+             r"\binf\b", r"None", r"\b1 (?:near-equal )?strata\b", r"\b(?:0|[2-9]|\d\d+) (?:near-equal )?stratum\b"]
 
 
 def renderings() -> list[str]:
@@ -258,6 +298,9 @@ def renderings() -> list[str]:
             out.append(gates.points_differ(accuracy, n, 1 - accuracy, n, "the difference").why)
     for ratio in (1e-12, 1.0, 1000.0):
         out += [wording.sharpness_phrase(ratio, "the test images"), wording.sharpness_short(ratio, "the test images")]
+        for contrast in (0.0, 1.0, 1000.0):
+            out += [wording.sharpness_phrase(ratio, "the test images", contrast >= 0.25, contrast, RULE),
+                    wording.sharpness_short(ratio, "the test images", contrast >= 0.25)]
     for confident in (0.0, 1.0):
         for n in (1, 2, 1000):
             one_class = [n] + [0] * 9
@@ -278,6 +321,11 @@ def renderings() -> list[str]:
         values["simsiam-baseline-epochs"] = "1"
         wording.collapse_summary(values)
         out += list(values.values())
+    for n in (0, 1, 2, 1000):
+        out += [wording.step_range(2, n + 1), wording.strata_phrase(n, n, n, n),
+                wording.trained_phrase({"the VAE's": n}), wording.trained_phrase({"the VAE's": 1, "the DDPM's": n})]
+    for fraction in (0.0, 0.01, 0.5, 0.94, 1.0):
+        out.append(wording.accepted_phrase(fraction, "the VAE's"))
     for t_star, T in ((0.0, 1), (1.0, 2), (None, 1000)):
         values = {}
         numbers.tstar_numbers(values, "ddpm", t_star, T)
@@ -289,6 +337,46 @@ def test_every_generator_renders_edge_values_without_template_artefacts():
     for text in renderings():
         for artefact in ARTEFACTS:
             assert not re.search(artefact, text), f"{artefact!r} in {text!r}"
+
+
+@pytest.mark.parametrize("last, text", [(1, "no step"), (2, "step $t=2$"), (3, "steps $t=2$ and $3$"),
+                                        (4, r"steps $t=2,\dots,4$"), (21, r"steps $t=2,\dots,21$")])
+def test_step_ranges_follow_the_numbers(last, text):
+    assert wording.step_range(2, last) == text
+
+
+@pytest.mark.parametrize("exact, strata, draws, start", [
+    (2, 4, 2, "steps $t=2$ and $3$ each a stratum of its own and the rest in 4 near-equal strata, with 2 draws"),
+    (1, 1, 1, "step $t=2$ a stratum of its own and the rest in 1 near-equal stratum, with 1 draw of $t$"),
+    (0, 40, 4, "every step in 40 near-equal strata"),
+    (20, 40, 4, r"steps $t=2,\dots,21$ each a stratum of its own and the rest in 40"),
+    (49, 0, 1, r"steps $t=2,\dots,50$ each a stratum of its own, with 1 draw"),
+])
+def test_the_bound_stratification_clause_follows_the_counts(exact, strata, draws, start):
+    assert wording.strata_phrase(exact, strata, draws, 13).startswith(start)
+
+
+@pytest.mark.parametrize("fraction, start", [
+    (1.0, r"all of the VAE's held-out samples (100.0\%), so it left that set as it was"),
+    (0.938, r"nearly all of the VAE's held-out samples (93.8\%): their weights"),    # the smoke DDPM
+    (0.5, r"50.0\% of the VAE's"), (0.05, r"a small fraction of the VAE's held-out samples (5.0\%)"),
+    (0.0, "none of the VAE's held-out samples"),
+])
+def test_the_accepted_fraction_is_described_by_its_value(fraction, start):
+    assert wording.accepted_phrase(fraction, "the VAE's").startswith(start)
+
+
+def test_what_the_discriminators_trained_on_follows_the_counts():
+    assert wording.trained_phrase({"the VAE's": 1}) == "1 sample and as many test images"
+    assert wording.trained_phrase({"the VAE's": 16, "the DDPM's": 16}) == "16 samples and as many test images"
+    assert wording.trained_phrase({"the VAE's": 32, "the DDPM's": 16}) == \
+        "32 samples (the VAE's) or 16 (the DDPM's) and as many test images"
+    values = {}
+    numbers.discriminator_closing(values, {"vae": drs_result(), "ddpm": dataclasses.replace(
+        drs_result(), accepted_fraction=1.0, n_fake_train=16)})
+    assert values["drs-trained-phrase"].startswith("5000 samples (the VAE's) or 16 (the DDPM's)")
+    assert values["drs-accepted-sentence"].startswith(r"DRS kept 12.5\% of the VAE's held-out samples; it kept all "
+                                                      "of the DDPM's")
 
 
 def test_plurals_follow_the_count():
@@ -315,3 +403,111 @@ def test_build_warns_while_name_or_id_is_a_placeholder(tmp_path):
     assert latex.student_warnings({}, tmp_path) == []
     (tmp_path / "student.tex").write_text("\\studentname{Ada Lovelace}\n")
     assert [w.split(" is ")[0] for w in latex.student_warnings({}, tmp_path)] == ["the title page's studentid"]
+
+
+# --------------------------------------------------------------------------- Part III, Q1: which gap is larger
+
+def gap(nats: float, mc_se: float, image_se: float | None) -> Estimate:
+    return Estimate(nats=nats, mc_se=mc_se, image_se=image_se)
+
+
+@pytest.mark.parametrize("amortisation, approximation, n, start, words", [
+    # The smoke VAE: 4 images, intervals far wider than the 14-nat difference: both reasons.
+    (gap(31.29, 0.87, 21.11), gap(44.98, 8.05, 32.99), 4, "This run cannot tell which gap is larger: 4 images, "
+     "fewer than the 30 a 95\\% interval over images needs; the 95\\% interval of the difference", "includes no"),
+    (gap(31.29, 0.87, 0.5), gap(44.98, 0.5, 0.5), 4, "This run cannot tell which gap is larger: 4 images", "30"),
+    (gap(5.0, 0.5, 2.0), gap(6.0, 0.5, 2.0), 500, "This run cannot tell which gap is larger: the 95\\% interval",
+     "includes no difference"),
+    (gap(5.0, 0.5, 0.4), gap(20.0, 1.0, 0.5), 30, "The amortisation gap is smaller than the approximation gap.", ""),
+    (gap(20.0, 0.5, 0.4), gap(5.0, 1.0, 0.5), 500, "The amortisation gap is larger than the approximation gap.", ""),
+    (gap(20.0, 0.5, None), gap(5.0, 1.0, None), 1, "This run cannot tell which gap is larger: 1 image, fewer", ""),
+])
+def test_the_gap_comparison_needs_enough_images_and_an_interval_that_excludes_the_tie(
+        amortisation, approximation, n, start, words):
+    text = numbers.gap_comparison(amortisation, approximation, n, per_point_proposal=True, converged=True)
+    assert text.startswith(start) and words in text
+    assert ("larger than" in text or "smaller than" in text) == (not text.startswith("This run cannot tell"))
+
+
+# --------------------------------------------------------------------------- Part III: the other verdicts
+
+def smoke_drs(accepted: int, n: int, jsd_low: float = 0.012) -> DiscriminatorResult:
+    """Question 3 as on the smoke runs: n held-out images per set, `accepted` of the samples kept."""
+    interval = Interval(estimate=jsd_low + 0.003, low=jsd_low, high=jsd_low + 0.006, level=0.95)
+    subset = Interval(estimate=0.015, low=0.0127, high=0.0176, level=0.95)
+    return dataclasses.replace(drs_result(), jsd=interval, jsd_accepted=interval, jsd_subset=subset,
+                               accepted_fraction=accepted / n, n_accepted=accepted, n_fake_train=n, n_real_train=n,
+                               n_fake_test=n, n_real_test=n, epochs=2, fid_accepted=0.726, fid_subset=0.725)
+
+
+@pytest.mark.parametrize("result, classifier, bound_word, verdict", [
+    # the smoke VAE: 32 held-out images, DRS kept all of them
+    (smoke_drs(32, 32), AT_CHANCE, "clearly above 0", "this run cannot tell whether resampling brought the samples "
+     "closer to the test images: DRS kept every held-out sample, so the accepted set is the whole set"),
+    # the smoke DDPM: 16 held-out images, 15 kept
+    (smoke_drs(15, 16), AT_CHANCE, "but this run cannot tell whether the samples differ from the test images: 16 "
+     "held-out images per set, fewer than the 30",
+     "this run cannot tell whether resampling brought the samples closer to the test images: the digit classifier is "
+     "at chance"),
+    (smoke_drs(15, 16, jsd_low=-0.01), gates.TELLS, "but this run cannot tell whether the samples differ",
+     "this run cannot tell whether resampling"),
+    (smoke_drs(40, 64, jsd_low=-0.002), gates.TELLS, "not clearly above 0: the discriminator found no reliable "
+     "difference, and this run cannot tell whether the samples differ from the test images: its interval includes 0; "
+     "a discriminator trained on 64 samples for 2 epochs may miss a difference",
+     "the classifier-FID cannot tell (40 accepted samples, fewer than the 100"),
+    (smoke_drs(400, 1000), AT_CHANCE, "clearly above 0", "the classifier-FID cannot tell (the digit classifier is at "
+     "chance"),
+    (smoke_drs(400, 1000), gates.TELLS, "clearly above 0", "resampling did not bring the samples closer to the test "
+     "images by either measure"),
+])
+def test_the_discriminator_verdicts_follow_their_gates(result, classifier, bound_word, verdict):
+    values = {}
+    numbers.discriminator_numbers(values, "vae", result, classifier)
+    assert values["vae-drs-jsd-bound-word"].startswith(bound_word)
+    assert values["vae-drs-verdict"].startswith(verdict)
+
+
+def test_a_negative_jsd_estimate_is_reported_and_cannot_tell():
+    r = dataclasses.replace(smoke_drs(400, 1000), jsd=Interval(estimate=-0.02, low=-0.05, high=0.01, level=0.95))
+    word = numbers.jsd_word(r.jsd, gates.TELLS, 1000, 5)
+    assert word.startswith("negative: on the held-out images") and "not clipped at 0" in word
+    assert "this run cannot tell whether the samples differ from the test images" in word
+
+
+@pytest.mark.parametrize("steps_per_epoch, start", [
+    (4, "not aligned with F's eigenvectors, but this run cannot tell whether training aligns it, as DirectPred "
+        "observed: after 8 optimiser steps at learning rate 0.004"),
+    (400, "not aligned with F's eigenvectors: its diagonal fraction is what a random eigenbasis gives"),
+])
+def test_the_alignment_verdict_needs_a_trained_predictor(steps_per_epoch, start):
+    values = simsiam_values(steps_per_epoch, {})
+    assert numbers.alignment_words("not aligned", wording.steps_gate(values, "simsiam-baseline")).startswith(start)
+    assert numbers.alignment_words("unknown", wording.steps_gate(values, "simsiam-baseline")).startswith("of unknown")
+
+
+@pytest.mark.parametrize("steps_per_epoch, erank, start", [
+    (4, 90.0, "did not collapse without the stop-gradient in this run, but this run cannot tell whether it would, "
+              "as 4.3 predicts: after 8 optimiser steps"),
+    (400, 90.0, "did not collapse without the stop-gradient in this run, although 4.3 predicts that it does"),
+    (4, 1.0, "collapsed without the stop-gradient, as 4.3 predicts"),
+])
+def test_the_collapse_verdict_of_question_4_needs_enough_steps(steps_per_epoch, erank, start):
+    values = simsiam_values(steps_per_epoch, {})
+    values["simsiam-no-stop-grad-epochs"], values["simsiam-no-stop-grad-steps-per-epoch"] = "2", str(steps_per_epoch)
+    values["simsiam-no-stop-grad-peak-lr"] = "0.004"
+    numbers.collapse_numbers(values, "simsiam-no-stop-grad", spectrum_result(2, erank), spectrum_result(2, 100.0))
+    assert values["simsiam-no-stop-grad-spectrum-verdict"].startswith(start)
+
+
+@pytest.mark.parametrize("bits, n, start", [
+    (8.40, 4, "below the VAE's importance-sampled estimate, 8.453, but this run cannot tell whether the two differ: "
+              "4 images, fewer than the 30"),
+    (12.77, 4, "above the VAE's importance-sampled estimate: being an upper bound, it cannot rank"),   # the smoke run
+    (3.3, 500, "below the VAE's importance-sampled estimate: since the bound lies above"),
+])
+def test_the_bound_against_the_vae_needs_enough_images_to_rank(bits, n, start):
+    b = dataclasses.replace(fake_bound(bits), n_images=n)
+    g = dataclasses.replace(fake_gaps(ll_nats=-3105.0), n_images=n)
+    values = {}
+    numbers.bound_against_vae(values, b, g, same_images=True)
+    assert values["ddpm-bound-vs-vae"].startswith(start)

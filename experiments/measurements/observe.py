@@ -4,6 +4,10 @@ Three statistics, each a number a sentence can follow from:
 - **sharpness**: the energy of a Laplacian filter's response, mean over pixels of (lap * x)^2 on the
   grey-level image in [0, 1]; blur removes high frequencies, so a blurred set has less of it. Reported
   as the ratio of a generated set's energy to the test images' (1: as sharp; < 1: blurrier).
+- **blobs**: samples that are smooth colour fields, with contrast but without edges: their Laplacian energy
+  below `BLOB_SHARPNESS_BELOW` (25%) of the test images' while their pixel contrast (grey-level variance within an
+  image, mean over images) is at least `BLOB_CONTRAST_AT_LEAST` (25%) of theirs. Low energy with low contrast is a
+  flat image instead, and high energy is detail or noise.
 - **digit patterns**: the share of images that a digit classifier assigns one class with probability
   >= `CONFIDENT` (0.9), and the histogram of the predicted classes.
 - **interpolation smoothness**: the root-mean-square change per pixel between consecutive frames of a
@@ -60,6 +64,30 @@ def sharpness_ratio(generated_uint8: torch.Tensor, reference_uint8: torch.Tensor
     return laplacian_energy(generated_uint8) / laplacian_energy(reference_uint8)
 
 
+BLOB_SHARPNESS_BELOW = 0.25    # blobs: under a quarter of the test images' Laplacian energy (few edges) ...
+BLOB_CONTRAST_AT_LEAST = 0.25  # ... with at least a quarter of their pixel contrast (not a flat image)
+BLOB_RULE = (f"Laplacian energy below {BLOB_SHARPNESS_BELOW:.0%} of the test images' with a pixel contrast (grey-level "
+             f"variance within an image) at least {BLOB_CONTRAST_AT_LEAST:.0%} of theirs")
+
+
+def contrast(images_uint8: torch.Tensor) -> float:
+    """Mean over images of the grey level's variance over an image's pixels: 0 for a flat image."""
+    return grey(images_uint8).var(dim=(2, 3), correction=0).mean().item()
+
+
+def contrast_ratio(generated_uint8: torch.Tensor, reference_uint8: torch.Tensor) -> float | None:
+    """Pixel contrast of the generated images over that of the reference images; None when theirs is 0."""
+    reference = contrast(reference_uint8)
+    return contrast(generated_uint8) / reference if reference > 0 else None
+
+
+def blobs(sharpness: float, contrast_ratio_: float | None) -> bool | None:
+    """The blob rule (BLOB_RULE): few edges but not flat; None when the contrast could not be compared."""
+    if contrast_ratio_ is None:
+        return None
+    return sharpness < BLOB_SHARPNESS_BELOW and contrast_ratio_ >= BLOB_CONTRAST_AT_LEAST
+
+
 @torch.no_grad()
 def digit_patterns(classifier: torch.nn.Module, images_uint8: torch.Tensor, device: torch.device | str,
                    batch_size: int = 500) -> DigitPatterns:
@@ -103,14 +131,17 @@ def strip_observations(classifier: torch.nn.Module, strips_uint8: torch.Tensor,
 
 def sample_observations(classifier: torch.nn.Module, samples: torch.Tensor, reference: torch.Tensor,
                         device: torch.device | str) -> SampleObservations:
-    """The samples' sharpness against the reference images, their digit patterns, and the classifier-FID
-    between as many samples and reference images (the first min(len(samples), len(reference)) of each)."""
+    """The samples' sharpness and contrast against the reference images (and whether they are blobs), their digit
+    patterns, and the classifier-FID between as many samples and reference images (the first
+    min(len(samples), len(reference)) of each)."""
     n = min(len(samples), len(reference))
-    return SampleObservations(sharpness_ratio=sharpness_ratio(samples, reference),
+    sharpness, contrasts = sharpness_ratio(samples, reference), contrast_ratio(samples, reference)
+    return SampleObservations(sharpness_ratio=sharpness,
                               digits=digit_patterns(classifier, samples, device),
                               classifier_fid=digit_classifier.classifier_fid(classifier, samples[:n], reference[:n],
                                                                              device=device),
-                              fid_size=n)
+                              fid_size=n, contrast_ratio=contrasts, blobs=blobs(sharpness, contrasts),
+                              blob_rule=BLOB_RULE)
 
 
 def observations(classifier: torch.nn.Module, samples: torch.Tensor, reference: torch.Tensor,

@@ -242,6 +242,10 @@ class SampleObservations(Schema):
     digits: DigitPatterns             # what the run's digit classifier reads in the samples
     classifier_fid: float             # Frechet distance in the classifier's features, samples vs as many test images
     fid_size: int                     # images per set in that distance (the estimate is biased up for small sets)
+    # None in summaries written before these existed (experiments.measurements.observe.blobs):
+    contrast_ratio: float | None = None  # grey-level variance within an image, samples / test images (mean over each)
+    blobs: bool | None = None         # the blob rule fired: smooth colour fields with contrast but without edges
+    blob_rule: str | None = None      # that rule, in words with its thresholds
 
     NESTED: ClassVar = {"digits": DigitPatterns.from_dict}
 
