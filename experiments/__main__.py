@@ -91,7 +91,8 @@ def run_problem(name: str, args: argparse.Namespace, out: Path | None, **variant
         raise FileExistsError(f"{e}\nTo continue it:\n  {run_command(name, args, out, variant)}") from None
     except KeyboardInterrupt:
         raise Interrupted(run_command(name, args, out, variant)) from None
-    print(f"{name}: run folder {run_dir} (figures in {run_dir / 'figures'}, numbers in {run_dir / 'summary.json'})")
+    if distributed.is_writer():  # one line, rank 0's, under torchrun
+        print(f"{name}: run folder {run_dir} (figures in {run_dir / 'figures'}, numbers in {run_dir / 'summary.json'})")
     return run_dir
 
 

@@ -239,8 +239,10 @@ class Run:
 
     def restore_metrics(self) -> None:
         """Make metrics.jsonl hold exactly the epochs of the checkpoint (and those logged since)."""
+        if not self.writer:
+            return
         lines = "".join(json.dumps(m) + "\n" for m in self.history)
-        if self.writer and not self.metrics_path.exists() or self.metrics_path.read_text() != lines:
+        if not self.metrics_path.exists() or self.metrics_path.read_text() != lines:
             atomic_write_bytes(self.metrics_path, lambda f: f.write(lines.encode()))
 
     # checkpoints ---------------------------------------------------------------
