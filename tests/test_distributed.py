@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -215,8 +217,8 @@ def test_one_process_is_unchanged():
 def torchrun(problem: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "experiments", problem, "--preset", "smoke", "--data", "synthetic", "--epochs",
-                           "1", "--device", "cpu", "--out", str(out), *extra],
+                           "-m", "experiments", problem, "--preset", "smoke", "--data", "synthetic", "--device",
+                           "cpu", "--out", str(out), *(extra or ("--epochs", "1"))],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -231,3 +233,57 @@ def test_smoke_run_under_torchrun(tmp_path, problem):
     assert provenance["sync_batch_norm"] is (problem == "simsiam")  # the DDPM has no batch norm
     assert (folder / "summary.json").exists()
     assert len((folder / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+TIMINGS = ("seconds", "per_s")
+
+
+def numbers(folder: Path) -> dict:
+    """summary.json without its timings (at any depth: the spectrum's own "seconds" too)."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if not any(t in k for t in TIMINGS)}
+        return x
+    return strip(json.loads((folder / "summary.json").read_text()))
+
+
+@pytest.mark.e2e
+def test_a_rank_killed_mid_run_then_resume_ends_as_an_uninterrupted_run(tmp_path):
+    extra = ("--epochs", "3")
+    whole = torchrun("simsiam", tmp_path / "whole", *extra)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    folder = tmp_path / "killed"
+    job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                            "-m", "experiments", "simsiam", "--preset", "smoke", "--data", "synthetic", "--device",
+                            "cpu", "--out", str(folder), *extra], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (folder / "checkpoint.pt").exists():  # epoch 1 is checkpointed: epoch 2 is under way
+            assert job.poll() is None, "the run ended before its first checkpoint"
+            time.sleep(0.05)
+        os.kill(lock.owner_of(folder)["pid"], signal.SIGKILL)  # rank 0, the writer, holder of the lock
+        assert job.wait(timeout=300) != 0  # torchrun ends the job when a rank dies
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert not (folder / "summary.json").exists()
+    resumed = torchrun("simsiam", folder, *extra, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert numbers(folder) == numbers(tmp_path / "whole")
+
+
+# --------------------------------------------------------------------------- the report
+
+def test_the_report_says_what_batch_norm_normalised_over_on_several_gpus():
+    from report.numbers import batch_norm_over
+    from report.runs import RunFolder
+    assert batch_norm_over(4096, 4096) == "the 4096 images of each view of the whole batch"
+    assert "whole batch, synchronised over 4 GPUs" in batch_norm_over(4096, 1024, 4, synced=True)
+    assert "2048 images of each view of a micro-batch on 4 GPUs" in batch_norm_over(4096, 512, 4, synced=True)
+    per_gpu = batch_norm_over(4096, 1024, 4, synced=False)
+    assert per_gpu.startswith("the 1024 images of each view on one GPU") and "micro-batches" not in per_gpu
+    run = RunFolder("simsiam-baseline", Path("x"), provenance={
+        "device": "cuda:0", "device_name": "NVIDIA H100", "precision": "fp32", "world_size": 4,
+        "backend": "nccl", "sync_batch_norm": True})
+    assert run.hardware == "NVIDIA H100 (cuda:0), fp32, 4 processes (nccl), synced batch norm"
