@@ -233,6 +233,15 @@ def test_smoke_run_under_torchrun(tmp_path, problem):
     assert provenance["sync_batch_norm"] is (problem == "simsiam")  # the DDPM has no batch norm
     assert (folder / "summary.json").exists()
     assert len((folder / "metrics.jsonl").read_text().splitlines()) == 1
+    if problem == "simsiam":  # resumed in one process for a second epoch: allowed, and recorded
+        done = subprocess.run([sys.executable, "-m", "experiments", problem, "--preset", "smoke", "--data",
+                               "synthetic", "--device", "cpu", "--epochs", "2", "--out", str(folder), "--resume"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        provenance = json.loads((folder / "provenance.json").read_text())
+        assert provenance["world_size"] == 1 and provenance["sync_batch_norm"] is False
+        assert provenance["resume_changes"][-1] == {"after_epoch": 1, "changes": {"epochs": [1, 2],
+                                                                                  "world_size": [2, 1]}}
 
 
 TIMINGS = ("seconds", "per_s")
