@@ -296,3 +296,21 @@ def test_the_report_says_what_batch_norm_normalised_over_on_several_gpus():
         "device": "cuda:0", "device_name": "NVIDIA H100", "precision": "fp32", "world_size": 4,
         "backend": "nccl", "sync_batch_norm": True})
     assert run.hardware == "NVIDIA H100 (cuda:0), fp32, 4 processes (nccl), synced batch norm"
+
+
+def test_synced_batch_norm_keeps_the_checkpoint_format():
+    """A checkpoint moves between one GPU and several: the converted model's state_dict has the same keys and
+    tensors (SyncBatchNorm on CUDA, GroupBatchNorm on CPU), and outside a process group it computes as before."""
+    model = simsiam_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for device in ("cuda", "cpu"):
+        converted = simsiam.sync_bn_model(simsiam_model(), torch.device(device))
+        kinds = {type(m) for m in converted.modules()}
+        assert (torch.nn.SyncBatchNorm if device == "cuda" else distributed.GroupBatchNorm) in kinds
+        assert not {torch.nn.BatchNorm1d, torch.nn.BatchNorm2d} & kinds
+        assert converted.state_dict().keys() == before.keys()
+        close(converted.state_dict(), before, 0)
+    converted = simsiam.sync_bn_model(simsiam_model(), torch.device("cpu"))
+    x1, x2 = simsiam_views()
+    model.train(), converted.train()
+    close({"p": model(x1, x2)[0]}, {"p": converted(x1, x2)[0]}, 0)
