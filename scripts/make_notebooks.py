@@ -120,8 +120,7 @@ summary = json.loads((run_dir / "summary.json").read_text())
 print(f"log p(x) = {summary['test_log_likelihood_nats']:.1f} nats per image over {summary['ll_n_images']} test images "
       f"({summary['test_bits_per_dim']:.3f} bits/dim on the [-1, 1] scale, "
       f"{summary['test_bits_per_dim_8bit']:.3f} bits/dim on the 8-bit scale); "
-      f"trained {summary['epochs']} epochs in {summary['train_wall_seconds'] / 60:.1f} min on
-      {figures.dataset_name(run_dir)}")"""),
+      f"trained {summary['epochs']} epochs in {summary['train_wall_seconds'] / 60:.1f} min on {figures.dataset_name(run_dir)}")"""),
     ]
 
 
@@ -130,8 +129,7 @@ def ddpm() -> list:
         md("""# Problem 2: a denoising diffusion model (DDPM) on SVHN
 
 IFT6135-H2023, Assignment 3. This notebook trains the graded U-Net of `ddpm_solution.py` with the
-package's harness (`experiments/problems/ddpm.py`: the precision measured on your GPU, CUDA graphs, an EMA of the
-weights,
+package's harness (`experiments/problems/ddpm.py`: the precision measured on your GPU, CUDA graphs, an EMA of the weights,
 checkpoints every epoch) and shows every figure of 2.2, then the optional study of 2.3. It holds
 no model code.
 """ + INTRO),

@@ -78,8 +78,9 @@ def interrupt_during_latex(work: Path, stop) -> tuple[int, str]:
 
 
 def one_line(err: str) -> str:
-    """The one line of a message on stderr (after the build's notes), checking there is no traceback."""
-    lines = [line for line in err.strip().splitlines() if not line.startswith("note: ")]
+    """The one line of a message on stderr (after the build's notes and its name/ID placeholder warnings), checking
+    there is no traceback."""
+    lines = [line for line in err.strip().splitlines() if not line.startswith(("note: ", "warning: "))]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
