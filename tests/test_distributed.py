@@ -190,7 +190,9 @@ def write_from_every_rank(cfg, out: Path) -> dict:
     run.save_artifact(f"rank{distributed.rank()}.pt", torch.zeros(1))
     run.write_json(f"rank{distributed.rank()}.json", {})
     distributed.barrier()
-    return {"pid": os.getpid(), "owner": lock.owner_of(out)}
+    owner = lock.owner_of(out)
+    distributed.barrier()  # no rank returns (and rank 0 releases the lock) before every rank has read the owner
+    return {"pid": os.getpid(), "owner": owner}
 
 
 def writer_worker(out: Path) -> dict:
