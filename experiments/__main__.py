@@ -6,6 +6,9 @@ results/ddpm-full-T500); --resume continues an interrupted run in that folder. `
 every problem and every variant the report uses (the DDPM with T = 500 and 1500, the five
 SimSiam ablations), then the two families beside the assignment's (a normalizing flow and a GAN, measured
 on the VAE's and DDPM's yardstick), each in its own folder under --out (default results/).
+
+On several GPUs: torchrun --standalone --nproc_per_node=N -m experiments ... (experiments.harness.distributed):
+data-parallel with the same global batch; rank 0 writes the run folder.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.harness import config, data, execution
+from experiments.harness import config, data, distributed, execution
 from experiments.harness.files import CheckpointError, DiskFullError
 from experiments.harness.lock import RunLockedError
 from experiments.harness.loop import NonFiniteLossError
@@ -56,7 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     simsiam_options.add_argument("--backbone", choices=names.CLI_BACKBONES, default=None, help=names.BACKBONE_HELP)
     simsiam_options.add_argument("--micro-batch", type=int, default=None,
                                  help="images per forward/backward pass, gradients accumulated over the batch "
-                                      "(default: planned from the GPU's free memory)")
+                                      "(default: planned from the GPU's free memory); under torchrun, per GPU")
+    simsiam_options.add_argument("--no-sync-bn", dest="sync_bn", action="store_false", default=None,
+                                 help="under torchrun, batch norm over each GPU's share of the batch (default: "
+                                      "synchronised over the whole batch, torch.nn.SyncBatchNorm)")
     gan_options = parser.add_argument_group("gan")
     gan_options.add_argument("--spectral-norm", action="store_true", default=None,
                              help="spectral normalisation in the discriminator (Miyato et al. 2018)")
@@ -85,7 +91,8 @@ def run_problem(name: str, args: argparse.Namespace, out: Path | None, **variant
         raise FileExistsError(f"{e}\nTo continue it:\n  {run_command(name, args, out, variant)}") from None
     except KeyboardInterrupt:
         raise Interrupted(run_command(name, args, out, variant)) from None
-    print(f"{name}: run folder {run_dir} (figures in {run_dir / 'figures'}, numbers in {run_dir / 'summary.json'})")
+    if distributed.is_writer():  # one line, rank 0's, under torchrun
+        print(f"{name}: run folder {run_dir} (figures in {run_dir / 'figures'}, numbers in {run_dir / 'summary.json'})")
     return run_dir
 
 
@@ -96,6 +103,8 @@ def run_command(name: str, args: argparse.Namespace, out: Path, variant: dict, *
              for k in ("data", "data_root", "device", "epochs", "seed", "precision", "compile", "lr")}
     named = {k: variant.get(k) for k in ("timesteps", "ablation", "backbone")}
     rest = {k: v for k, v in variant.items() if k not in named}
+    if rest.pop("sync_bn", None) is False:
+        rest["no_sync_bn"] = True  # the flag --no-sync-bn
     return names.command(name, args.preset, **named, out=str(out), resume=True, python=names.interpreter(),
                          **{**given, **rest, **changes})
 
@@ -103,7 +112,7 @@ def run_command(name: str, args: argparse.Namespace, out: Path, variant: dict, *
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     options = {"timesteps": args.timesteps, "ablation": args.ablation, "backbone": args.backbone,
-               "micro_batch": args.micro_batch, "spectral_norm": args.spectral_norm}
+               "micro_batch": args.micro_batch, "spectral_norm": args.spectral_norm, "sync_bn": args.sync_bn}
     try:
         if args.problem == "all":
             parent = Path(args.out or "results")
@@ -122,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         how = f":\n  {e}" if str(e) else " with --resume"
         print(f"interrupted: the last finished epoch is checkpointed; continue it{how}", file=sys.stderr)
         return 130
+    finally:
+        distributed.teardown()
     return 0
 
 

@@ -96,7 +96,9 @@ def _common(values: dict[str, str], run: RunFolder) -> None:
     if finite(n_train) and finite(batch) and batch > 0:
         values[f"{s}-steps-per-epoch"] = str(n_train // batch)  # drop_last, as every experiment's loader
     if finite(batch) and s.startswith("simsiam"):
-        values[f"{s}-bn-over"] = batch_norm_over(batch, run.provenance.get("micro_batch") or batch)
+        world = run.provenance.get("world_size") or 1
+        values[f"{s}-bn-over"] = batch_norm_over(batch, run.provenance.get("micro_batch") or batch // world, world,
+                                                 bool(run.provenance.get("sync_batch_norm")))
     if finite(run.config.get("snapshot_every")):
         every = int(run.config["snapshot_every"])
         values[f"{s}-snapshot-phrase"] = wording.every(every, "epoch")
@@ -142,9 +144,20 @@ def lr_history(run: RunFolder) -> str | None:
 
 
 
-def batch_norm_over(batch: int, micro_batch: int) -> str:
+def batch_norm_over(batch: int, micro_batch: int, world: int = 1, synced: bool = False) -> str:
     """What SimSiam's batch norm normalised over: each view of the batch, or of each micro-batch when the
-    batch ran as micro-batches with accumulated gradients (experiments.harness.memory)."""
+    batch ran as micro-batches with accumulated gradients (experiments.harness.memory); on `world` GPUs
+    (torchrun), micro_batch is per GPU, and synced batch norm (SyncBatchNorm) pools the GPUs' images."""
+    if world > 1:
+        gpus = f"{world} GPUs"
+        if synced and micro_batch * world >= batch:
+            return f"the {batch} images of each view of the whole batch, synchronised over {gpus} (SyncBatchNorm)"
+        if synced:
+            return (f"the {micro_batch * world} images of each view of a micro-batch on {gpus} together "
+                    f"(SyncBatchNorm; micro-batches of {micro_batch} per GPU, gradients accumulated)")
+        return (f"the {micro_batch} images of each view on one GPU (the batch of {batch} split over {gpus}"
+                f"{', then into micro-batches' if micro_batch * world < batch else ''}, batch norm per GPU "
+                "without SyncBN)")
     if micro_batch >= batch:
         return f"the {batch} images of each view of the whole batch"
     return (f"the {micro_batch} images of each view of a micro-batch (the batch of {batch} ran as "

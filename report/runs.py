@@ -84,6 +84,10 @@ class RunFolder:
         extras = [self.provenance.get("precision")]
         if self.provenance.get("accumulation_steps", 1) > 1:
             extras.append(f"micro-batch {self.provenance['micro_batch']}")
+        world = self.provenance.get("world_size") or 1
+        if world > 1:  # torchrun (experiments.harness.distributed)
+            bn = ", synced batch norm" if self.provenance.get("sync_batch_norm") else ""
+            extras.append(f"{world} processes ({self.provenance.get('backend')}){bn}")
         return ", ".join([where] + [x for x in extras if x])
 
     @property

@@ -27,6 +27,8 @@ compile     `--compile auto` (the default): on CUDA, the DDPM's and the VAE's tr
             is not overhead bound, and its learning rate changes every step, which a compiled optimiser
             step would recompile for. A compile that fails on the first call falls back to eager, with one
             line saying why. Compiled results equal eager ones up to floating-point reassociation.
+            Under torchrun (several processes, experiments.harness.distributed) steps run eager: the step is
+            not compiled around DistributedDataParallel's gradient hooks.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from experiments.harness import distributed
 from experiments.harness.config import lr_field
 from experiments.harness.devices import synchronize
 from experiments.harness.files import non_finite
@@ -86,8 +88,13 @@ def fit(run: Run, *, epochs: int, device: torch.device, state: dict[str, Any],
     train_epoch(epoch) -> {"loss": ..., "images": n, other means}; after_epoch(epoch) -> extra
     metrics (evaluation, snapshots). lr: the optimizer's learning rate, set after loading a checkpoint
     (a resume may change it). Returns all metrics records of the run.
+
+    Under torchrun (experiments.harness.distributed) every rank trains; after_epoch, the metrics line and the
+    checkpoint run on rank 0 alone while the others wait (an error there stops every rank), and rank 0's RNG
+    states then pass to every rank, so the next epoch draws on each what one process would draw.
     """
     start = resume_state(run, state, generators, lr)
+    distributed.share_rng_state(generators)
     wall = run.history[-1]["wall_seconds"] if run.history else 0.0
     bar = tqdm(range(start + 1, epochs + 1), desc=desc, initial=start, total=epochs, unit="epoch")
     for epoch in bar:
@@ -97,21 +104,27 @@ def fit(run: Run, *, epochs: int, device: torch.device, state: dict[str, Any],
         synchronize(device)
         train_seconds = time.perf_counter() - t0
         check_finite(run, epoch, stats["loss"], state)
-        extra = after_epoch(epoch)
-        synchronize(device)
-        epoch_seconds = time.perf_counter() - t0
-        wall += epoch_seconds
-        images = stats.pop("images")
-        record = {"epoch": epoch, **stats, **extra, "train_seconds": train_seconds,
-                  "epoch_seconds": epoch_seconds, "wall_seconds": wall,
-                  "images_per_s": images / train_seconds}
-        run.log(record)
-        if epoch == start + 1:
-            tqdm.write(projection(epoch_seconds, epochs, epoch, device))
-        bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_s']:.0f}")
-        run.save_checkpoint({"epoch": epoch, "state": {n: o.state_dict() for n, o in state.items()},
-                             "rng": rng_state(generators), "config": dataclasses.asdict(run.config),
-                             "metrics": list(run.history), "artifacts": run.artifact_names()})
+
+        def finish_epoch(epoch: int, t0: float, stats: dict, train_seconds: float) -> None:
+            nonlocal wall
+            extra = after_epoch(epoch)
+            synchronize(device)
+            epoch_seconds = time.perf_counter() - t0
+            wall += epoch_seconds
+            images = stats.pop("images")
+            record = {"epoch": epoch, **stats, **extra, "train_seconds": train_seconds,
+                      "epoch_seconds": epoch_seconds, "wall_seconds": wall,
+                      "images_per_s": images / train_seconds}
+            run.log(record)
+            if epoch == start + 1:
+                tqdm.write(projection(epoch_seconds, epochs, epoch, device))
+            bar.set_postfix(loss=f"{record['loss']:.4g}", img_s=f"{record['images_per_s']:.0f}")
+            run.save_checkpoint({"epoch": epoch, "state": {n: o.state_dict() for n, o in state.items()},
+                                 "rng": rng_state(generators), "config": dataclasses.asdict(run.config),
+                                 "metrics": list(run.history), "artifacts": run.artifact_names()})
+        distributed.on_writer(functools.partial(finish_epoch, epoch, t0, stats, train_seconds))
+        run.epoch = epoch
+        distributed.share_rng_state(generators)
     return run.metrics()
 
 

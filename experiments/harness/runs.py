@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from experiments.harness import data
+from experiments.harness import data, distributed
 from experiments.harness.config import RESUMABLE_CHANGES, same_config
 from experiments.harness.devices import pick_device
 from experiments.harness.execution import Execution, choose_precision, compile_mode
@@ -79,13 +79,26 @@ OUTPUTS = ("summary.json", "metrics.jsonl", "artifacts", "figures", "config.json
 def locked(run_function: Callable[..., Path]) -> Callable[..., Path]:
     """Decorate a driver's run(cfg, out, ...): checks that `out` is writable, then holds its RunLock for the
     whole run (training, final evaluation, figures); a second process on the folder is refused. A run that
-    stops before writing anything (a refusal: missing data, another config, ...) removes the folders it made."""
+    stops before writing anything (a refusal: missing data, another config, ...) removes the folders it made.
+    Under torchrun (experiments.harness.distributed) the process group is joined first and rank 0 alone takes
+    the lock (the lock names its process); a refusal there is raised on every rank."""
     @functools.wraps(run_function)
     def run(cfg: Any, out: str | Path, *args, **kwargs) -> Path:
-        made = created_folders(Path(out))
+        distributed.setup(getattr(cfg, "device", None))
+        writer = distributed.is_writer()
+        made = created_folders(Path(out)) if writer else []
+        lock: list[RunLock] = []
+
+        def take() -> None:
+            lock.append(RunLock(writable_folder(out, "--out")))
+            lock[0].acquire()
         try:
-            with RunLock(writable_folder(out, "--out")):
+            distributed.on_writer(take)
+            try:
                 return run_function(cfg, out, *args, **kwargs)
+            finally:
+                if lock:
+                    lock[0].release()
         except BaseException:
             remove_if_empty(made)
             raise
@@ -97,10 +110,14 @@ class Run:
 
     resume=False refuses a folder that holds a checkpoint, and moves the outputs of an earlier run
     without one aside; resume=True loads the checkpoint (falling back to the previous one when the latest
-    is damaged) and checks the config, the epochs, the metrics and the artifacts against it."""
+    is damaged) and checks the config, the epochs, the metrics and the artifacts against it.
 
-    def __init__(self, directory: str | Path, config: Any, *, resume: bool = False):
+    writer=False (the ranks other than 0 of a distributed run) opens the folder rank 0 has prepared to read
+    it only: the checkpoint and metrics are read, and every method that would write does not."""
+
+    def __init__(self, directory: str | Path, config: Any, *, resume: bool = False, writer: bool = True):
         self.dir = Path(directory)
+        self.writer = writer
         self.config = config
         self.artifacts = self.dir / "artifacts"
         self.figures = self.dir / "figures"
@@ -108,8 +125,9 @@ class Run:
         self.previous_path = self.dir / PREVIOUS_CHECKPOINT
         self.metrics_path = self.dir / "metrics.jsonl"
         self.changes: dict[str, list] = {}   # resumable fields changed by this resume: {name: [old, new]}
-        remove_temp_files(self.dir)          # left by a kill during a write; we hold the lock
-        if not resume and (self.checkpoint_path.exists() or self.previous_path.exists()):
+        if writer:
+            remove_temp_files(self.dir)      # left by a kill during a write; we hold the lock
+        if writer and not resume and (self.checkpoint_path.exists() or self.previous_path.exists()):
             raise FileExistsError(
                 f"{self.dir} already holds a run (found {self.checkpoint_path}). "
                 "Pass --resume (resume=True) to continue it, or choose another --out folder.")
@@ -118,6 +136,8 @@ class Run:
         self.checkpoint = self._load() if resume else None
         self.epoch = self.checkpoint["epoch"] if self.checkpoint else 0
         self.history: list[dict] = self._resume_checks() if self.checkpoint else []
+        if not writer:
+            return
         if not self.checkpoint:
             self._move_aside(OUTPUTS, "held outputs of an earlier run without its checkpoint")
         elif self.epoch < config.epochs:
@@ -198,6 +218,8 @@ class Run:
     def log(self, record: dict) -> None:
         """Append one JSON line and fsync it; a file changed behind the run's back is rewritten from memory."""
         self.history.append(json.loads(json.dumps(record)))
+        if not self.writer:
+            return
         try:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -217,6 +239,8 @@ class Run:
 
     def restore_metrics(self) -> None:
         """Make metrics.jsonl hold exactly the epochs of the checkpoint (and those logged since)."""
+        if not self.writer:
+            return
         lines = "".join(json.dumps(m) + "\n" for m in self.history)
         if not self.metrics_path.exists() or self.metrics_path.read_text() != lines:
             atomic_write_bytes(self.metrics_path, lambda f: f.write(lines.encode()))
@@ -224,7 +248,8 @@ class Run:
     # checkpoints ---------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:
         """Write `state` (checksummed), the previous checkpoint kept as checkpoint.prev.pt."""
-        atomic_write_bytes(self.checkpoint_path, lambda f: write_checkpoint(f, state), keep=self.previous_path)
+        if self.writer:
+            atomic_write_bytes(self.checkpoint_path, lambda f: write_checkpoint(f, state), keep=self.previous_path)
         self.checkpoint, self.epoch = state, state["epoch"]
 
     def load_checkpoint(self, map_location: torch.device | str = "cpu") -> dict | None:
@@ -238,10 +263,12 @@ class Run:
 
     # artifacts and summary --------------------------------------------------------
     def save_artifact(self, name: str, obj: Any) -> None:
-        atomic_save(obj, self.artifacts / name)
+        if self.writer:
+            atomic_save(obj, self.artifacts / name)
 
     def write_json(self, name: str, obj: Any) -> None:
-        atomic_write_json(obj, self.dir / name)
+        if self.writer:
+            atomic_write_json(obj, self.dir / name)
 
     def finished(self) -> bool:
         """Whether the final evaluation of this config is done: summary.json (written last) exists and
@@ -282,17 +309,31 @@ def start(cfg: Any, out: str | Path, real_dataset: str, *, resume: bool = False,
     """Load the data (`real_dataset`, "svhn" or "cifar10", or the synthetic stand-in, as cfg.data says) before
     touching the folder, create (or reopen) the run folder, decide how its steps execute (experiments.harness.execution:
     device, precision, layout, compilation; trial and clock as in execution.choose_precision, compiles as
-    in execution.compile_mode), write provenance.json (the data's provenance and the environment) and seed the
-    global RNGs with cfg.seed."""
-    train, test, provenance = data.load_train_test(cfg, real_dataset)
-    device = pick_device(cfg.device)
-    run = Run(out, cfg, resume=resume)
+    in execution.compile_mode), write provenance.json (the data's provenance, the environment and the layout:
+    world_size, backend, sync_batch_norm) and seed the global RNGs with cfg.seed.
+
+    Under torchrun: rank 0 loads the data first (it may write the cache), then the others; rank 0 prepares the
+    folder, then the others open it to read (Run(writer=False)); every rank takes rank 0's precision; steps run
+    eager (a compiled step around DDP's gradient hooks is not used here)."""
+    with distributed.writer_first():
+        train, test, provenance = data.load_train_test(cfg, real_dataset)
+    device = distributed.setup(cfg.device) or pick_device(cfg.device)
+    run = distributed.on_writer(lambda: Run(out, cfg, resume=resume))
+    if run is None:
+        run = Run(out, cfg, resume=resume, writer=False)
     kept = ((run.checkpoint or {}).get("state", {}).get("precision") or {}).get("name")
-    precision, record = choose_precision(device, cfg.precision, kept=kept, trial=trial, clock=clock)
+    precision, record = distributed.broadcast(
+        choose_precision(device, cfg.precision, kept=kept, trial=trial, clock=clock))
+    compiles = compiles and not distributed.is_distributed()
     execution = Execution(device, precision, compile_mode(cfg.compile, device, compiles), record)
-    tqdm.write(execution.describe())
-    changes = _recorded_changes(run)
-    run.write_json("provenance.json", {**provenance, **environment(execution), "resume_changes": changes})
+    if distributed.is_writer():
+        tqdm.write(execution.describe())
+
+    def write() -> None:
+        changes = _recorded_changes(run)
+        run.write_json("provenance.json", {**provenance, **environment(execution), **distributed.record(),
+                                           "resume_changes": changes})
+    distributed.on_writer(write)
     seed_everything(cfg.seed)
     return Setup(run, execution, train, test)
 
@@ -300,9 +341,12 @@ def start(cfg: Any, out: str | Path, real_dataset: str, *, resume: bool = False,
 def _recorded_changes(run: Run) -> list[dict]:
     """provenance.json's list of config changes made by resumes, with this resume's appended (and printed)."""
     try:
-        changes = read_json(run.dir, "provenance.json").get("resume_changes", []) if run.checkpoint else []
+        before = read_json(run.dir, "provenance.json") if run.checkpoint else {}
     except (FileNotFoundError, ValueError):
-        changes = []
+        before = {}
+    changes = before.get("resume_changes", [])
+    if run.checkpoint and before.get("world_size", 1) != distributed.world_size():  # the global batch is unchanged
+        run.changes["world_size"] = [before.get("world_size", 1), distributed.world_size()]
     if run.changes:
         listing = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in run.changes.items())
         tqdm.write(f"resuming {run.dir} after epoch {run.epoch} with changes: {listing} (in provenance.json)")

@@ -6,6 +6,11 @@ epochs; full ancestral samples from fixed noise every `snapshot_every` epochs (2
 At the end (summary.json, written last): final samples (2.2d), the reconstruction study
 with t* (2.2c), a sample-quality proxy and the sampling time (2.3a), and a linear probe of
 digit class on the U-Net's bottleneck features (2.3b). figures.py draws the PNGs.
+
+More than one GPU (torchrun; experiments.harness.distributed): every rank loads the whole global batch, draws
+its t and eps from the global RNG (the same state on every rank) and trains on its own contiguous slice under
+DistributedDataParallel; each rank keeps the same EMA. The per-epoch test loss, the snapshots and the final
+evaluation run on rank 0 alone while the others wait. The step runs eager there (no compiled step).
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import ddpm_solution
-from experiments.harness import config, data, devices, loop, rng, runs
+from experiments.harness import config, data, devices, distributed, loop, rng, runs
 from experiments.harness.config import checked_overrides
 from experiments.harness.execution import Execution, Timings
 from experiments.harness.files import read_json
@@ -132,7 +137,9 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
     model = ex.place(build_model(cfg))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ema = EMA(model, cfg.ema_decay)
-    step = ex.compiled(training_step(model, optimizer, ema, diffusion, ex), "DDPM training step")
+    net = distributed.wrap(model, device)  # DDP under torchrun, else the model
+    step = ex.compiled(training_step(model, optimizer, ema, diffusion, ex, net=net), "DDPM training step")
+    local = distributed.local_slice(cfg.batch_size)  # this rank's share of each global batch
     shuffle = rng.stream(cfg.seed, "shuffle")
     train_images = train.images.to(device)
     eval_set = fixed_eval_set(test, diffusion, cfg, device)
@@ -144,11 +151,11 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
         batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
         bar, t0 = loop.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
         for i, idx in enumerate(bar, 1):
-            x = ex.layout(data.to_float(train_images[idx.to(device)]))  # (B, 3, 32, 32)
-            t, eps = diffusion.draw(x)
-            total += step(x, t, eps, ema.next_weight())
+            x = ex.layout(data.to_float(train_images[idx.to(device)]))  # (B, 3, 32, 32), the global batch
+            t, eps = diffusion.draw(x)  # the whole batch's, on every rank: each keeps its slice
+            total += step(x[local], t[local], eps[local], ema.next_weight())
             loop.show_rate(bar, i, total, cfg.batch_size, t0)
-        return {"loss": total.item() / i, "images": i * cfg.batch_size}
+        return {"loss": distributed.mean(total).item() / i, "images": i * cfg.batch_size}
 
     def after_epoch(epoch: int) -> dict:
         return {"test_loss": eval_loss(model, eval_set, ex),
@@ -158,6 +165,8 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
     loop.fit(run_, epochs=cfg.epochs, device=device, generators={"shuffle": shuffle}, train_epoch=train_epoch,
              state={"model": model, "optimizer": optimizer, "ema": ema, "precision": ex},
              after_epoch=after_epoch, desc=f"DDPM T={cfg.timesteps}", lr=cfg.lr)
+    if not distributed.is_writer():  # the final evaluation and the figures: rank 0's
+        return run_.dir
     if not run_.finished():
         final_artifacts(run_, cfg, diffusion, ema.model, train, test, ex)  # written last
     vae_dir = Path(vae_run) if vae_run else run_.dir.parent / f"vae-{cfg.preset}"
@@ -166,16 +175,18 @@ def run(cfg: DDPMConfig, out: str | Path, *, resume: bool = False, vae_run: str 
 
 
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: EMA, diffusion: Diffusion,
-                  ex: Execution) -> Callable[..., torch.Tensor]:
+                  ex: Execution, net: torch.nn.Module | None = None) -> Callable[..., torch.Tensor]:
     """One training step as a function of tensors, step(x_0, t, eps, ema_weight) -> the loss (detached): the
     noise-prediction loss, backward, the optimiser step and the EMA update (weight from ema.next_weight()).
-    t and eps are drawn outside (diffusion.draw), so a compiled step draws exactly what an eager one does."""
+    t and eps are drawn outside (diffusion.draw), so a compiled step draws exactly what an eager one does.
+    net: the module the forward runs through (model under DistributedDataParallel; default the model)."""
+    net = net or model
     if ex.compile != "none":
         for tensor in ema.tensors():  # fixed addresses: CUDA graphs update them in place, without copies
             torch._dynamo.mark_static_address(tensor)
 
     def step(x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, ema_weight: torch.Tensor) -> torch.Tensor:
-        loss = diffusion.loss(model, x, ex, t=t, noise=eps)
+        loss = diffusion.loss(net, x, ex, t=t, noise=eps)
         optimizer.zero_grad(set_to_none=True)
         ex.backward(loss)
         ex.step(optimizer)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.harness import config, data, files, loop, rng, runs
+from experiments.harness import config, data, distributed, files, loop, rng, runs
 from experiments.harness.config import checked_overrides
 from experiments.harness.files import read_json
 from experiments.harness.runs import Run
@@ -369,6 +369,10 @@ def run(cfg: FlowConfig, out: str | Path, *, resume: bool = False) -> Path:
     loop.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": ex},
              generators={"shuffle": shuffle, "dequantisation": dequant}, train_epoch=train_epoch,
              after_epoch=after_epoch, desc="flow", lr=cfg.lr)
+    # Under torchrun this family is not data-parallel: every rank takes the same whole-batch steps, and rank 0
+    # alone evaluates and writes (experiments.harness.distributed).
+    if not distributed.is_writer():
+        return run_.dir
     if not run_.finished():
         final_artifacts(run_, cfg, model, train, test, eval_images, device)   # written last
     flow_figures(run_.dir)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as sn
 
-from experiments.harness import config, data, loop, rng, runs
+from experiments.harness import config, data, distributed, loop, rng, runs
 from experiments.harness.config import checked_overrides
 from experiments.harness.files import read_json
 from experiments.harness.runs import Run
@@ -259,6 +259,10 @@ def run(cfg: GANConfig, out: str | Path, *, resume: bool = False) -> Path:
     loop.fit(run_, epochs=cfg.epochs, device=device, generators={"shuffle": shuffle, "latents": noise},
              state={"model": gan, "optimizer": optimiser, "ema": ema, "precision": ex},
              train_epoch=train_epoch, after_epoch=after_epoch, desc="GAN", lr=cfg.lr)
+    # Under torchrun this family is not data-parallel: every rank takes the same whole-batch steps, and rank 0
+    # alone evaluates and writes (experiments.harness.distributed).
+    if not distributed.is_writer():
+        return run_.dir
     if not run_.finished():
         final_artifacts(run_, cfg, gan, ema, train, test, device)   # written last
     gan_figures(run_.dir)

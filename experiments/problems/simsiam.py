@@ -16,6 +16,15 @@ The ablations, one run folder each (`--ablation`):
     proj-4096      projector output d = 4096 instead of 2048            (Q5b)
     batch-4096     batch 4096 instead of 1024, lr by the linear rule,   (Q5b)
                    with a 10-epoch linear warm-up
+
+More than one GPU (torchrun; experiments.harness.distributed): the batch is the global batch; every rank draws
+the same order and augments the whole global batch from the same stream "views", then trains on its own
+contiguous slice under DistributedDataParallel. Batch norm is synchronised over the ranks by default
+(torch.nn.SyncBatchNorm.convert_sync_batchnorm on CUDA, as the official SimSiam code does; on CPU/gloo, where
+SyncBatchNorm needs GPU inputs, distributed.GroupBatchNorm), so it normalises over the whole batch as one
+process would; `--no-sync-bn` keeps per-GPU statistics (as the micro-batch path does). Micro-batches run
+under DDP's no_sync() but for the last. The monitors (kNN, collapse, spectrum) and the linear probe run on
+rank 0 alone while the others wait.
 """
 from __future__ import annotations
 
@@ -34,7 +43,7 @@ import torchvision
 from torch import nn
 
 import q3_solution
-from experiments.harness import augment, config, data, loop, memory, rng, runs
+from experiments.harness import augment, config, data, distributed, loop, memory, rng, runs
 from experiments.harness.config import checked_overrides
 from experiments.harness.execution import Execution, Timings
 from experiments.harness.files import read_json
@@ -113,6 +122,8 @@ class SimSiamConfig(config.RunConfig):
     # Images per forward/backward pass; gradients are accumulated over batch_size / micro_batch of
     # them. None: planned from the device's free memory (experiments.harness.memory); the whole batch on CPU.
     micro_batch: int | None = None
+    # Under torchrun: batch norm over the global batch (SyncBatchNorm), else over each GPU's share.
+    sync_bn: bool = True
     # How much data (None: the whole split).
     train_size: int | None = None
     test_size: int | None = None
@@ -236,31 +247,35 @@ def set_learning_rates(optimizer: torch.optim.Optimizer, cfg: SimSiamConfig, t: 
     return encoder_lr, predictor_lr
 
 
-def micro_loss(model: q3_solution.SimSiam, x1: torch.Tensor, x2: torch.Tensor, ex: Execution) -> torch.Tensor:
+def micro_loss(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, ex: Execution) -> torch.Tensor:
     """The SimSiam loss L = 0.5 D(p1, z2) + 0.5 D(p2, z1) of two views x1, x2 (b, 3, H, W), computed in
-    float32 (q3_solution.SimSiam.loss); the stop-gradient, or its absence, is in the z's the model returns."""
+    float32 (q3_solution.SimSiam.loss); the stop-gradient, or its absence, is in the z's the model returns.
+    model: a q3_solution.SimSiam, or one under DistributedDataParallel."""
     with ex.autocast():
         p1, p2, z1, z2 = model(x1, x2)  # (b, d) each
-    return model.loss(p1.float(), p2.float(), z1.float(), z2.float())
+    return distributed.unwrap(model).loss(p1.float(), p2.float(), z1.float(), z2.float())
 
 
-def train_step(model: q3_solution.SimSiam, optimizer: torch.optim.Optimizer, x1: torch.Tensor, x2: torch.Tensor,
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x1: torch.Tensor, x2: torch.Tensor,
                ex: Execution, micro_batch: int | None = None) -> torch.Tensor:
     """One SGD step on the SimSiam loss of two views x1, x2 (B, 3, H, W); returns the loss, detached.
 
     With micro_batch = m < B, the batch runs as B/m forward/backward passes whose gradients add up:
     the loss is a mean over samples, so L = sum_k (m/B) L_k exactly, except that batch norm then
     normalises over each micro-batch of m images (as per-GPU batch norm does in multi-GPU training
-    without SyncBN). With m = B (or None) it is one plain step.
+    without SyncBN). With m = B (or None) it is one plain step. Under DistributedDataParallel, x1 and x2 are
+    this rank's share of the global batch, and every micro-batch but the last runs under no_sync(): the
+    gradients are averaged over the ranks once per step.
     """
     B = x1.shape[0]
     m = micro_batch or B
     optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=x1.device)
     for i in range(0, B, m):
-        loss = micro_loss(model, x1[i:i + m], x2[i:i + m], ex)
-        loss = loss if m == B else loss * (x1[i:i + m].shape[0] / B)
-        ex.backward(loss)
+        with distributed.no_sync(model, last=i + m >= B):
+            loss = micro_loss(model, x1[i:i + m], x2[i:i + m], ex)
+            loss = loss if m == B else loss * (x1[i:i + m].shape[0] / B)
+            ex.backward(loss)
         total += loss.detach()
     ex.step(optimizer)
     return total
@@ -279,13 +294,25 @@ def trial(cfg: SimSiamConfig) -> Callable[[Execution], Callable[[], torch.Tensor
     return build
 
 
-def plan_micro_batch(model: q3_solution.SimSiam, cfg: SimSiamConfig, ex: Execution) -> int:
-    """cfg.micro_batch when set; else the largest divisor of the batch whose saved activations fit the
-    device's budget (experiments.harness.memory), measured on this device in this precision; the batch on CPU."""
+def sync_bn_model(model: q3_solution.SimSiam, device: torch.device) -> q3_solution.SimSiam:
+    """`model` with its batch norms synchronised over the ranks (experiments.harness.distributed.sync_batch_norm:
+    torch.nn.SyncBatchNorm on CUDA); the parameters and buffers are the same tensors, the state_dict's keys
+    the same, so a checkpoint moves between one GPU and several."""
+    return distributed.sync_batch_norm(model, device)
+
+
+def plan_micro_batch(model: q3_solution.SimSiam, cfg: SimSiamConfig, ex: Execution, batch: int | None = None) -> int:
+    """cfg.micro_batch when set; else the largest divisor of `batch` (default the config's; a GPU's share under
+    torchrun) whose saved activations fit the device's budget (experiments.harness.memory), measured on this device
+    in this precision; the batch on CPU."""
+    batch = batch or cfg.batch_size
+    if cfg.micro_batch and batch % cfg.micro_batch:
+        raise ValueError(f"--micro-batch {cfg.micro_batch} does not divide the {batch} images of each GPU's share "
+                         f"of the batch {cfg.batch_size}: choose a divisor of {batch}")
     budget = memory.device_budget(ex.device)
     if cfg.micro_batch or budget is None:
-        return cfg.micro_batch or cfg.batch_size
-    return memory.plan_micro_batch(cfg.batch_size, step_bytes_per_image(model, ex), budget)
+        return min(cfg.micro_batch or batch, batch)
+    return memory.plan_micro_batch(batch, step_bytes_per_image(model, ex), budget)
 
 
 def step_bytes_per_image(model: q3_solution.SimSiam, ex: Execution) -> float:
@@ -369,7 +396,7 @@ def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
     run_, ex, train, test = runs.start(cfg, out, "cifar10", resume=resume, trial=trial(cfg), compiles=False)
     device = ex.device
     model = ex.place(build_model(cfg))
-    optimizer = build_optimizer(model, cfg)
+    local = distributed.local_slice(cfg.batch_size)  # this rank's images of each global batch (all in one process)
     shuffle = rng.stream(cfg.seed, "shuffle")
     views = rng.stream(cfg.seed, "views", device)  # the augmentations, drawn on the device
     augmentation = augment.SimSiamAugment(channels_last=ex.channels_last)
@@ -377,9 +404,16 @@ def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
     train_d = replace(train, images=train.images.to(device), labels=train.labels.to(device))
     test_d = replace(test, images=test.images.to(device), labels=test.labels.to(device))
     # After the data and model are resident: what is free then is what the activations may use.
-    micro_batch = plan_micro_batch(model, cfg, ex)
-    run_.write_json("provenance.json", {**read_json(run_.dir, "provenance.json"), "micro_batch": micro_batch,
-                                        "accumulation_steps": cfg.batch_size // micro_batch})
+    # Every rank runs rank 0's plan (the same number of SyncBatchNorm exchanges on each).
+    micro_batch = distributed.broadcast(plan_micro_batch(model, cfg, ex, local.stop - local.start))
+    synced = distributed.is_distributed() and cfg.sync_bn
+    if synced:
+        model = sync_bn_model(model, device)
+    optimizer = build_optimizer(model, cfg)
+    net = distributed.wrap(model, device)  # DDP under torchrun (gradients averaged over the ranks), else model
+    distributed.on_writer(lambda: run_.write_json("provenance.json", {
+        **read_json(run_.dir, "provenance.json"), "micro_batch": micro_batch, "sync_batch_norm": synced,
+        "accumulation_steps": (local.stop - local.start) // micro_batch}))
     steps = len(train) // cfg.batch_size
     spectrum_batch = normalize(test.subset(cfg.spectrum_size, rng.stream_seed(cfg.seed, "spectrum-images")).images
                                .to(device))  # the fixed batch of Question 4's F
@@ -393,9 +427,10 @@ def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
         for i, idx in enumerate(bar, 1):
             lrs = set_learning_rates(optimizer, cfg, epoch - 1 + (i - 1) / steps)
             x1, x2 = augment.two_views(train_d.images[idx.to(device)], augmentation, views)  # (B, 3, 32, 32) each
-            total += train_step(model, optimizer, x1, x2, ex, micro_batch)
+            total += train_step(net, optimizer, x1[local], x2[local], ex, micro_batch)
             loop.show_rate(bar, i, total, cfg.batch_size, t0, every=20)
-        return {"loss": total.item() / steps, "lr": lrs[0], "predictor_lr": lrs[1], "images": steps * cfg.batch_size}
+        return {"loss": distributed.mean(total).item() / steps, "lr": lrs[0], "predictor_lr": lrs[1],
+                "images": steps * cfg.batch_size}
 
     timed = Timings(device)  # the final evaluation: the last epoch's spectrum and kNN, then the probe
 
@@ -411,6 +446,8 @@ def run(cfg: SimSiamConfig, out: str | Path, *, resume: bool = False) -> Path:
     loop.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": ex},
              generators={"shuffle": shuffle, "views": views}, train_epoch=train_epoch, after_epoch=after_epoch,
              desc=f"SimSiam {cfg.ablation}")
+    if not distributed.is_writer():  # the final evaluation and the figures: rank 0's
+        return run_.dir
     if not run_.finished():
         write_summary(run_, cfg, model, train_d, test_d, ex, timed)  # written last: its presence means done
     figures.simsiam_figures(run_.dir)

@@ -4,6 +4,16 @@ Per epoch: train loss (negative ELBO) and its two terms, test loss, timings (met
 every `snapshot_every` epochs: samples from fixed latent noise and reconstructions of fixed
 test images. At the end: a final sample grid, per-class latent profiles, interpolations and
 the importance-sampled test log-likelihood (K = 100) in summary.json. figures.py draws the PNGs.
+
+More than one GPU (torchrun; experiments.harness.distributed): every rank takes its contiguous slice of the
+same global batch. The graded forward draws its reparameterisation noise eps ~ N(0, I) from the global RNG
+for the batch it is given, so a rank given half the batch would draw other numbers than one process; under
+DDP the step runs `SharedNoise` instead: the graded encode and decode, with eps drawn for the whole global
+batch exactly as the graded forward draws it (randn_like of the batch's posterior mean) and sliced, so two
+ranks take the step one process takes. The graded encoder's batch norms are synchronised over the ranks
+(distributed.sync_batch_norm), so they normalise over the global batch as in one process. One process runs the
+graded forward itself, unchanged. The test loss,
+snapshots and the final evaluation run on rank 0 alone while the others wait.
 """
 from __future__ import annotations
 
@@ -17,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 import vae_solution
-from experiments.harness import config, data, files, loop, rng, runs
+from experiments.harness import config, data, distributed, files, loop, rng, runs
 from experiments.harness.config import checked_overrides
 from experiments.harness.execution import Execution, Timings
 from experiments.harness.files import read_json
@@ -111,8 +121,15 @@ def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
     run_, ex, train, test = runs.start(cfg, out, "svhn", resume=resume, trial=trial(cfg))
     device = ex.device
     model = build_model(cfg).to(device)  # the default layout: the graded decoder reshapes with view
+    if distributed.is_distributed():  # the encoder's batch norms over the global batch
+        model = distributed.sync_batch_norm(model, device)
+        distributed.on_writer(lambda: run_.write_json("provenance.json", {
+            **read_json(run_.dir, "provenance.json"), "sync_batch_norm": True}))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step = ex.compiled(training_step(model, optimizer, ex), "VAE training step")
+    local = distributed.local_slice(cfg.batch_size)  # this rank's share of each global batch
+    net = distributed.wrap(SharedNoise(model, cfg.batch_size, local), device) if distributed.is_distributed() \
+        else None
+    step = ex.compiled(training_step(model, optimizer, ex, net=net), "VAE training step")
     shuffle = rng.stream(cfg.seed, "shuffle")
     # Fixed latent noise and test images for the snapshots, the same every epoch.
     z_fixed = torch.randn(cfg.n_samples, cfg.z_dim, generator=rng.stream(cfg.seed, "snapshot-noise")).to(device)
@@ -129,9 +146,9 @@ def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
         batches = data.iterate_batches(len(train), cfg.batch_size, shuffle=True, drop_last=True, generator=shuffle)
         bar, t0 = loop.progress(batches, len(train) // cfg.batch_size, epoch), time.perf_counter()
         for i, idx in enumerate(bar, 1):
-            sums += step(data.to_float(train_images[idx.to(device)]))
+            sums += step(data.to_float(train_images[idx[local].to(device)]))  # this rank's share
             loop.show_rate(bar, i, sums[0], cfg.batch_size, t0)
-        loss, nll, kl = (sums / i).tolist()
+        loss, nll, kl = (distributed.mean(sums) / i).tolist()
         return {"loss": loss, "nll": nll, "kl": kl, "images": i * cfg.batch_size}
 
     @torch.no_grad()
@@ -143,19 +160,40 @@ def run(cfg: VAEConfig, out: str | Path, *, resume: bool = False) -> Path:
 
     loop.fit(run_, epochs=cfg.epochs, device=device, state={"model": model, "optimizer": optimizer, "precision": ex},
              generators={"shuffle": shuffle}, train_epoch=train_epoch, after_epoch=after_epoch, desc="VAE", lr=cfg.lr)
+    if not distributed.is_writer():  # the final evaluation and the figures: rank 0's
+        return run_.dir
     if not run_.finished():
         final_artifacts(run_, cfg, model, train, test, device)  # written last: its presence means done
     figures.vae_figures(run_.dir)
     return run_.dir
 
 
+class SharedNoise(torch.nn.Module):
+    """The graded VAE's forward on this rank's share x (b, 3, 32, 32) of a global batch of `batch` images:
+    encode, z = mean + std * eps, decode, (nll (b,), kl (b,)), with eps the rows `part` of the (batch, z_dim)
+    noise the graded forward would draw for the whole batch (torch.randn_like of its posterior mean, from the
+    global RNG, the same state on every rank). The arithmetic is DiagonalGaussianDistribution.sample's."""
+
+    def __init__(self, vae: vae_solution.VAE, batch: int, part: slice):
+        super().__init__()
+        self.vae, self.batch, self.part = vae, batch, part
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        posterior = self.vae.encode(x)
+        mean = posterior.mean                                     # (b, z_dim)
+        eps = torch.randn((self.batch, mean.shape[1]), dtype=mean.dtype, device=mean.device)[self.part]
+        likelihood = self.vae.decode(mean + posterior.std * eps)
+        return likelihood.nll(x), posterior.kl()
+
+
 def training_step(model: vae_solution.VAE, optimizer: torch.optim.Optimizer,
-                  ex: Execution) -> Callable[[torch.Tensor], torch.Tensor]:
+                  ex: Execution, net: torch.nn.Module | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """One training step as a function of a batch x (B, 3, 32, 32): the negative ELBO (the graded forward, its
-    reparameterised draw from the global RNG), backward, the optimiser step; returns [loss, nll, kl] (3,), detached."""
+    reparameterised draw from the global RNG), backward, the optimiser step; returns [loss, nll, kl] (3,), detached.
+    net: under DDP, SharedNoise(model) wrapped (x is then this rank's share), called instead of the graded forward."""
     def step(x: torch.Tensor) -> torch.Tensor:
         with ex.autocast():
-            _, nll, kl = model(x)
+            nll, kl = net(x) if net is not None else model(x)[1:]
         nll, kl = nll.float(), kl.float()  # (B,) each; summed over 3072 pixels, so kept in float32
         loss = (nll + kl).mean()
         optimizer.zero_grad(set_to_none=True)
